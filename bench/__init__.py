@@ -1,0 +1,1 @@
+"""Benchmarks: `just bench` runs them and prints results for docs/BENCHMARKS.md."""

@@ -1,0 +1,64 @@
+# findash developer recipes. `uv run just dev` starts everything; `uv run just test` checks it.
+# Recipes read .dev/env (written by `just dev`), so a second terminal reaches the same stack;
+# variables already set in your environment win.
+set dotenv-load
+set dotenv-path := ".dev/env"
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := "uv run --frozen python"
+
+# List the recipes.
+default:
+    @just --list
+
+# Install the locked dependencies into .venv.
+setup:
+    uv sync --frozen
+
+# Run the whole system: embedded Postgres/Redis (unless URLs are set), exchange, API, worker, scheduler.
+dev:
+    {{python}} -m service.dev
+
+# Run the test suite (starts its own Postgres, Redis, exchange, workers and API).
+test *args:
+    uv run --frozen pytest {{args}}
+
+# Lint and type-check.
+lint:
+    uv run --frozen ruff check .
+    uv run --frozen ruff format --check .
+    uv run --frozen mypy
+
+# Format the code and apply safe lint fixes.
+fmt:
+    uv run --frozen ruff format .
+    uv run --frozen ruff check --fix .
+
+# Apply pending migrations to DATABASE_URL.
+migrate:
+    {{python}} -m service.migrate_cli
+
+# Serve the API (API_HOST:API_PORT).
+api:
+    {{python}} -m service.serve
+
+# Run a worker on the given queues (default: all) with the given concurrency.
+worker queues="market_data,analytics" concurrency="2":
+    {{python}} -m celery -A workers.worker -q worker -P prefork -c {{concurrency}} -Q {{queues}} -E
+
+# Run a scheduler replica.
+scheduler:
+    {{python}} -m workers.scheduler
+
+# Run Flower (basic auth from FLOWER_BASIC_AUTH=user:password).
+flower port="5555":
+    @test -n "${FLOWER_BASIC_AUTH:-}" || { echo "set FLOWER_BASIC_AUTH=user:password" >&2; exit 2; }
+    {{python}} -m celery -A workers.worker flower --port={{port}} --basic-auth="$FLOWER_BASIC_AUTH"
+
+# Run the simulated exchange alone.
+exchange:
+    {{python}} -m workers.simulated_exchange
+
+# Run the benchmarks and print their results (see docs/BENCHMARKS.md).
+bench *args:
+    {{python}} -m bench {{args}}

@@ -1,0 +1,132 @@
+"""One structured-logging pipeline for the API, the workers and the scheduler.
+
+structlog renders every event, our own and the standard library's (Celery,
+kombu, uvicorn, asyncpg, aiohttp, apscheduler), as one JSON object per line
+on stdout. Ids in scope (request_id, task_id, task_name) come from
+contextvars; secrets are masked before anything is rendered.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+import structlog.tracebacks
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from service.settings import redact_secrets
+
+Service = Literal["api", "worker", "scheduler", "cli", "exchange", "dev"]
+
+_SECRET_KEYS = frozenset(
+    {"authorization", "api_key", "apikey", "password", "token", "secret", "cookie", "x-api-key"}
+)
+_NOISY_LOGGERS = {"asyncio": "WARNING", "aiohttp.access": "WARNING", "uvicorn.access": "WARNING"}
+
+
+def redact_processor(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Mask values under secret-looking keys and passwords inside URLs, at any depth."""
+    _redact_mapping(event_dict)
+    return event_dict
+
+
+def _redact_mapping(mapping: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in mapping.items():
+        if key.lower() in _SECRET_KEYS and value:
+            mapping[key] = "***"
+        else:
+            mapping[key] = _redact_value(value)
+    return mapping
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_secrets(value) if "://" in value else value
+    if isinstance(value, dict):
+        return _redact_mapping(dict(value))
+    if isinstance(value, list | tuple):
+        return [_redact_value(item) for item in value]
+    return value
+
+
+def _add_service(service: str) -> Processor:
+    def add_service(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    return add_service
+
+
+def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # uvicorn duplicates its message with ANSI colours under this key.
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
+def configure_logging(
+    *,
+    service: Service,
+    level: str = "INFO",
+    fmt: Literal["json", "console"] = "json",
+    stream: TextIO | None = None,
+) -> None:
+    """Route structlog and every stdlib logger through one renderer on `stream` (stdout)."""
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _add_service(service),
+        _drop_color_message,
+        structlog.stdlib.ExtraAdder(),
+    ]
+    final: list[Processor] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        redact_processor,
+    ]
+    if fmt == "json":
+        final += [
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            structlog.processors.JSONRenderer(default=str),
+        ]
+    else:
+        final += [structlog.dev.ConsoleRenderer(colors=False)]
+
+    formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final)
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name, noisy_level in _NOISY_LOGGERS.items():
+        logging.getLogger(name).setLevel(noisy_level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "granian"):
+        lib_logger = logging.getLogger(name)
+        lib_logger.handlers.clear()
+        lib_logger.propagate = True
+    logging.captureWarnings(True)
+
+    structlog.configure(
+        processors=[
+            *shared[:-1],
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structlog logger named `name` that renders through the shared pipeline."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -1,0 +1,159 @@
+"""RFC 9457 problem details: every error the API returns goes through here."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from service.logs import get_logger
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = get_logger(__name__)
+
+_TITLES = {
+    400: "Invalid request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Unprocessable request",
+    429: "Too many requests",
+    500: "Internal server error",
+    501: "Not implemented",
+    503: "Service unavailable",
+}
+# msgspec's messages end in "- at `$.symbols[0]`"; Litestar wraps body errors under "data".
+_AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One invalid field: a JSON path like `symbols[0]` and what is wrong with it."""
+
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An RFC 9457 problem details body."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ProblemException(HTTPException):
+    """Raise from a handler to answer with a problem of any status and detail."""
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        problem_type: str | None = None,
+    ) -> None:
+        super().__init__(detail=detail, status_code=status, headers=headers)
+        self.problem_type = problem_type
+
+
+def problem_type_for(status: int) -> str:
+    """A stable `type` URI for a status, documented in docs/API.md."""
+    return f"https://findash.dev/problems/{status}"
+
+
+def field_errors(extra: Any) -> list[FieldError]:
+    """Turn Litestar's validation `extra` (msgspec messages) into named-field errors."""
+    items = extra if isinstance(extra, list) else [extra] if extra else []
+    errors: list[FieldError] = []
+    for item in items:
+        if not isinstance(item, dict):
+            errors.append(FieldError(field="", message=str(item)))
+            continue
+        raw = str(item.get("message", ""))
+        key = str(item.get("key") or "")
+        match = _AT_PATH.match(raw)
+        message = match["message"] if match else raw
+        path = (match["path"] if match and match["path"] else "") or ""
+        field = _json_path_to_field(path) if path else key
+        if item.get("source") == "body" and key and key != "data" and not path:
+            field = key
+        errors.append(FieldError(field=field or key, message=message))
+    return errors
+
+
+def _json_path_to_field(path: str) -> str:
+    return path.lstrip(".")
+
+
+def problem_response(
+    request: Request[Any, Any, Any],
+    *,
+    status: int,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    problem_type: str | None = None,
+) -> Response[Problem]:
+    """Build the problem+json response for `status`."""
+    return Response(
+        Problem(
+            type=problem_type or problem_type_for(status),
+            title=_TITLES.get(status, "Error"),
+            status=status,
+            detail=detail,
+            instance=request.url.path,
+            errors=errors,
+        ),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def handle_validation(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[Problem]:
+    """400 naming each invalid field."""
+    errors = field_errors(exc.extra)
+    names = ", ".join(e.field for e in errors if e.field)
+    detail = f"invalid {names}" if names else (exc.detail or "invalid request")
+    return problem_response(request, status=400, detail=detail, errors=errors or None)
+
+
+def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    """Any HTTPException (401, 404, 413, 503, …) as a problem."""
+    status = exc.status_code
+    if status == 400 and exc.extra:
+        return handle_validation(request, ValidationException(detail=exc.detail, extra=exc.extra))
+    detail = exc.detail or _TITLES.get(status, "Error")
+    problem_type = exc.problem_type if isinstance(exc, ProblemException) else None
+    return problem_response(
+        request, status=status, detail=detail, headers=exc.headers, problem_type=problem_type
+    )
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """Log the failure with its traceback; answer 500 without leaking internals."""
+    log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
+    return problem_response(
+        request, status=HTTP_500_INTERNAL_SERVER_ERROR, detail="an unexpected error occurred"
+    )
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ValidationException: handle_validation,
+    HTTPException: handle_http,
+    Exception: handle_unexpected,
+}
+_ = MediaType

@@ -1,0 +1,136 @@
+"""The one typed, frozen configuration object, read from the environment once.
+
+Every process (API, worker, scheduler, CLI administration commands) calls
+`Settings.from_env()` at its composition root and passes the result down.
+No other module reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+RateLimit = Annotated[str, msgspec.Meta(pattern=r"^\d+/(second|minute|hour|day)$")]
+ProviderName = Literal["yahoo", "polygon", "tiingo"]
+
+# Fields given as comma-separated lists in the environment.
+_LIST_FIELDS = frozenset({"CORS_ORIGINS", "MARKET_DATA_PROVIDERS"})
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@"
+)
+
+
+class ConfigError(Exception):
+    """Raised at start-up when the environment holds an invalid configuration."""
+
+
+class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
+    """Configuration for every findash process; field `x_y` is environment variable `X_Y`."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    celery_broker_url: str = ""
+    celery_result_backend: str = ""
+    database_url: str = "postgresql://findash@127.0.0.1:5432/findash"
+    database_pool_min: Annotated[int, msgspec.Meta(ge=0)] = 1
+    database_pool_max: PositiveInt = 10
+
+    api_host: str = "127.0.0.1"
+    api_port: Port = 8000
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: PositiveInt = 1_048_576
+    submit_rate_limit: RateLimit = "120/minute"
+    publish_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    celery_visibility_timeout: PositiveInt = 7200
+    celery_task_time_limit: PositiveInt = 1800
+    celery_result_expires: PositiveInt = 86_400
+
+    market_data_providers: tuple[ProviderName, ...] = ("yahoo",)
+    yahoo_base_url: str = "https://query1.finance.yahoo.com"
+    http_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+
+    sim_exchange_host: str = "127.0.0.1"
+    sim_exchange_port: Port = 8100
+    sim_exchange_latency_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 20
+
+    risk_free_rate: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.0
+    benchmark_symbol: str = "SPY"
+
+    def __post_init__(self) -> None:
+        if not self.celery_broker_url:
+            msgspec.structs.force_setattr(self, "celery_broker_url", self.redis_url)
+        if not self.celery_result_backend:
+            msgspec.structs.force_setattr(self, "celery_result_backend", self.redis_url)
+        if self.database_pool_min > self.database_pool_max:
+            raise ValueError("DATABASE_POOL_MIN must not exceed DATABASE_POOL_MAX")
+        if self.celery_visibility_timeout <= self.celery_task_time_limit:
+            raise ValueError(
+                "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT, "
+                "or long tasks are delivered twice"
+            )
+        for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+            value = getattr(self, name.lower())
+            if not value.startswith(("redis://", "rediss://")):
+                raise ValueError(f"{name} must be a redis:// or rediss:// URL")
+        if not self.database_url.startswith(("postgres://", "postgresql://")):
+            raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `environ` (default `os.environ`), naming the variable on error."""
+        source = os.environ if environ is None else environ
+        names = {field.encode_name for field in msgspec.structs.fields(cls)}
+        raw: dict[str, Any] = {}
+        for name in names:
+            value = source.get(name)
+            if value is None or value == "":
+                continue
+            if name in _LIST_FIELDS:
+                raw[name] = [item.strip() for item in value.split(",") if item.strip()]
+            elif name == "LOG_LEVEL":
+                raw[name] = value.upper()
+            else:
+                raw[name] = value
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid configuration: {_name_variable(str(exc))}") from None
+
+    @property
+    def sim_exchange_url(self) -> str:
+        """Base URL of the simulated exchange these settings point at."""
+        return f"http://{self.sim_exchange_host}:{self.sim_exchange_port}"
+
+    @property
+    def celery_soft_time_limit(self) -> int:
+        """Soft limit, a little under the hard one, so task bodies can clean up."""
+        return max(1, self.celery_task_time_limit - max(5, self.celery_task_time_limit // 20))
+
+    def redacted(self) -> dict[str, Any]:
+        """All settings as a dict with passwords in URLs masked, fit for a log line."""
+        return {
+            key: redact_secrets(value) if isinstance(value, str) else value
+            for key, value in msgspec.structs.asdict(self).items()
+        }
+
+
+def redact_secrets(text: str) -> str:
+    """Mask the password part of any URL inside `text`."""
+    return _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+def _name_variable(message: str) -> str:
+    """Turn msgspec's `... - at `$.API_PORT`` into `API_PORT: ...`."""
+    match = re.search(r"^(?P<msg>.*) - at `\$\.(?P<name>[A-Z_]+)(?P<rest>[^`]*)`$", message)
+    if match is None:
+        return message
+    return f"{match['name']}: {match['msg']}"

@@ -1,0 +1,85 @@
+"""The NYSE trading calendar: which dates trade, and when they close.
+
+Holidays and 13:00 early closes come from the `holidays` package; sudden
+closures (a national day of mourning, say) come from an override list that
+callers load from Postgres (`market_closures`) and pass in. Pure and cheap:
+a calendar is a value, and lookups are cached per year.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import date, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import holidays
+
+EXCHANGE_TZ = ZoneInfo("America/New_York")
+REGULAR_OPEN = time(9, 30)
+REGULAR_CLOSE = time(16, 0)
+EARLY_CLOSE = time(13, 0)
+
+
+@lru_cache(maxsize=64)
+def _nyse_holidays(year: int) -> frozenset[date]:
+    return frozenset(holidays.financial_holidays("NYSE", years=year).keys())
+
+
+@lru_cache(maxsize=64)
+def _nyse_early_closes(year: int) -> frozenset[date]:
+    half_days = holidays.financial_holidays("NYSE", years=year, categories=(holidays.HALF_DAY,))
+    return frozenset(half_days.keys())
+
+
+class TradingCalendar:
+    """NYSE sessions, with extra closures (`closures`) layered on top of the published ones."""
+
+    __slots__ = ("_closures",)
+
+    def __init__(self, *, closures: Iterable[date] = ()) -> None:
+        self._closures = frozenset(closures)
+
+    def is_trading_day(self, day: date) -> bool:
+        """True when NYSE holds a session on `day`."""
+        return (
+            day.weekday() < 5 and day not in _nyse_holidays(day.year) and day not in self._closures
+        )
+
+    def close_time(self, day: date) -> time | None:
+        """The session's close in exchange time (13:00 on early-close days); None if closed."""
+        if not self.is_trading_day(day):
+            return None
+        return EARLY_CLOSE if day in _nyse_early_closes(day.year) else REGULAR_CLOSE
+
+    def is_early_close(self, day: date) -> bool:
+        """True on a trading day that closes at 13:00."""
+        return self.close_time(day) == EARLY_CLOSE
+
+    def trading_days(self, start: date, end: date) -> list[date]:
+        """Every trading day in [start, end], in order."""
+        return list(self.iter_trading_days(start, end))
+
+    def iter_trading_days(self, start: date, end: date) -> Iterator[date]:
+        """Yield every trading day in [start, end], in order."""
+        day = start
+        while day <= end:
+            if self.is_trading_day(day):
+                yield day
+            day += timedelta(days=1)
+
+    def last_trading_day_on_or_before(self, day: date) -> date:
+        """The latest trading day that is not after `day`."""
+        while not self.is_trading_day(day):
+            day -= timedelta(days=1)
+        return day
+
+    def next_trading_day_after(self, day: date) -> date:
+        """The earliest trading day strictly after `day`."""
+        day += timedelta(days=1)
+        while not self.is_trading_day(day):
+            day += timedelta(days=1)
+        return day
+
+
+NYSE = TradingCalendar()

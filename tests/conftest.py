@@ -1,0 +1,210 @@
+"""Session-wide real infrastructure: private Postgres and Redis, the simulated exchange,
+a Celery worker subprocess and the API served by uvicorn, all on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from service.database import create_pool
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.migrations import migrate
+from service.settings import Settings
+from tests.processes import ManagedProcess, wait_until_http_ok
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def scratch_dir() -> Iterator[Path]:
+    """A private folder for server data and process logs, removed at the end."""
+    path = Path(tempfile.mkdtemp(prefix="findash-tests-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(scratch_dir: Path) -> Iterator[EmbeddedPostgres]:
+    """A private Postgres with every migration applied."""
+    server = EmbeddedPostgres(scratch_dir / "postgres", durable=False)
+    server.start()
+    asyncio.run(migrate(server.url))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(scratch_dir: Path) -> Iterator[EmbeddedRedis]:
+    """A private redis-server shared by the session."""
+    server = EmbeddedRedis(scratch_dir / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def exchange_port() -> int:
+    """The simulated exchange's port."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def base_env(
+    postgres: EmbeddedPostgres, redis_server: EmbeddedRedis, exchange_port: int
+) -> dict[str, str]:
+    """The environment every findash subprocess of the session gets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FINDASH_", "CELERY_"))}
+    env.update(
+        DATABASE_URL=postgres.url,
+        REDIS_URL=redis_server.url,
+        YAHOO_BASE_URL=f"http://127.0.0.1:{exchange_port}",
+        SIM_EXCHANGE_PORT=str(exchange_port),
+        SIM_EXCHANGE_LATENCY_MS="0",
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+        CELERY_TASK_TIME_LIMIT="120",
+        CELERY_VISIBILITY_TIMEOUT="600",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def settings(base_env: dict[str, str]) -> Settings:
+    """Settings pointing at the session's servers."""
+    return Settings.from_env(base_env)
+
+
+@pytest.fixture(scope="session")
+def exchange(base_env: dict[str, str], exchange_port: int, scratch_dir: Path) -> Iterator[str]:
+    """The simulated exchange in a subprocess; yields its base URL."""
+    process = ManagedProcess(
+        [sys.executable, "-m", "workers.simulated_exchange", "--port", str(exchange_port)],
+        env=base_env,
+        log_path=scratch_dir / "exchange.log",
+    )
+    process.start()
+    url = f"http://127.0.0.1:{exchange_port}"
+    wait_until_http_ok(f"{url}/health", process)
+    yield url
+    process.stop()
+
+
+def start_worker(
+    env: dict[str, str],
+    *,
+    log_path: Path,
+    name: str,
+    concurrency: int = 2,
+    extra_args: tuple[str, ...] = (),
+) -> ManagedProcess:
+    """Start `celery worker` on every queue and wait until it answers a ping."""
+    process = ManagedProcess(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.worker",
+            "-q",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-Q",
+            "market_data,analytics",
+            "-n",
+            f"{name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            *extra_args,
+        ],
+        env=env,
+        log_path=log_path,
+    )
+    process.start()
+    _wait_for_worker(env, process, name)
+    return process
+
+
+def _wait_for_worker(env: dict[str, str], process: ManagedProcess, name: str) -> None:
+    from workers.celery_app import create_celery_app
+
+    app = create_celery_app(Settings.from_env(env))
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            process.raise_if_exited()
+            replies = app.control.ping(timeout=0.5)
+            if any(name in host for reply in replies for host in reply):
+                return
+        raise TimeoutError(f"worker {name} did not answer a ping within 60 s")
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="session")
+def worker(base_env: dict[str, str], exchange: str, scratch_dir: Path) -> Iterator[ManagedProcess]:
+    """One real prefork worker (two children) consuming every queue."""
+    process = start_worker(base_env, log_path=scratch_dir / "worker.log", name="session")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(base_env: dict[str, str], scratch_dir: Path) -> Iterator[str]:
+    """The API served by uvicorn in a subprocess; yields its base URL."""
+    port = free_port()
+    env = {**base_env, "API_PORT": str(port)}
+    process = ManagedProcess(
+        [sys.executable, "-m", "service.serve"], env=env, log_path=scratch_dir / "api.log"
+    )
+    process.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_until_http_ok(f"{url}/health", process)
+    yield url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+async def pool(postgres: EmbeddedPostgres, settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """An asyncpg pool on the session's database."""
+    db_pool = await create_pool(settings, application_name="findash-tests")
+    yield db_pool
+    await db_pool.close()
+
+
+@pytest.fixture(scope="session")
+async def redis_client(redis_server: EmbeddedRedis) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio Redis client on the session's server."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp client session."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the quick pure tests first so a broken core fails fast."""
+    items.sort(key=lambda item: 0 if "unit" in item.nodeid else 1)
+
+
+_ = subprocess

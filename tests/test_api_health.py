@@ -1,0 +1,77 @@
+"""Liveness and readiness of the real API process, with its dependencies up and down."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from service.embedded import EmbeddedRedis, free_port
+from tests.processes import ManagedProcess, wait_until_http_ok
+
+
+class TestHealth:
+    async def test_health_is_open(self, api_url: str, http: aiohttp.ClientSession) -> None:
+        """/health answers 200 without credentials."""
+        async with http.get(f"{api_url}/health") as response:
+            assert response.status == 200
+            assert await response.json() == {"status": "ok"}
+
+    async def test_schema_is_served(self, api_url: str, http: aiohttp.ClientSession) -> None:
+        """The OpenAPI document is served at /schema/openapi.json."""
+        async with http.get(f"{api_url}/schema/openapi.json") as response:
+            assert response.status == 200
+            assert "/ready" in (await response.json())["paths"]
+
+    async def test_request_id_is_echoed(self, api_url: str, http: aiohttp.ClientSession) -> None:
+        """A caller's X-Request-ID comes back on the response; otherwise one is made."""
+        async with http.get(f"{api_url}/health", headers={"X-Request-ID": "abc-123"}) as response:
+            assert response.headers["X-Request-ID"] == "abc-123"
+        async with http.get(f"{api_url}/health") as response:
+            assert len(response.headers["X-Request-ID"]) == 32
+
+    async def test_unknown_route_is_a_problem(
+        self, api_url: str, http: aiohttp.ClientSession
+    ) -> None:
+        """A 404 is RFC 9457 problem details."""
+        async with http.get(f"{api_url}/nope") as response:
+            assert response.status == 404
+            assert response.content_type == "application/problem+json"
+            body = await response.json()
+            assert body["status"] == 404
+            assert {"type", "title", "detail"} <= set(body)
+
+
+class TestReadiness:
+    async def test_ready_reflects_redis(
+        self, base_env: dict[str, str], scratch_dir: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """/ready is 200 with both services up and 503 naming redis once Redis stops."""
+        own_redis = EmbeddedRedis(scratch_dir / "ready-redis")
+        own_redis.start()
+        port = free_port()
+        api = ManagedProcess(
+            [sys.executable, "-m", "service.serve"],
+            env={**base_env, "REDIS_URL": own_redis.url, "API_PORT": str(port)},
+            log_path=scratch_dir / "ready-api.log",
+        )
+        api.start()
+        url = f"http://127.0.0.1:{port}/ready"
+        try:
+            wait_until_http_ok(url, api)
+            async with http.get(url) as response:
+                assert response.status == 200
+                assert (await response.json())["checks"] == {"postgres": "ok", "redis": "ok"}
+            own_redis.stop()
+            started = time.monotonic()
+            async with http.get(url) as response:
+                body = await response.json()
+                assert response.status == 503
+            assert body["down"] == ["redis"]
+            assert body["checks"]["postgres"] == "ok"
+            assert time.monotonic() - started < 5
+        finally:
+            api.stop()
+            own_redis.stop()

@@ -1,0 +1,106 @@
+"""A real prefork worker runs async task bodies on one loop per process, shared I/O,
+cooperative cancellation, and JSON logs carrying task and request ids."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from celery import Celery
+from celery.result import AsyncResult
+
+from service.settings import Settings
+from tests.processes import ManagedProcess, wait_for
+from workers.celery_app import create_celery_app
+from workers.runtime import request_cancel
+
+
+@pytest.fixture(scope="module")
+def celery_client(settings: Settings) -> Iterator[Celery]:
+    """A publishing-only Celery app, as the API uses."""
+    app = create_celery_app(settings)
+    yield app
+    app.close()
+
+
+def _state(result: AsyncResult) -> str:
+    return str(result.state)
+
+
+class TestAsyncRuntime:
+    async def test_demo_task_fetches_and_writes(
+        self, worker: ManagedProcess, celery_client: Celery, pool: asyncpg.Pool
+    ) -> None:
+        """The demo task fetches a chart from the simulated exchange and stores its bars."""
+        result = celery_client.send_task("demo_fetch", kwargs={"symbol": "DEMOA"})
+        outcome: dict[str, Any] = result.get(timeout=30)
+        stored = await pool.fetchval("SELECT count(*) FROM daily_prices WHERE symbol = 'DEMOA'")
+        assert outcome["bars"] > 15
+        assert stored == outcome["bars"]
+
+    def test_tasks_in_one_process_share_session_and_pool(
+        self, worker: ManagedProcess, celery_client: Celery
+    ) -> None:
+        """Every task a worker process runs reuses that process's one session and one pool."""
+        results = [
+            celery_client.send_task("demo_fetch", kwargs={"symbol": f"SHARE{i}"}) for i in range(8)
+        ]
+        outcomes = [r.get(timeout=30) for r in results]
+        by_pid: dict[int, set[tuple[int, int]]] = {}
+        for outcome in outcomes:
+            by_pid.setdefault(outcome["pid"], set()).add(
+                (outcome["session_id"], outcome["pool_id"])
+            )
+        assert any(len(outcomes_of_pid) for outcomes_of_pid in by_pid.values())
+        assert all(len(ids) == 1 for ids in by_pid.values()), by_pid
+        assert sum(1 for o in outcomes if by_pid[o["pid"]]) == 8
+        assert max(sum(1 for o in outcomes if o["pid"] == pid) for pid in by_pid) >= 2
+
+    async def test_running_task_stops_within_two_seconds(
+        self, worker: ManagedProcess, celery_client: Celery, redis_client: aioredis.Redis
+    ) -> None:
+        """A running task told to stop is cancelled and ends REVOKED within 2 s."""
+        result = celery_client.send_task(
+            "demo_fetch", kwargs={"symbol": "HOLD", "hold_seconds": 60}
+        )
+        assert wait_for(lambda: _state(result) == "PROGRESS", timeout=20)
+        asked = time.monotonic()
+        await request_cancel(redis_client, result.id)
+        assert wait_for(lambda: _state(result) == "REVOKED", timeout=2.5)
+        assert time.monotonic() - asked < 2.0
+
+    def test_progress_is_reported(self, worker: ManagedProcess, celery_client: Celery) -> None:
+        """A task's PROGRESS meta carries current, total and message."""
+        result = celery_client.send_task(
+            "demo_fetch", kwargs={"symbol": "PROG", "hold_seconds": 1.5}
+        )
+        assert wait_for(lambda: _state(result) == "PROGRESS", timeout=20)
+        info = result.info
+        assert set(info) == {"current", "total", "message"}
+        assert info["total"] == 15
+        result.get(timeout=20)
+
+    def test_worker_logs_are_json_with_ids(
+        self, worker: ManagedProcess, celery_client: Celery
+    ) -> None:
+        """Every worker line is JSON; the task's own lines carry its task_id and request_id."""
+        result = celery_client.send_task(
+            "demo_fetch", kwargs={"symbol": "LOGS"}, headers={"request_id": "req-logs-1"}
+        )
+        result.get(timeout=30)
+        assert wait_for(
+            lambda: any(
+                line.get("task_id") == result.id and line.get("event") == "demo bars stored"
+                for line in worker.json_lines()
+            ),
+            timeout=5,
+        )
+        lines = worker.json_lines()  # raises if any line is not JSON
+        own = [line for line in lines if line.get("task_id") == result.id]
+        assert own
+        assert all(line.get("request_id") == "req-logs-1" for line in own)
+        assert all(line["service"] == "worker" for line in lines)
