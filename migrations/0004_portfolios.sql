@@ -1,0 +1,2 @@
+-- Reserved: portfolios, transactions, snapshots, performance, reports (issue 5). Filled in by that work before it lands.
+SELECT 1;
