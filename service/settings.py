@@ -65,6 +65,27 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     risk_free_rate: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.0
     benchmark_symbol: str = "SPY"
 
+    # --- Market data providers, limits and fan-out (issue 4; docs/MARKET_DATA.md) ---
+    yahoo_quote_url: str = ""
+    yahoo_cookie_url: str = ""
+    yahoo_crumb_url: str = ""
+    yahoo_rate_limit: RateLimit = "20/second"
+    yahoo_concurrency: PositiveInt = 16
+    polygon_base_url: str = "https://api.polygon.io"
+    polygon_api_key: str = ""
+    polygon_rate_limit: RateLimit = "5/minute"
+    polygon_concurrency: PositiveInt = 2
+    tiingo_base_url: str = "https://api.tiingo.com"
+    tiingo_api_key: str = ""
+    tiingo_rate_limit: RateLimit = "50/hour"
+    tiingo_concurrency: PositiveInt = 2
+    market_data_chunk_size: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 250
+    market_data_max_helpers: Annotated[int, msgspec.Meta(ge=0, le=64)] = 4
+    market_data_retry_budget_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
+    market_data_overlap_days: Annotated[int, msgspec.Meta(ge=0, le=60)] = 5
+    market_data_breaker_failures: PositiveInt = 5
+    market_data_breaker_cooldown_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+
     def __post_init__(self) -> None:
         if not self.celery_broker_url:
             msgspec.structs.force_setattr(self, "celery_broker_url", self.redis_url)
@@ -83,6 +104,22 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
                 raise ValueError(f"{name} must be a redis:// or rediss:// URL")
         if not self.database_url.startswith(("postgres://", "postgresql://")):
             raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        self._derive_yahoo_hosts()
+
+    def _derive_yahoo_hosts(self) -> None:
+        # Unset Yahoo hosts follow YAHOO_BASE_URL, so one variable points all of them at a
+        # stand-in (the simulated exchange serves the cookie at /_fc); the real host keeps
+        # Yahoo's real cookie host.
+        base = self.yahoo_base_url.rstrip("/")
+        real = base.endswith("finance.yahoo.com")
+        derived = {
+            "yahoo_quote_url": base,
+            "yahoo_cookie_url": "https://fc.yahoo.com" if real else f"{base}/_fc",
+            "yahoo_crumb_url": f"{base}/v1/test/getcrumb",
+        }
+        for name, value in derived.items():
+            if not getattr(self, name):
+                msgspec.structs.force_setattr(self, name, value)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -118,7 +155,13 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     def redacted(self) -> dict[str, Any]:
         """All settings as a dict with passwords in URLs masked, fit for a log line."""
         return {
-            key: redact_secrets(value) if isinstance(value, str) else value
+            key: (
+                ("***" if value else "")
+                if key.endswith("_api_key")
+                else redact_secrets(value)
+                if isinstance(value, str)
+                else value
+            )
             for key, value in msgspec.structs.asdict(self).items()
         }
 

@@ -24,6 +24,7 @@ TASK_QUEUES: dict[str, str] = {
     "fetch_market_data": QUEUE_MARKET_DATA,
     "update_portfolio_prices": QUEUE_MARKET_DATA,
     "fetch_asset_info": QUEUE_MARKET_DATA,
+    "fetch_market_data_chunk": QUEUE_MARKET_DATA,
     "demo_fetch": QUEUE_MARKET_DATA,
     "calculate_portfolio_performance": QUEUE_ANALYTICS,
     "create_portfolio_snapshot": QUEUE_ANALYTICS,

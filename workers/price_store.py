@@ -63,32 +63,53 @@ async def ensure_assets(connection: asyncpg.Connection, symbols: Sequence[str]) 
     )
 
 
+async def copy_upsert(
+    connection: asyncpg.Connection,
+    *,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    records: Sequence[tuple[object, ...]],
+) -> int:
+    """COPY `records` into a temp table and merge them into `table`, changing only rows
+    whose values differ; return how many rows were inserted or changed.
+
+    `table`, `columns` and `key` are trusted identifiers from this module, never input.
+    """
+    if not records:
+        return 0
+    incoming = f"incoming_{table}"
+    cols = ", ".join(columns)
+    keys = ", ".join(key)
+    values = [c for c in columns if c not in key]
+    assignments = ", ".join(f"{c} = excluded.{c}" for c in values)
+    current = ", ".join(f"t.{c}" for c in values)
+    proposed = ", ".join(f"excluded.{c}" for c in values)
+    async with connection.transaction():
+        await connection.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {incoming} "
+            f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        await connection.copy_records_to_table(incoming, records=records, columns=columns)
+        status: str = await connection.execute(
+            f"INSERT INTO {table} AS t ({cols}) "  # noqa: S608 - trusted identifiers only
+            f"SELECT DISTINCT ON ({keys}) {cols} FROM {incoming} ORDER BY {keys} "
+            f"ON CONFLICT ({keys}) DO UPDATE SET {assignments}, updated_at = now() "
+            f"WHERE ({current}) IS DISTINCT FROM ({proposed})"
+        )
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def upsert_bars(connection: asyncpg.Connection, rows: Sequence[BarRow]) -> int:
     """Merge `rows` into daily_prices in one transaction; return how many rows changed."""
     if not rows:
         return 0
     async with connection.transaction():
         await ensure_assets(connection, sorted({row[0] for row in rows}))
-        await connection.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS incoming_bars "
-            "(LIKE daily_prices INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        return await copy_upsert(
+            connection,
+            table="daily_prices",
+            columns=BAR_COLUMNS,
+            key=("symbol", "date"),
+            records=rows,
         )
-        await connection.copy_records_to_table("incoming_bars", records=rows, columns=BAR_COLUMNS)
-        status: str = await connection.execute(
-            """
-            INSERT INTO daily_prices AS t (symbol, date, open, high, low, close, adj_close,
-                                           volume, source)
-            SELECT DISTINCT ON (symbol, date) symbol, date, open, high, low, close, adj_close,
-                   volume, source
-            FROM incoming_bars ORDER BY symbol, date
-            ON CONFLICT (symbol, date) DO UPDATE SET
-                open = excluded.open, high = excluded.high, low = excluded.low,
-                close = excluded.close, adj_close = excluded.adj_close,
-                volume = excluded.volume, source = excluded.source, updated_at = now()
-            WHERE (t.open, t.high, t.low, t.close, t.adj_close, t.volume, t.source)
-                  IS DISTINCT FROM
-                  (excluded.open, excluded.high, excluded.low, excluded.close,
-                   excluded.adj_close, excluded.volume, excluded.source)
-            """
-        )
-    return int(status.rsplit(" ", 1)[-1])

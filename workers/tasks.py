@@ -9,6 +9,12 @@ from celery.exceptions import Ignore
 
 from service.logs import get_logger
 from workers.demo import demo_fetch
+from workers.market_data_tasks import (
+    fetch_asset_info,
+    fetch_market_data,
+    fetch_market_data_chunk,
+    update_portfolio_prices,
+)
 from workers.runtime import AsyncRuntime, TaskBody, TaskCancelled
 
 log = get_logger(__name__)
@@ -48,3 +54,7 @@ def register_async_task(app: Celery, runtime: AsyncRuntime, *, name: str, body: 
 def register_tasks(app: Celery, runtime: AsyncRuntime) -> None:
     """Register every findash task on `app`."""
     register_async_task(app, runtime, name="demo_fetch", body=demo_fetch)
+    register_async_task(app, runtime, name="fetch_market_data", body=fetch_market_data)
+    register_async_task(app, runtime, name="fetch_market_data_chunk", body=fetch_market_data_chunk)
+    register_async_task(app, runtime, name="update_portfolio_prices", body=update_portfolio_prices)
+    register_async_task(app, runtime, name="fetch_asset_info", body=fetch_asset_info)
