@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Celery
 
+from service.cancellation import cancel_key, request_cancel
 from service.logs import get_logger
 from service.settings import Settings
 from service.trading_calendar import EXCHANGE_TZ
@@ -23,7 +24,7 @@ from workers.market_data_fetch import ChunkFetcher, Failure, FetchResult
 from workers.market_data_plan import Window, chunked, helper_count, requested_window
 from workers.market_store import upsert_asset_info, upsert_quotes
 from workers.providers.registry import process_slots
-from workers.runtime import TaskContext, cancel_key, request_cancel
+from workers.runtime import TaskContext
 
 log = get_logger(__name__)
 CHUNK_TASK = "fetch_market_data_chunk"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, Task
@@ -15,7 +16,7 @@ from workers.market_data_tasks import (
     fetch_market_data_chunk,
     update_portfolio_prices,
 )
-from workers.runtime import AsyncRuntime, TaskBody, TaskCancelled
+from workers.runtime import AsyncRuntime, TaskBody, TaskCancelled, TaskSkipped
 
 log = get_logger(__name__)
 
@@ -43,7 +44,11 @@ def register_async_task(app: Celery, runtime: AsyncRuntime, *, name: str, body: 
                 kwargs=kwargs,
                 deadline_seconds=app.conf.task_soft_time_limit,
                 progress_sink=report,
+                delivery=self.request.retries or 0,
+                worker=f"{self.request.hostname}:{os.getpid()}",
             )
+        except TaskSkipped:
+            raise Ignore() from None
         except TaskCancelled:
             self.backend.mark_as_revoked(task_id, reason="cancelled", request=self.request)
             raise Ignore() from None

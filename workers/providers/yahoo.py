@@ -26,6 +26,7 @@ _CHART_KINDS = {
     ChartErrorKind.UNKNOWN_SYMBOL: ErrorKind.NOT_FOUND,
     ChartErrorKind.MALFORMED: ErrorKind.MALFORMED,
     ChartErrorKind.INVALID_REQUEST: ErrorKind.PERMANENT,
+    ChartErrorKind.TRANSIENT: ErrorKind.TRANSIENT,
 }
 
 

@@ -331,5 +331,3 @@ def _cookie(request: web.Request) -> str | None:
     jar.load(request.headers.get("Cookie", ""))
     morsel = jar.get("A3")
     return morsel.value if morsel is not None and morsel.value else None
-
-
