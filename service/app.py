@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from service import idempotency, task_registry
+from service.assets_api import AssetController
 from service.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQUIREMENT
 from service.database import create_pool
 from service.health import HealthController
@@ -52,7 +53,7 @@ def api_v1_router() -> Router:
     """Every authenticated route, under /api/v1."""
     return Router(
         path="/api/v1",
-        route_handlers=[TaskController],
+        route_handlers=[TaskController, AssetController],
         middleware=[AUTH_MIDDLEWARE],
         security=SECURITY_REQUIREMENT,
     )

@@ -231,7 +231,8 @@ async def fetch_market_data_chunk(ctx: TaskContext, *, job_id: str) -> dict[str,
 async def _portfolio_symbols(
     ctx: TaskContext, *, portfolio_ids: list[int] | None, user_id: int | None
 ) -> list[str]:
-    """Symbols held in the given portfolios or by the user; none before portfolios exist."""
+    """Symbols held in `portfolio_ids` (of `user_id` when given), or in all of the user's
+    portfolios when no ids are given; none before the portfolio tables exist."""
     if not portfolio_ids and user_id is None:
         return []
     async with ctx.pool.acquire() as connection:
@@ -260,8 +261,13 @@ async def update_portfolio_prices(
     symbols: list[str] | None = None,
     user_id: int | None = None,
 ) -> dict[str, Any]:
-    """Refresh latest quotes for `symbols` plus every symbol the portfolios hold."""
-    held = await _portfolio_symbols(ctx, portfolio_ids=portfolio_ids, user_id=user_id)
+    """Refresh latest quotes for `symbols`, or for every symbol the portfolios hold
+    (`portfolio_ids`, else all of `user_id`'s), deduplicated and batched."""
+    held = (
+        []
+        if symbols and not portfolio_ids
+        else await _portfolio_symbols(ctx, portfolio_ids=portfolio_ids, user_id=user_id)
+    )
     wanted = sorted({*(s.upper() for s in symbols or []), *held})
     failover = _failover(ctx)
     updated = 0

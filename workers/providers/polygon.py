@@ -14,7 +14,7 @@ from typing import TypeVar
 import msgspec
 
 from service.trading_calendar import EXCHANGE_TZ, NYSE
-from workers.providers.adjust import dividend_adjusted
+from workers.providers.adjust import dividend_adjusted, split_factor_after
 from workers.providers.base import (
     AssetInfo,
     Bar,
@@ -92,8 +92,13 @@ class _ErrorBody(msgspec.Struct):
 
 def _decode(reply: Reply, kind: type[T]) -> T:
     check_status(reply)
+    return decode_body(reply.body, kind)
+
+
+def decode_body(body: bytes, kind: type[T]) -> T:
+    """Decode a Polygon body into `kind`; a body that does not fit is a MALFORMED error."""
     try:
-        return msgspec.json.decode(reply.body, type=kind)
+        return msgspec.json.decode(body, type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProviderError(
             ErrorKind.MALFORMED, f"{NAME}: malformed payload: {exc}", provider=NAME
@@ -144,12 +149,10 @@ def build_history(
     start: date,
     end: date,
 ) -> History:
-    """Split-adjusted bars with dividend-adjusted `adj_close`, trimmed to [start, end]."""
-    events = sorted(
-        (Dividend(date=d.ex_dividend_date, amount=d.cash_amount) for d in dividends),
-        key=lambda d: d.date,
-    )
-    bars = dividend_adjusted(agg_bars(aggs), events)
+    """Split-adjusted bars with dividend-adjusted `adj_close`, trimmed to [start, end].
+
+    `aggs` must run through the latest dividend so each one can be priced.
+    """
     split_events = sorted(
         (
             Split(date=s.execution_date, numerator=s.split_to, denominator=s.split_from)
@@ -158,12 +161,40 @@ def build_history(
         ),
         key=lambda s: s.date,
     )
+    # Polygon's cash amounts are as paid; per split-adjusted share they shrink by later splits.
+    events = sorted(
+        (
+            Dividend(
+                date=d.ex_dividend_date,
+                amount=round(
+                    d.cash_amount / split_factor_after(d.ex_dividend_date, split_events), 8
+                ),
+            )
+            for d in dividends
+        ),
+        key=lambda d: d.date,
+    )
+    bars = dividend_adjusted(agg_bars(aggs), events)
     return History(
         symbol=symbol,
         bars=[bar for bar in bars if start <= bar.date <= end],
         dividends=[d for d in events if start <= d.date <= end],
         splits=[s for s in split_events if start <= s.date <= end],
         currency="USD",
+    )
+
+
+def history_from_bodies(
+    symbol: str, *, aggs: bytes, dividends: bytes, splits: bytes, start: date, end: date
+) -> History:
+    """`build_history` from raw aggregates, dividends and splits bodies (one page each)."""
+    return build_history(
+        symbol,
+        aggs=decode_body(aggs, _Aggs).results,
+        dividends=decode_body(dividends, _Dividends).results,
+        splits=decode_body(splits, _Splits).results,
+        start=start,
+        end=end,
     )
 
 

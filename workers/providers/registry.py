@@ -38,19 +38,32 @@ class ProviderSlot:
 
 
 def _transport(
-    settings: Settings, name: str, *, session: aiohttp.ClientSession, redis: aioredis.Redis
+    settings: Settings,
+    name: str,
+    *,
+    session: aiohttp.ClientSession,
+    redis: aioredis.Redis,
+    namespace: str,
 ) -> Transport:
     rate: str = getattr(settings, f"{name}_rate_limit")
     concurrency: int = getattr(settings, f"{name}_concurrency")
-    limiter = RedisRateLimiter(redis, name=name, rate=rate)
+    limiter = RedisRateLimiter(redis, name=f"{namespace}{name}", rate=rate)
     return Transport(provider=name, session=session, limiter=limiter, concurrency=concurrency)
 
 
 def build_provider(
-    settings: Settings, name: str, *, session: aiohttp.ClientSession, redis: aioredis.Redis
+    settings: Settings,
+    name: str,
+    *,
+    session: aiohttp.ClientSession,
+    redis: aioredis.Redis,
+    namespace: str = "",
 ) -> Provider | None:
-    """The adapter for `name`, or None when it needs an API key that is not set."""
-    transport = _transport(settings, name, session=session, redis=redis)
+    """The adapter for `name`, or None when it needs an API key that is not set.
+
+    `namespace` prefixes the rate limiter's key (tests isolate their limiters with it).
+    """
+    transport = _transport(settings, name, session=session, redis=redis, namespace=namespace)
     if name == "yahoo":
         return YahooProvider(
             transport=transport,
@@ -74,12 +87,16 @@ def build_provider(
 
 
 def build_slots(
-    settings: Settings, *, session: aiohttp.ClientSession, redis: aioredis.Redis
+    settings: Settings,
+    *,
+    session: aiohttp.ClientSession,
+    redis: aioredis.Redis,
+    namespace: str = "",
 ) -> list[ProviderSlot]:
     """Every usable provider in `MARKET_DATA_PROVIDERS` order."""
     slots: list[ProviderSlot] = []
     for name in settings.market_data_providers:
-        provider = build_provider(settings, name, session=session, redis=redis)
+        provider = build_provider(settings, name, session=session, redis=redis, namespace=namespace)
         if provider is not None:
             slots.append(
                 ProviderSlot(

@@ -65,8 +65,13 @@ class _Detail(msgspec.Struct):
 
 def _decode(reply: Reply, kind: type[T]) -> T:
     check_status(reply)
+    return decode_body(reply.body, kind)
+
+
+def decode_body(body: bytes, kind: type[T]) -> T:
+    """Decode a Tiingo body into `kind`; a body that does not fit is a MALFORMED error."""
     try:
-        return msgspec.json.decode(reply.body, type=kind)
+        return msgspec.json.decode(body, type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProviderError(
             ErrorKind.MALFORMED, f"{NAME}: malformed payload: {exc}", provider=NAME
@@ -128,6 +133,11 @@ def build_history(symbol: str, *, prices: list[_Price], start: date, end: date) 
         splits=[s for s in splits if start <= s.date <= end],
         currency="USD",
     )
+
+
+def history_from_body(symbol: str, body: bytes, *, start: date, end: date) -> History:
+    """`build_history` from a raw daily prices body."""
+    return build_history(symbol, prices=decode_body(body, list[_Price]), start=start, end=end)
 
 
 class TiingoProvider:
