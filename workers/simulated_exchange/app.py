@@ -30,6 +30,7 @@ from workers.simulated_exchange.series import EPOCH, is_unknown
 
 Fault = Literal["429", "500", "malformed", "slow", "chart_null", "empty_result"]
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+DataHandler = Callable[[web.Request, "Fault | None"], Awaitable[web.Response]]
 DEFAULT_UNIVERSE = ("AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "BRK.B", "JPM", "V", "SPY")
 
 
@@ -41,6 +42,9 @@ class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     fault_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
     faults: list[Fault] = msgspec.field(default_factory=list)
     fault_symbols: list[str] = msgspec.field(default_factory=list)
+    fault_providers: list[Literal["yahoo", "polygon", "tiingo"]] = msgspec.field(
+        default_factory=list
+    )
     retry_after_seconds: Annotated[int, msgspec.Meta(ge=0)] = 1
     slow_ms: Annotated[int, msgspec.Meta(ge=0)] = 5000
     live_bar: bool = False
@@ -80,7 +84,7 @@ class SimulatedExchange:
     def app(self) -> web.Application:
         """Build the aiohttp application serving every provider's routes and the controls."""
         app = web.Application()
-        data_routes: dict[str, tuple[str, Handler]] = {
+        data_routes: dict[str, tuple[str, DataHandler]] = {
             "/v8/finance/chart/{symbol}": ("yahoo", self.chart),
             "/v10/finance/quoteSummary/{symbol}": ("yahoo", self.quote_summary),
             "/v2/aggs/ticker/{symbol}/range/1/day/{start}/{end}": ("polygon", self.polygon_aggs),
@@ -136,22 +140,24 @@ class SimulatedExchange:
 
     # --- latency and faults ---------------------------------------------------------------
 
-    def _pick_fault(self, symbol: str) -> Fault | None:
+    def _pick_fault(self, provider: str, symbol: str) -> Fault | None:
         config = self.config
         if config.fault_symbols and symbol not in config.fault_symbols:
+            return None
+        if config.fault_providers and provider not in config.fault_providers:
             return None
         if config.faults and self._rng.random() < config.fault_rate:
             return self._rng.choice(config.faults)
         return None
 
-    def _faulty(self, provider: str, handler: Handler) -> Handler:
+    def _faulty(self, provider: str, handler: DataHandler) -> Handler:
         async def serve(request: web.Request) -> web.Response:
             config = self.config
             symbol = request.match_info.get("symbol", "").upper()
             delay = config.latency_ms + (
                 self._rng.randint(0, config.jitter_ms) if config.jitter_ms else 0
             )
-            fault = self._pick_fault(symbol)
+            fault = self._pick_fault(provider, symbol)
             if fault == "slow":
                 delay += config.slow_ms
             if delay:
@@ -177,16 +183,14 @@ class SimulatedExchange:
                 )
             if provider != "yahoo" and not _has_key(request):
                 return _json(polygon.error_payload("ERROR", "API key missing"), status=401)
-            request["fault"] = fault
-            return await handler(request)
+            return await handler(request, fault)
 
         return serve
 
     # --- Yahoo ----------------------------------------------------------------------------
 
-    async def chart(self, request: web.Request) -> web.Response:
+    async def chart(self, request: web.Request, fault: Fault | None) -> web.Response:
         symbol = request.match_info["symbol"].upper()
-        fault = request.get("fault")
         if fault == "chart_null":
             return _json({"chart": None})
         if fault == "empty_result":
@@ -221,7 +225,7 @@ class SimulatedExchange:
         self.requests["crumb"] += 1
         return web.Response(text=crumb, content_type="text/plain")
 
-    async def quote_summary(self, request: web.Request) -> web.Response:
+    async def quote_summary(self, request: web.Request, fault: Fault | None) -> web.Response:
         symbol = request.match_info["symbol"].upper()
         cookie = _cookie(request)
         if cookie is None or self._crumbs.get(cookie) != request.query.get("crumb"):
@@ -233,7 +237,7 @@ class SimulatedExchange:
 
     # --- Polygon --------------------------------------------------------------------------
 
-    async def polygon_aggs(self, request: web.Request) -> web.Response:
+    async def polygon_aggs(self, request: web.Request, fault: Fault | None) -> web.Response:
         symbol = request.match_info["symbol"].upper()
         start, end = _iso(request.match_info["start"]), _iso(request.match_info["end"])
         if start is None or end is None:
@@ -261,28 +265,28 @@ class SimulatedExchange:
         self.bars_served[symbol] += len(rows)
         return _json(polygon.aggs_payload(symbol, rows, adjusted=adjusted, next_url=next_url))
 
-    async def polygon_grouped(self, request: web.Request) -> web.Response:
+    async def polygon_grouped(self, request: web.Request, fault: Fault | None) -> web.Response:
         day = _iso(request.match_info["day"])
         if day is None:
             return _json(polygon.error_payload("ERROR", "Could not parse the date"), status=400)
         universe = [s.upper() for s in self.config.universe]
         return _json(polygon.grouped_payload(universe, day, today=self.today()))
 
-    async def polygon_dividends(self, request: web.Request) -> web.Response:
+    async def polygon_dividends(self, request: web.Request, fault: Fault | None) -> web.Response:
         symbol = request.query.get("ticker", "").upper()
         since = _iso(request.query.get("ex_dividend_date.gte"))
         if not symbol or is_unknown(symbol):
             return _json({"results": [], "status": "OK", "request_id": "sim"})
         return _json(polygon.dividends_payload(symbol, since, today=self.today()))
 
-    async def polygon_splits(self, request: web.Request) -> web.Response:
+    async def polygon_splits(self, request: web.Request, fault: Fault | None) -> web.Response:
         symbol = request.query.get("ticker", "").upper()
         since = _iso(request.query.get("execution_date.gte"))
         if not symbol or is_unknown(symbol):
             return _json({"results": [], "status": "OK", "request_id": "sim"})
         return _json(polygon.splits_payload(symbol, since, today=self.today()))
 
-    async def polygon_ticker(self, request: web.Request) -> web.Response:
+    async def polygon_ticker(self, request: web.Request, fault: Fault | None) -> web.Response:
         symbol = request.match_info["symbol"].upper()
         if is_unknown(symbol):
             return _json(
@@ -293,7 +297,7 @@ class SimulatedExchange:
 
     # --- Tiingo ---------------------------------------------------------------------------
 
-    async def tiingo_prices(self, request: web.Request) -> web.Response:
+    async def tiingo_prices(self, request: web.Request, fault: Fault | None) -> web.Response:
         symbol = request.match_info["symbol"].upper()
         if is_unknown(symbol):
             return _json(tiingo.not_found_payload(symbol), status=404)
@@ -304,13 +308,13 @@ class SimulatedExchange:
         self.bars_served[symbol] += len(rows)
         return _json(rows)
 
-    async def tiingo_meta(self, request: web.Request) -> web.Response:
+    async def tiingo_meta(self, request: web.Request, fault: Fault | None) -> web.Response:
         symbol = request.match_info["symbol"].upper()
         if is_unknown(symbol):
             return _json(tiingo.not_found_payload(symbol), status=404)
         return _json(tiingo.meta_payload(symbol, self.today()))
 
-    async def tiingo_iex(self, request: web.Request) -> web.Response:
+    async def tiingo_iex(self, request: web.Request, fault: Fault | None) -> web.Response:
         names = [
             t.strip().upper() for t in request.query.get("tickers", "").split(",") if t.strip()
         ]

@@ -1,0 +1,92 @@
+"""Helpers for market-data tests: an in-process simulated exchange on a loopback port
+(real HTTP, config changed directly between requests) and settings pointing at it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from service.embedded import free_port
+from service.settings import Settings
+from workers.failover import Failover
+from workers.providers.registry import ProviderSlot, build_slots
+from workers.simulated_exchange import ExchangeConfig, SimulatedExchange
+
+
+@dataclass
+class Sim:
+    """A running simulated exchange and its base URL."""
+
+    exchange: SimulatedExchange
+    url: str
+
+    def configure(self, **fields: object) -> None:
+        """Replace the exchange's config (unset fields take their defaults)."""
+        self.exchange.config = ExchangeConfig(**fields)  # type: ignore[arg-type]
+
+    def count(self, key: str) -> int:
+        """How many requests of a kind the exchange has answered."""
+        return self.exchange.requests[key]
+
+
+@asynccontextmanager
+async def serve_exchange(config: ExchangeConfig | None = None) -> AsyncIterator[Sim]:
+    """Serve a fresh simulated exchange until the block ends."""
+    exchange = SimulatedExchange(config)
+    runner = web.AppRunner(exchange.app(), access_log=None)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield Sim(exchange=exchange, url=f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+
+
+def market_settings(base_env: dict[str, str], url: str, **overrides: str) -> Settings:
+    """Settings with every provider pointed at `url`, generous limits and short budgets."""
+    env = {
+        **base_env,
+        "YAHOO_BASE_URL": url,
+        "POLYGON_BASE_URL": url,
+        "TIINGO_BASE_URL": url,
+        "POLYGON_API_KEY": "test-polygon-key",
+        "TIINGO_API_KEY": "test-tiingo-key",
+        "YAHOO_RATE_LIMIT": "2000/second",
+        "POLYGON_RATE_LIMIT": "2000/second",
+        "TIINGO_RATE_LIMIT": "2000/second",
+        "YAHOO_CONCURRENCY": "32",
+        "POLYGON_CONCURRENCY": "32",
+        "TIINGO_CONCURRENCY": "32",
+        "MARKET_DATA_RETRY_BUDGET_SECONDS": "3",
+        "MARKET_DATA_BREAKER_FAILURES": "3",
+        "MARKET_DATA_BREAKER_COOLDOWN_SECONDS": "0.5",
+        **overrides,
+    }
+    return Settings.from_env(env)
+
+
+def slots(
+    settings: Settings, *, session: aiohttp.ClientSession, redis: aioredis.Redis
+) -> list[ProviderSlot]:
+    """Fresh providers and breakers with rate-limiter keys private to the caller."""
+    return build_slots(
+        settings, session=session, redis=redis, namespace=f"test-{uuid.uuid4().hex[:8]}:"
+    )
+
+
+def failover(
+    settings: Settings, *, session: aiohttp.ClientSession, redis: aioredis.Redis
+) -> Failover:
+    """A failover chain over fresh `slots`."""
+    return Failover(
+        slots(settings, session=session, redis=redis),
+        budget=settings.market_data_retry_budget_seconds,
+    )
