@@ -188,7 +188,7 @@ class TestTransportFailures:
         keyed = providers["polygon"].provider
         assert isinstance(keyed, PolygonProvider)
         keyless = PolygonProvider(
-            transport=keyed._transport,  # noqa: SLF001 - same limiter, no key
+            transport=keyed._transport,  # the same limiter, but no key
             base_url=msettings.polygon_base_url,
             api_key="",
         )
@@ -214,7 +214,7 @@ class TestRetryAfter:
         began = time.monotonic()
         throttled = sim.count("429")
         fetch = asyncio.ensure_future(chain.history("RETRY", start=start, end=end))
-        while sim.count("429") == throttled:
+        while sim.count("429") == throttled:  # noqa: ASYNC110 - the server is in this loop
             await asyncio.sleep(0.01)
         sim.configure()
         first_429_at = time.monotonic()
