@@ -343,10 +343,13 @@ class TestAdjustments:
 
 
 def _symbol_with_split_and_dividends() -> str:
-    for i in range(2000):
+    for i in range(5000):
         symbol = f"SEM{i}"
         seed = symbol_seed(symbol)
-        if seed % 11 == 0 and seed % 3 == 0:
+        if seed % 11 or seed % 3:
+            continue
+        splits = build_series(symbol, TODAY).splits
+        if splits and date(2005, 1, 1) < min(splits) < TODAY - timedelta(days=400):
             return symbol
     raise AssertionError("no such symbol")
 

@@ -5,14 +5,15 @@ Every symbol gets its own seeded random walk over NYSE trading days since
 symbols pay quarterly dividends and some split once. `close` is
 split-adjusted and `adjclose` also dividend-adjusted (Yahoo's semantics);
 raw prices, for providers that serve them, are derived with `split_factors`.
-Symbols starting with `ZZ` are unknown to every provider.
+Symbols starting with `ZZ` are unknown to every provider. Every bar, dividend and split
+of a date is the same whatever `end` the series is built to.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -21,6 +22,7 @@ from service.trading_calendar import EXCHANGE_TZ, NYSE, REGULAR_OPEN
 
 EPOCH = date(2000, 1, 3)
 UNKNOWN_PREFIX = "ZZ"
+SPLIT_SPAN_DAYS = 9700
 SECTORS = ("Technology", "Healthcare", "Financial Services", "Energy", "Industrials")
 
 
@@ -59,19 +61,19 @@ def build_series(symbol: str, end: date) -> Series:
     """Deterministic bars for `symbol` from EPOCH to `end` (a prefix never changes)."""
     days = _trading_days(end)
     seed = symbol_seed(symbol)
-    rng = np.random.default_rng(seed)
     n = len(days)
+    # One stream per quantity, so the first k draws (bars) never depend on n.
+    draws = [np.random.default_rng([seed, k]).standard_normal(n) for k in range(5)]
     sigma = 0.01 + (seed % 200) / 10_000
     drift = 0.0002 + ((seed >> 8) % 7) / 20_000
-    returns = drift + sigma * rng.standard_normal(n)
+    returns = drift + sigma * draws[0]
     start_price = 10.0 + seed % 490
     close = start_price * np.exp(np.cumsum(returns) - returns[0])
-    gap = np.exp(0.3 * sigma * rng.standard_normal(n))
+    gap = np.exp(0.3 * sigma * draws[1])
     open_ = np.concatenate(([close[0]], close[:-1])) * gap
-    wick = np.abs(rng.standard_normal((2, n))) * sigma * 0.5
-    high = np.maximum(open_, close) * (1 + wick[0])
-    low = np.minimum(open_, close) * (1 - wick[1])
-    volume = (1_000_000 * (1 + seed % 50) * np.exp(0.3 * rng.standard_normal(n))).astype(np.int64)
+    high = np.maximum(open_, close) * (1 + np.abs(draws[2]) * sigma * 0.5)
+    low = np.minimum(open_, close) * (1 - np.abs(draws[3]) * sigma * 0.5)
+    volume = (1_000_000 * (1 + seed % 50) * np.exp(0.3 * draws[4])).astype(np.int64)
 
     dividends: dict[date, float] = {}
     if seed % 3 == 0:
@@ -79,8 +81,12 @@ def build_series(symbol: str, end: date) -> Series:
             if days[i].month in (2, 5, 8, 11) and days[i - 1].month != days[i].month:
                 dividends[days[i]] = round(float(close[i - 1]) * 0.004, 4)
     splits: dict[date, tuple[int, int]] = {}
-    if seed % 11 == 0 and n > 1000:
-        splits[days[n // 2 + seed % (n // 3)]] = (2, 1)
+    if seed % 11 == 0:
+        # A fixed date per symbol, so a longer series never moves or adds an earlier split.
+        split_day = EPOCH + timedelta(days=(seed // 11) % SPLIT_SPAN_DAYS)
+        first_after = next((i for i, d in enumerate(days) if d >= split_day), None)
+        if first_after:
+            splits[days[first_after]] = (2, 1)
 
     # adjclose: multiply each close by the product of (1 - d / prev close) over later ex-dates.
     factor = np.ones(n)
