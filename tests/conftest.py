@@ -79,6 +79,7 @@ def base_env(
         CELERY_VISIBILITY_TIMEOUT="600",
         SUBMIT_RATE_LIMIT="100000/minute",
         TASK_STALE_SECONDS="10",
+        YAHOO_RATE_LIMIT="5000/second",
         PYTHONUNBUFFERED="1",
     )
     return env

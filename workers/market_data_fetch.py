@@ -75,9 +75,10 @@ class _Batch:
 
 
 async def _write(pool: asyncpg.Pool, batch: _Batch) -> int:
+    """Write a batch in one transaction; return how many daily bars were inserted or changed."""
     async with pool.acquire() as connection, connection.transaction():
         changed = await upsert_bars(connection, batch.bars)
-        changed += await upsert_events(connection, dividends=batch.dividends, splits=batch.splits)
+        await upsert_events(connection, dividends=batch.dividends, splits=batch.splits)
         await record_successes(connection, batch.successes)
         await record_failures(connection, batch.failures)
     return changed

@@ -1,0 +1,254 @@
+"""The market-data tasks end to end: API submit → real prefork worker → simulated exchange
+→ Postgres, including the chunked fan-out, cancellation and the read endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service.users import IssuedKey
+
+pytestmark = pytest.mark.usefixtures("worker")
+NewUser = Callable[..., Awaitable[IssuedKey]]
+
+
+class Client:
+    """Just enough of the API for these tests."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, api_key: str) -> None:
+        self.session = session
+        self.base_url = base_url
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One request; the JSON answer."""
+        async with self.session.request(
+            method, f"{self.base_url}{path}", json=body, headers=self.headers
+        ) as response:
+            text = await response.text()
+            return response.status, json.loads(text) if text else None
+
+    async def submit(self, path: str, body: dict[str, Any]) -> str:
+        """POST a task and return its id."""
+        status, answer = await self.call("POST", f"/api/v1/tasks/{path}", body)
+        assert status == 202, answer
+        return str(answer["task_id"])
+
+    async def status(self, task_id: str) -> dict[str, Any]:
+        """The task's status."""
+        status, answer = await self.call("GET", f"/api/v1/tasks/status/{task_id}")
+        assert status == 200, answer
+        return dict(answer)
+
+    async def finished(self, task_id: str, *, within: float) -> dict[str, Any]:
+        """Poll until the task ends (or `within` seconds pass) and return its status."""
+        deadline = time.monotonic() + within
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            status = await self.status(task_id)
+            seen.append(status["state"])
+            if status["state"] in ("SUCCESS", "FAILURE", "REVOKED"):
+                status["seen"] = seen
+                return status
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"task {task_id} did not finish in {within} s: {seen[-5:]}")
+
+
+@pytest.fixture
+async def client(api_url: str, http: aiohttp.ClientSession, new_user: NewUser) -> Client:
+    """An API client for a fresh user."""
+    return Client(http, api_url, (await new_user()).api_key)
+
+
+@pytest.fixture
+async def exchange_config(exchange: str, http: aiohttp.ClientSession) -> AsyncIterator[str]:
+    """The session exchange's URL; its config is restored to defaults afterwards."""
+    yield exchange
+    async with http.put(f"{exchange}/_sim/config", json={}) as response:
+        assert response.status == 200
+
+
+def _symbols(prefix: str, count: int) -> list[str]:
+    tag = uuid.uuid4().hex[:4].upper()
+    return [f"{prefix}{tag}{i}" for i in range(count)]
+
+
+async def _served(http: aiohttp.ClientSession, exchange: str) -> dict[str, int]:
+    async with http.get(f"{exchange}/_sim/stats") as response:
+        return dict((await response.json())["bars_served"])
+
+
+async def _stored(pool: asyncpg.Pool, symbols: list[str]) -> dict[str, int]:
+    rows = await pool.fetch(
+        "SELECT symbol, count(*) AS n FROM daily_prices WHERE symbol = ANY($1::text[]) "
+        "GROUP BY symbol",
+        symbols,
+    )
+    return {r["symbol"]: r["n"] for r in rows}
+
+
+class TestFetchMarketData:
+    async def test_300_symbols_store_exactly_the_served_bars(
+        self, client: Client, pool: asyncpg.Pool, http: aiohttp.ClientSession, exchange: str
+    ) -> None:
+        """A 300-symbol fetch through the worker stores exactly the bars the exchange served,
+        and its result counts them."""
+        symbols = _symbols("W", 300)
+        task_id = await client.submit("market-data", {"symbols": symbols, "period": "3mo"})
+        status = await client.finished(task_id, within=90)
+        assert status["state"] == "SUCCESS", status
+        result = status["result"]
+        served = await _served(http, exchange)
+        stored = await _stored(pool, symbols)
+        assert result["requested"] == result["fetched"] == 300
+        assert result["failed"] == []
+        assert stored == {s: served[s] for s in symbols}
+        assert result["rows_written"] == sum(stored.values())
+        assert status["progress"] == {"current": 300, "total": 300, "message": "done"}
+
+    async def test_2000_symbols_chunked_into_one_result(
+        self, client: Client, pool: asyncpg.Pool
+    ) -> None:
+        """2,000 symbols (three unknown) run as chunks on several task runs but report one
+        task with aggregate progress and one result naming the three failures."""
+        unknown = [f"ZZ{uuid.uuid4().hex[:6].upper()}{i}" for i in range(3)]
+        symbols = _symbols("C", 1997) + unknown
+        task_id = await client.submit("market-data", {"symbols": symbols, "period": "1mo"})
+        status = await client.finished(task_id, within=110)
+        assert status["state"] == "SUCCESS", status
+        result = status["result"]
+        assert result["requested"] == 2000
+        assert result["fetched"] == 1997
+        assert sorted(f["symbol"] for f in result["failed"]) == sorted(unknown)
+        assert all(f["reason"] for f in result["failed"])
+        assert "PROGRESS" in status["seen"]
+        assert len(await _stored(pool, symbols)) == 1997
+        helpers = await pool.fetchval(
+            "SELECT count(*) FROM tasks WHERE name = 'fetch_market_data_chunk' "
+            "AND params->>'job_id' = $1",
+            task_id,
+        )
+        assert helpers >= 1
+
+    async def test_cancel_stops_parent_and_helpers(
+        self,
+        client: Client,
+        pool: asyncpg.Pool,
+        http: aiohttp.ClientSession,
+        exchange_config: str,
+    ) -> None:
+        """Cancelling a large fetch ends it REVOKED, and no chunk keeps writing afterwards."""
+        async with http.put(f"{exchange_config}/_sim/config", json={"latency_ms": 40}) as resp:
+            assert resp.status == 200
+        symbols = _symbols("K", 1500)
+        task_id = await client.submit("market-data", {"symbols": symbols, "period": "1mo"})
+        deadline = time.monotonic() + 30
+        while (await client.status(task_id))["state"] != "PROGRESS":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        status, _ = await client.call("DELETE", f"/api/v1/tasks/cancel/{task_id}")
+        assert status in (200, 202)
+        final = await client.finished(task_id, within=10)
+        assert final["state"] == "REVOKED"
+        await asyncio.sleep(1.0)
+        settled = sum((await _stored(pool, symbols)).values())
+        await asyncio.sleep(1.5)
+        assert sum((await _stored(pool, symbols)).values()) == settled
+        assert settled < 1500 * 23
+
+
+class TestQuotesAndInfoTasks:
+    async def test_update_prices_for_symbols(self, client: Client, pool: asyncpg.Pool) -> None:
+        """update_portfolio_prices on a symbol list stores a latest quote per known symbol."""
+        symbols = [*_symbols("Q", 5), "ZZQUOTE"]
+        task_id = await client.submit("portfolio-prices", {"symbols": symbols})
+        status = await client.finished(task_id, within=30)
+        assert status["state"] == "SUCCESS", status
+        assert status["result"]["updated"] == 5
+        assert [f["symbol"] for f in status["result"]["failed"]] == ["ZZQUOTE"]
+        count = await pool.fetchval(
+            "SELECT count(*) FROM latest_quotes WHERE symbol = ANY($1::text[])", symbols
+        )
+        assert count == 5
+
+    async def test_update_prices_without_portfolios_yet(self, client: Client) -> None:
+        """With no portfolio tables (or none held), a portfolio refresh updates nothing."""
+        task_id = await client.submit("portfolio-prices", {})
+        status = await client.finished(task_id, within=30)
+        assert status["state"] == "SUCCESS", status
+        assert status["result"]["updated"] == 0
+
+    async def test_fetch_asset_info(self, client: Client, pool: asyncpg.Pool) -> None:
+        """fetch_asset_info stores the asset's reference data from quoteSummary."""
+        (symbol,) = _symbols("I", 1)
+        task_id = await client.submit("asset-info", {"symbol": symbol})
+        status = await client.finished(task_id, within=30)
+        assert status["state"] == "SUCCESS", status
+        assert status["result"]["stored"] is True
+        name = await pool.fetchval("SELECT name FROM assets WHERE symbol = $1", symbol)
+        assert name == f"{symbol.title()} Holdings Inc."
+
+
+class TestAssetsApi:
+    async def test_asset_and_prices(self, client: Client) -> None:
+        """After a fetch, the asset shows its fetch state and the prices come back as JSON
+        numbers in date order, filtered by start and end."""
+        (symbol,) = _symbols("R", 1)
+        task_id = await client.submit("market-data", {"symbols": [symbol], "period": "1mo"})
+        assert (await client.finished(task_id, within=30))["state"] == "SUCCESS"
+        status, asset = await client.call("GET", f"/api/v1/assets/{symbol}")
+        assert status == 200, asset
+        assert asset["symbol"] == symbol
+        assert asset["fetch_state"]["provider"] == "yahoo"
+        assert asset["fetch_state"]["consecutive_failures"] == 0
+        status, body = await client.call("GET", f"/api/v1/assets/{symbol.lower()}/prices")
+        assert status == 200
+        prices = body["prices"]
+        assert body["symbol"] == symbol
+        assert len(prices) > 15
+        assert [p["date"] for p in prices] == sorted(p["date"] for p in prices)
+        assert set(prices[0]) == {
+            "date",
+            "open",
+            "high",
+            "low",
+            "close",
+            "adj_close",
+            "volume",
+            "source",
+        }
+        assert isinstance(prices[0]["close"], float)
+        middle = prices[len(prices) // 2]["date"]
+        status, part = await client.call(
+            "GET", f"/api/v1/assets/{symbol}/prices?start={middle}&end={middle}"
+        )
+        assert [p["date"] for p in part["prices"]] == [middle]
+
+    @pytest.mark.parametrize(
+        ("path", "status"),
+        [
+            ("/api/v1/assets/ZZUNKNOWN", 404),
+            ("/api/v1/assets/ZZUNKNOWN/prices", 404),
+            ("/api/v1/assets/AAPL/prices?start=2024-13-01", 400),
+            ("/api/v1/assets/AAPL/prices?start=2024-02-01&end=2024-01-01", 400),
+            ("/api/v1/assets/$$$", 400),
+        ],
+    )
+    async def test_problems(self, client: Client, path: str, status: int) -> None:
+        """Unknown symbols are 404 and bad queries 400, both as problem details."""
+        answer_status, problem = await client.call("GET", path)
+        assert answer_status == status, problem
+        assert problem["status"] == status
+
+    async def test_needs_a_key(self, api_url: str, http: aiohttp.ClientSession) -> None:
+        """The asset routes need an API key like every /api/v1 route."""
+        async with http.get(f"{api_url}/api/v1/assets/AAPL") as response:
+            assert response.status == 401
