@@ -17,6 +17,7 @@ from workers.failover import summary_kind
 from workers.market_data_plan import (
     StoredRange,
     Window,
+    chunk_size_for,
     chunked,
     helper_count,
     incremental_window,
@@ -165,6 +166,32 @@ class TestChunking:
         chunks = chunked(symbols, size)
         assert [len(c) for c in chunks] == sizes
         assert [s for c in chunks for s in c] == symbols
+
+    @pytest.mark.parametrize(
+        ("provider", "rate", "limit", "expected"),
+        [
+            ("yahoo", "5000/second", 1800, 250),  # fast provider: the configured size
+            ("yahoo", "10/second", 1800, 250),
+            ("yahoo", "1/second", 1800, 250),
+            ("yahoo", "1/second", 400, 100),  # 100 symbols x 1 s = a quarter of 400 s
+            ("polygon", "5/minute", 1800, 12),  # three requests a symbol at 12 s each
+            ("tiingo", "50/hour", 1800, 6),
+            ("tiingo", "1/day", 1800, 1),
+        ],
+    )
+    def test_chunk_size_fits_the_time_limit(
+        self, provider: str, rate: str, limit: float, expected: int
+    ) -> None:
+        """A chunk paced by its provider's rate needs at most a quarter of the time limit."""
+        assert (
+            chunk_size_for(
+                configured=250,
+                provider=provider,
+                request_interval=parse_rate(rate),
+                time_limit=limit,
+            )
+            == expected
+        )
 
     @pytest.mark.parametrize(
         ("chunks", "max_helpers", "expected"), [(1, 4, 0), (2, 4, 1), (8, 4, 4), (8, 0, 0)]

@@ -90,6 +90,20 @@ def chunked(symbols: Sequence[str], size: int) -> list[list[str]]:
     return [list(symbols[i : i + size]) for i in range(0, len(symbols), size)]
 
 
+REQUESTS_PER_SYMBOL = {"yahoo": 1, "polygon": 3, "tiingo": 1}
+CHUNK_SHARE_OF_TIME_LIMIT = 4
+
+
+def chunk_size_for(
+    *, configured: int, provider: str, request_interval: float, time_limit: float
+) -> int:
+    """Symbols per chunk: the configured size, shrunk so a chunk paced by `provider`'s rate
+    needs at most a quarter of the task time limit."""
+    seconds_per_symbol = request_interval * REQUESTS_PER_SYMBOL.get(provider, 1)
+    fits = int(time_limit / CHUNK_SHARE_OF_TIME_LIMIT / seconds_per_symbol)
+    return max(1, min(configured, fits))
+
+
 def helper_count(chunks: int, *, max_helpers: int) -> int:
     """How many helper tasks to publish for `chunks` chunks (the parent works too)."""
     return max(0, min(chunks - 1, max_helpers))

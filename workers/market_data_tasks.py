@@ -21,9 +21,16 @@ from workers.celery_app import create_celery_app
 from workers.failover import Failover, SymbolFailed
 from workers.fanout import RENEW_SECONDS, FetchJob
 from workers.market_data_fetch import ChunkFetcher, Failure, FetchResult
-from workers.market_data_plan import Window, chunked, helper_count, requested_window
+from workers.market_data_plan import (
+    Window,
+    chunk_size_for,
+    chunked,
+    helper_count,
+    requested_window,
+)
 from workers.market_store import upsert_asset_info, upsert_quotes
 from workers.providers.registry import process_slots
+from workers.rate_limiter import parse_rate
 from workers.runtime import TaskContext
 
 log = get_logger(__name__)
@@ -53,6 +60,16 @@ def _failover(ctx: TaskContext) -> Failover:
 def _fetcher(ctx: TaskContext) -> ChunkFetcher:
     return ChunkFetcher(
         pool=ctx.pool, failover=_failover(ctx), overlap_days=ctx.settings.market_data_overlap_days
+    )
+
+
+def _chunk_size(settings: Settings) -> int:
+    provider = settings.market_data_providers[0] if settings.market_data_providers else "yahoo"
+    return chunk_size_for(
+        configured=settings.market_data_chunk_size,
+        provider=provider,
+        request_interval=parse_rate(getattr(settings, f"{provider}_rate_limit")),
+        time_limit=settings.celery_soft_time_limit,
     )
 
 
@@ -88,7 +105,7 @@ async def fetch_market_data(
         end=date.fromisoformat(end) if end else None,
         today=_today(),
     )
-    chunks = chunked(symbols, ctx.settings.market_data_chunk_size)
+    chunks = chunked(symbols, _chunk_size(ctx.settings))
     started = time.monotonic()
     if len(chunks) <= 1:
         result = await _fetch_in_process(ctx, symbols, wanted)
