@@ -1,14 +1,25 @@
-"""`just bench`: run every benchmark (or those named) and print a results table."""
+"""`just bench`: run every benchmark (or those named) and print their results."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
+
+from bench import market_data
+
+BENCHMARKS: dict[str, Callable[[list[str]], Any]] = {"market_data": market_data.main}
 
 
 def main(argv: list[str]) -> int:
     """Run the named benchmarks (all by default)."""
-    names = argv or []
-    print(f"no benchmarks registered yet (asked for: {names or 'all'})")  # noqa: T201 - report  # noqa: T201
+    names = argv or list(BENCHMARKS)
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmarks: {unknown}; known: {list(BENCHMARKS)}")  # noqa: T201
+        return 2
+    for name in names:
+        BENCHMARKS[name]([])
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
@@ -51,6 +52,10 @@ class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     today: date | None = None
     seed: int = 0
     polygon_page_size: Annotated[int, msgspec.Meta(ge=1)] = 50_000
+    # A provider-side limit (0 = none): a token bucket of this rate and `rate_burst` tokens;
+    # requests beyond it get 429 with Retry-After, as a real provider's would.
+    rate_limit_per_second: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    rate_burst: Annotated[int, msgspec.Meta(ge=1)] = 2
     universe: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_UNIVERSE))
 
 
@@ -76,6 +81,24 @@ class SimulatedExchange:
         self.bars_served: Counter[str] = Counter()
         self._rng = random.Random(self.config.seed)
         self._crumbs: dict[str, str] = {}
+        self._tokens = 0.0
+        self._tokens_at = 0.0
+
+    def _over_limit(self) -> bool:
+        rate = self.config.rate_limit_per_second
+        if rate <= 0:
+            return False
+        now = time.monotonic()
+        burst = float(self.config.rate_burst)
+        if self._tokens_at == 0.0:
+            self._tokens = burst
+        else:
+            self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return True
+        self._tokens -= 1
+        return False
 
     def today(self) -> date:
         """The exchange's notion of today (fixed by config in tests)."""
@@ -122,6 +145,7 @@ class SimulatedExchange:
         except msgspec.ValidationError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         self._rng = random.Random(self.config.seed)
+        self._tokens_at = 0.0
         return await self.get_config(request)
 
     async def stats(self, _: web.Request) -> web.Response:
@@ -164,6 +188,8 @@ class SimulatedExchange:
                 await asyncio.sleep(delay / 1000)
             self.requests["total"] += 1
             self.requests[f"{provider}:total"] += 1
+            if self._over_limit():
+                fault = "429"
             if fault == "429":
                 self.requests["429"] += 1
                 return web.Response(

@@ -1,0 +1,417 @@
+"""`python -m bench market_data`: fetch_market_data end to end against the naive approach and
+the practical floor, plus the 5,000-symbol case and a provider-limited run with two workers.
+
+Everything runs on this machine: embedded Postgres and Redis, the simulated exchange at
+50 ms latency, the API (uvicorn) and Celery prefork workers, each a real subprocess.
+
+- findash: API submit → SUCCESS (500 symbols, 1 year each), rows checked in Postgres.
+- naive: the seed's way, a sequential loop of blocking HTTP requests and one INSERT per row.
+- bare: the same fetches with aiohttp + gather and the same COPY-upsert: the floor.
+- 5,000 symbols, 1 year each, through findash.
+- provider-limited: the exchange enforces 10 requests/s (429 beyond), findash's limiter is set
+  to the same rate, two single-process workers share the job; time vs N ÷ rate, and 429s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.migrations import migrate
+from service.users import create_user
+from workers.price_store import bar_rows, upsert_bars
+from workers.yahoo_chart import parse_chart
+
+ROOT = Path(__file__).resolve().parent.parent
+LATENCY_MS = 50
+SYMBOLS = 500
+BIG = 5000
+LIMITED_SYMBOLS = 100
+LIMITED_RATE = 10
+
+
+class Proc:
+    """A subprocess in its own group with its output in a log file."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                args,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        """SIGTERM the group, then SIGKILL."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=5)
+
+
+def wait_http(url: str, proc: Proc, timeout: float = 60) -> None:
+    """Poll `url` until 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(proc.log.read_text()[-3000:])
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url, timeout=1) as response,  # noqa: S310 - loopback
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The largest peak RSS (VmHWM) of `pid` and its children, in MB."""
+    peaks = []
+    for member in [pid, *children(pid)]:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks, default=0.0)
+
+
+def worker(env: dict[str, str], *, log: Path, name: str, concurrency: int) -> Proc:
+    """A Celery prefork worker; returns once it answers a ping."""
+    proc = Proc(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.worker",
+            "-q",
+            "worker",
+            "-P",
+            "prefork",
+            "-c",
+            str(concurrency),
+            "-Q",
+            "market_data,analytics",
+            "-n",
+            f"{name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        env=env,
+        log=log,
+    )
+    from service.settings import Settings
+    from workers.celery_app import create_celery_app
+
+    app = create_celery_app(Settings.from_env(env))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(name in host for reply in app.control.ping(timeout=0.5) for host in reply):
+                return proc
+        raise TimeoutError(f"worker {name} did not start")
+    finally:
+        app.close()
+
+
+def symbols(prefix: str, count: int) -> list[str]:
+    """Fresh symbols, so every run inserts rather than finds rows already there."""
+    tag = uuid.uuid4().hex[:4].upper()
+    return [f"{prefix}{tag}{i}" for i in range(count)]
+
+
+async def findash_run(
+    api: str, key: str, names: list[str], *, period: str = "1y"
+) -> tuple[float, dict[str, Any]]:
+    """Submit through the API and wait for SUCCESS; seconds and result."""
+    headers = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        began = time.perf_counter()
+        async with session.post(
+            f"{api}/api/v1/tasks/market-data", json={"symbols": names, "period": period}
+        ) as response:
+            task_id = (await response.json())["task_id"]
+        while True:
+            async with session.get(f"{api}/api/v1/tasks/status/{task_id}") as response:
+                status = await response.json()
+            if status["state"] in ("SUCCESS", "FAILURE", "REVOKED"):
+                break
+            await asyncio.sleep(0.05)
+        seconds = time.perf_counter() - began
+    if status["state"] != "SUCCESS":
+        raise RuntimeError(status)
+    return seconds, dict(status["result"])
+
+
+def naive_run(exchange: str, db_url: str, names: list[str]) -> float:
+    """Blocking requests one after another; one INSERT per row."""
+    loop = asyncio.new_event_loop()
+    connection = loop.run_until_complete(asyncpg.connect(db_url))
+    began = time.perf_counter()
+    try:
+        for name in names:
+            with urllib.request.urlopen(  # noqa: S310 - loopback
+                f"{exchange}/v8/finance/chart/{name}?range=1y&interval=1d", timeout=30
+            ) as response:
+                chart = parse_chart(response.read(), status=response.status)
+            loop.run_until_complete(
+                connection.execute(
+                    "INSERT INTO assets (symbol) VALUES ($1) ON CONFLICT DO NOTHING", name
+                )
+            )
+            for row in bar_rows(name, chart.bars, source="naive"):
+                loop.run_until_complete(
+                    connection.execute(
+                        "INSERT INTO daily_prices (symbol, date, open, high, low, close, adj_close,"
+                        " volume, source) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+                        " ON CONFLICT (symbol, date) DO UPDATE SET close = excluded.close",
+                        *row,
+                    )
+                )
+        return time.perf_counter() - began
+    finally:
+        loop.run_until_complete(connection.close())
+        loop.close()
+
+
+async def bare_run(exchange: str, db_url: str, names: list[str]) -> float:
+    """aiohttp + gather for every fetch, then the same COPY-upsert findash uses."""
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    connector = aiohttp.TCPConnector(limit=200)
+    began = time.perf_counter()
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(name: str) -> list[Any]:
+            async with session.get(
+                f"{exchange}/v8/finance/chart/{name}", params={"range": "1y", "interval": "1d"}
+            ) as response:
+                chart = parse_chart(await response.read(), status=response.status)
+            return bar_rows(name, chart.bars, source="bare")
+
+        rows = [row for part in await asyncio.gather(*(one(n) for n in names)) for row in part]
+        async with pool.acquire() as connection:
+            await upsert_bars(connection, rows)
+    seconds = time.perf_counter() - began
+    await pool.close()
+    return seconds
+
+
+async def stored(db_url: str, names: list[str]) -> int:
+    """Bars stored for `names`."""
+    connection = await asyncpg.connect(db_url)
+    try:
+        return int(
+            await connection.fetchval(
+                "SELECT count(*) FROM daily_prices WHERE symbol = ANY($1::text[])", names
+            )
+        )
+    finally:
+        await connection.close()
+
+
+def put_config(exchange: str, config: dict[str, Any]) -> None:
+    """Reconfigure the simulated exchange."""
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        f"{exchange}/_sim/config", data=json.dumps(config).encode(), method="PUT"
+    )
+    with urllib.request.urlopen(request, timeout=5):  # noqa: S310 - loopback
+        pass
+
+
+def sim_stats(exchange: str) -> dict[str, Any]:
+    """The exchange's request counters."""
+    with urllib.request.urlopen(f"{exchange}/_sim/stats", timeout=5) as response:  # noqa: S310
+        return dict(json.load(response))
+
+
+@contextlib.contextmanager
+def stack(scratch: Path) -> Iterator[dict[str, Any]]:
+    """Postgres, Redis, exchange and API; yields URLs, env and an API key."""
+    postgres = EmbeddedPostgres(scratch / "pg", durable=False)
+    redis = EmbeddedRedis(scratch / "redis")
+    procs: list[Proc] = []
+    try:
+        postgres.start()
+        redis.start()
+        asyncio.run(migrate(postgres.url))
+        exchange_port, api_port = free_port(), free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("FINDASH_", "CELERY_"))},
+            "DATABASE_URL": postgres.url,
+            "REDIS_URL": redis.url,
+            "YAHOO_BASE_URL": f"http://127.0.0.1:{exchange_port}",
+            "API_PORT": str(api_port),
+            "LOG_LEVEL": "WARNING",
+            "SUBMIT_RATE_LIMIT": "100000/minute",
+            "YAHOO_RATE_LIMIT": "100000/second",
+            "YAHOO_CONCURRENCY": "64",
+            "DATABASE_POOL_MAX": "8",
+        }
+        exchange = Proc(
+            [
+                sys.executable,
+                "-m",
+                "workers.simulated_exchange",
+                "--port",
+                str(exchange_port),
+                "--latency-ms",
+                str(LATENCY_MS),
+            ],
+            env=env,
+            log=scratch / "exchange.log",
+        )
+        procs.append(exchange)
+        wait_http(f"{env['YAHOO_BASE_URL']}/health", exchange)
+        api = Proc([sys.executable, "-m", "service.serve"], env=env, log=scratch / "api.log")
+        procs.append(api)
+        api_url = f"http://127.0.0.1:{api_port}"
+        wait_http(f"{api_url}/health", api)
+
+        async def issue() -> str:
+            connection = await asyncpg.connect(postgres.url)
+            try:
+                return (await create_user(connection, email="bench@findash", is_admin=True)).api_key
+            finally:
+                await connection.close()
+
+        yield {
+            "env": env,
+            "db": postgres.url,
+            "exchange": env["YAHOO_BASE_URL"],
+            "api": api_url,
+            "key": asyncio.run(issue()),
+            "scratch": scratch,
+        }
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        redis.stop()
+        postgres.stop()
+
+
+def run_main_comparison(ctx: dict[str, Any]) -> dict[str, Any]:
+    """findash vs naive vs bare at 500 symbols, then 5,000 symbols through findash."""
+    work = worker(ctx["env"], log=ctx["scratch"] / "worker.log", name="bench", concurrency=2)
+    try:
+        warm = symbols("WARM", 20)
+        asyncio.run(findash_run(ctx["api"], ctx["key"], warm))
+        names = symbols("F", SYMBOLS)
+        findash_s, result = asyncio.run(findash_run(ctx["api"], ctx["key"], names))
+        rows = asyncio.run(stored(ctx["db"], names))
+        assert rows == result["rows_written"], (rows, result)
+        rss_500 = peak_rss_mb(work.popen.pid)
+        bare_s = asyncio.run(bare_run(ctx["exchange"], ctx["db"], symbols("B", SYMBOLS)))
+        naive_s = naive_run(ctx["exchange"], ctx["db"], symbols("N", SYMBOLS))
+        big = symbols("G", BIG)
+        big_s, big_result = asyncio.run(findash_run(ctx["api"], ctx["key"], big))
+        big_rows = asyncio.run(stored(ctx["db"], big))
+        assert big_rows == big_result["rows_written"]
+        rss_5000 = peak_rss_mb(work.popen.pid)
+    finally:
+        work.stop()
+    return {
+        "findash_500_s": round(findash_s, 2),
+        "bare_500_s": round(bare_s, 2),
+        "naive_500_s": round(naive_s, 2),
+        "rows_500": rows,
+        "speedup_vs_naive": round(naive_s / findash_s, 1),
+        "ratio_vs_bare": round(findash_s / bare_s, 2),
+        "worker_peak_rss_mb_500": round(rss_500, 1),
+        "findash_5000_s": round(big_s, 2),
+        "rows_5000": big_rows,
+        "worker_peak_rss_mb_5000": round(rss_5000, 1),
+    }
+
+
+def run_provider_limited(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Two single-process workers share a job under a 10 requests/s provider limit."""
+    env = {
+        **ctx["env"],
+        "YAHOO_RATE_LIMIT": f"{LIMITED_RATE}/second",
+        "MARKET_DATA_CHUNK_SIZE": "25",
+    }
+    put_config(
+        ctx["exchange"],
+        {"latency_ms": LATENCY_MS, "rate_limit_per_second": LIMITED_RATE, "rate_burst": 2},
+    )
+    before = sim_stats(ctx["exchange"])["requests"]
+    workers = [
+        worker(env, log=ctx["scratch"] / f"limited{i}.log", name=f"limited{i}", concurrency=1)
+        for i in range(2)
+    ]
+    try:
+        seconds, result = asyncio.run(
+            findash_run(ctx["api"], ctx["key"], symbols("L", LIMITED_SYMBOLS), period="1mo")
+        )
+    finally:
+        for proc in workers:
+            proc.stop()
+        put_config(ctx["exchange"], {"latency_ms": LATENCY_MS})
+    after = sim_stats(ctx["exchange"])["requests"]
+    requests = after.get("total", 0) - before.get("total", 0)
+    throttled = after.get("429", 0) - before.get("429", 0)
+    ideal = LIMITED_SYMBOLS / LIMITED_RATE
+    return {
+        "limited_symbols": LIMITED_SYMBOLS,
+        "limited_rate_per_s": LIMITED_RATE,
+        "limited_s": round(seconds, 2),
+        "limited_ideal_s": ideal,
+        "limited_vs_ideal": round(seconds / ideal, 3),
+        "limited_fetched": result["fetched"],
+        "limited_requests": requests,
+        "limited_429": throttled,
+    }
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    """Run every case and print one JSON line of results."""
+    scratch = Path(tempfile.mkdtemp(prefix="findash-bench-"))
+    try:
+        with stack(scratch) as ctx:
+            results = {**run_main_comparison(ctx), **run_provider_limited(ctx)}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(json.dumps(results, indent=2))  # noqa: T201 - the benchmark's report
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
