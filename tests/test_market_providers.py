@@ -113,6 +113,25 @@ class TestHistoryHappyPaths:
         assert paged.bars == whole.bars
 
 
+class TestYahooChartShapes:
+    async def test_nulls_and_live_bar_over_http(
+        self, providers: dict[str, ProviderSlot], sim: Sim
+    ) -> None:
+        """Null prices are missing bars (never zeros) and the live bar leaves one bar per
+        exchange date, priced as the live one."""
+        sim.configure(null_every=5, live_bar=True)
+        start, end = _window(60)
+        before = sim.exchange.bars_served["LIVE"]
+        history = await providers["yahoo"].provider.history("LIVE", start=start, end=end)
+        days = [b.date for b in history.bars]
+        trading = NYSE.trading_days(start, end)
+        assert len(days) == len(set(days))
+        assert len(days) == sim.exchange.bars_served["LIVE"] - before
+        assert len(days) < len(trading)
+        assert set(days) <= set(trading)
+        assert all(b.close > 0 for b in history.bars)
+
+
 class TestUnknownSymbols:
     @pytest.mark.parametrize("name", ["yahoo", "tiingo"])
     async def test_not_found(self, name: str, providers: dict[str, ProviderSlot]) -> None:

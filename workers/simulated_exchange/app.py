@@ -49,6 +49,8 @@ class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retry_after_seconds: Annotated[int, msgspec.Meta(ge=0)] = 1
     slow_ms: Annotated[int, msgspec.Meta(ge=0)] = 5000
     live_bar: bool = False
+    # Yahoo chart: every k-th bar's prices are null (no trade that day); 0 = none.
+    null_every: Annotated[int, msgspec.Meta(ge=0)] = 0
     today: date | None = None
     seed: int = 0
     polygon_page_size: Annotated[int, msgspec.Meta(ge=1)] = 50_000
@@ -230,8 +232,11 @@ class SimulatedExchange:
         except ValueError as exc:
             error = {"code": "Bad Request", "description": str(exc)}
             return _json({"chart": {"result": None, "error": error}}, status=400)
-        payload = yahoo.chart_payload(symbol, start, end, live_bar=self.config.live_bar)
-        bars = len(payload["chart"]["result"][0]["timestamp"])  # type: ignore[index]
+        payload = yahoo.chart_payload(
+            symbol, start, end, live_bar=self.config.live_bar, null_every=self.config.null_every
+        )
+        closes = payload["chart"]["result"][0]["indicators"]["quote"][0]["close"]  # type: ignore[index]
+        bars = sum(1 for close in closes if close is not None)
         self.bars_served[symbol] += bars - (1 if self.config.live_bar and bars else 0)
         self.requests["200"] += 1
         return _json(payload)

@@ -75,8 +75,14 @@ def _events(symbol: str, start: date, end: date) -> dict[str, dict[str, dict[str
     return events
 
 
-def chart_payload(symbol: str, start: date, end: date, *, live_bar: bool) -> dict[str, object]:
-    """The Yahoo v8 chart body for `symbol` over [start, end] (a pure function of its inputs)."""
+def chart_payload(
+    symbol: str, start: date, end: date, *, live_bar: bool, null_every: int = 0
+) -> dict[str, object]:
+    """The Yahoo v8 chart body for `symbol` over [start, end] (a pure function of its inputs).
+
+    `live_bar` appends the running session's bar on the last bar's date, as Yahoo does
+    during trading hours; `null_every` blanks every k-th bar's prices (a day without trades).
+    """
     series = build_series(symbol, end)
     lo, _ = window_slice(series, start, end)
     days = series.days[lo:]
@@ -93,6 +99,11 @@ def chart_payload(symbol: str, start: date, end: date, *, live_bar: bool) -> dic
         "volume": [int(v) for v in series.volume[lo:]],
     }
     adjclose = col(series.adjclose)
+    if null_every:
+        for i in range(null_every - 1, len(days), null_every):
+            for key in quote:
+                quote[key][i] = None
+            adjclose[i] = None  # type: ignore[call-overload]
     last_close = quote["close"][-1] if days else None
     market_time = stamps[-1] + 6 * 3600 + 1800 if stamps else None
     if live_bar and days:
