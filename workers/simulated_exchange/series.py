@@ -11,6 +11,7 @@ of a date is the same whatever `end` the series is built to.
 
 from __future__ import annotations
 
+import bisect
 import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -56,6 +57,20 @@ def _trading_days(end: date) -> tuple[date, ...]:
     return tuple(NYSE.iter_trading_days(EPOCH, end))
 
 
+@lru_cache(maxsize=64)
+def _quarter_starts(end: date) -> np.ndarray:
+    """Indices of the first trading day of February, May, August and November."""
+    days = _trading_days(end)
+    return np.array(
+        [
+            i
+            for i in range(1, len(days))
+            if days[i].month in (2, 5, 8, 11) and days[i - 1].month != days[i].month
+        ],
+        dtype=np.int64,
+    )
+
+
 @lru_cache(maxsize=8192)
 def build_series(symbol: str, end: date) -> Series:
     """Deterministic bars for `symbol` from EPOCH to `end` (a prefix never changes)."""
@@ -75,25 +90,22 @@ def build_series(symbol: str, end: date) -> Series:
     low = np.minimum(open_, close) * (1 - np.abs(draws[3]) * sigma * 0.5)
     volume = (1_000_000 * (1 + seed % 50) * np.exp(0.3 * draws[4])).astype(np.int64)
 
+    # adjclose: each close times the product of (1 - d / prev close) over later ex-dates.
     dividends: dict[date, float] = {}
+    factor_at = np.ones(n)
     if seed % 3 == 0:
-        for i in range(1, n):
-            if days[i].month in (2, 5, 8, 11) and days[i - 1].month != days[i].month:
-                dividends[days[i]] = round(float(close[i - 1]) * 0.004, 4)
+        for i in _quarter_starts(end).tolist():
+            amount = round(float(close[i - 1]) * 0.004, 4)
+            dividends[days[i]] = amount
+            factor_at[i - 1] = 1 - amount / float(close[i - 1])
+    factor = np.cumprod(factor_at[::-1])[::-1]
     splits: dict[date, tuple[int, int]] = {}
     if seed % 11 == 0:
         # A fixed date per symbol, so a longer series never moves or adds an earlier split.
         split_day = EPOCH + timedelta(days=(seed // 11) % SPLIT_SPAN_DAYS)
-        first_after = next((i for i, d in enumerate(days) if d >= split_day), None)
-        if first_after:
+        first_after = bisect.bisect_left(days, split_day)
+        if 0 < first_after < n:
             splits[days[first_after]] = (2, 1)
-
-    # adjclose: multiply each close by the product of (1 - d / prev close) over later ex-dates.
-    factor = np.ones(n)
-    index = {day: i for i, day in enumerate(days)}
-    for ex_date, amount in dividends.items():
-        i = index[ex_date]
-        factor[:i] *= 1 - amount / float(close[i - 1])
     return Series(days, open_, high, low, close, close * factor, volume, dividends, splits)
 
 
@@ -118,8 +130,8 @@ def factor_after(series: Series, day: date) -> float:
 
 def window_slice(series: Series, start: date, end: date) -> tuple[int, int]:
     """Index bounds [lo, hi) of the days inside [start, end]."""
-    lo = next((i for i, d in enumerate(series.days) if d >= start), len(series.days))
-    hi = next((i for i, d in enumerate(series.days) if d > end), len(series.days))
+    lo = bisect.bisect_left(series.days, start)
+    hi = bisect.bisect_right(series.days, end)
     return lo, max(lo, hi)
 
 
@@ -128,6 +140,7 @@ def session_start(day: date) -> datetime:
     return datetime.combine(day, REGULAR_OPEN, tzinfo=EXCHANGE_TZ)
 
 
+@lru_cache(maxsize=16_384)
 def epoch_seconds(day: date) -> int:
     """The session start of `day` in unix seconds."""
     return int(session_start(day).timestamp())

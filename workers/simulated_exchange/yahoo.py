@@ -89,14 +89,15 @@ def chart_payload(
     stamps = [epoch_seconds(day) for day in days]
 
     def col(values: np.ndarray) -> list[float]:
-        return [round(float(v), 4) for v in values[lo:]]
+        rounded: list[float] = np.round(values[lo:], 4).tolist()
+        return rounded
 
     quote: dict[str, list[Any]] = {
         "open": col(series.open),
         "high": col(series.high),
         "low": col(series.low),
         "close": col(series.close),
-        "volume": [int(v) for v in series.volume[lo:]],
+        "volume": series.volume[lo:].tolist(),
     }
     adjclose = col(series.adjclose)
     if null_every:
