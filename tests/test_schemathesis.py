@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -45,7 +46,8 @@ class TestSchemathesis:
             wait_until_http_ok(f"{url}/health", api)
             key = (await new_user(admin=True)).api_key
             excluded = [arg for path in NOT_YET_IMPLEMENTED for arg in ("--exclude-path", path)]
-            done = subprocess.run(
+            done = await asyncio.to_thread(
+                subprocess.run,
                 [
                     sys.executable,
                     "-m",
