@@ -112,8 +112,19 @@ class TaskController(Controller):
         )
         publisher: TaskPublisher = state.publisher
         request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-        async with state.pool.acquire() as connection, connection.transaction():
-            if idem_key is not None:
+        async with state.pool.acquire() as connection:
+            if idem_key is None:
+                body, status_code = await _record_and_publish(
+                    connection,
+                    publisher,
+                    user=user,
+                    name=name,
+                    kwargs=kwargs,
+                    request_id=request_id,
+                )
+                return Response(body, status_code=status_code)
+            # With a key, the whole submit runs in one transaction holding a lock on the key.
+            async with connection.transaction():
                 await idempotency.lock_key(connection, api_key_id=user.key_id, key=idem_key)
                 stored = await idempotency.find(connection, api_key_id=user.key_id, key=idem_key)
                 if stored is not None:
@@ -123,31 +134,14 @@ class TaskController(Controller):
                             detail="this Idempotency-Key was used with a different request",
                         )
                     return Response(stored.body, status_code=stored.status_code)
-            task_id, created = await task_registry.record_submission(
-                connection,
-                task_id=str(uuid.uuid4()),
-                owner_id=user.id,
-                name=name,
-                params=kwargs,
-                request_id=request_id,
-            )
-            if created:
-                try:
-                    await publisher.publish(
-                        name=name,
-                        task_id=task_id,
-                        kwargs=kwargs,
-                        headers={"request_id": request_id},
-                    )
-                except BrokerUnavailable as exc:
-                    raise ProblemException(
-                        status=503,
-                        detail=f"the task queue is unavailable: {exc}",
-                        headers={"Retry-After": "5"},
-                    ) from None
-            body = Submitted(task_id=task_id, status="submitted" if created else "existing")
-            status_code = 202 if created else 200
-            if idem_key is not None:
+                body, status_code = await _record_and_publish(
+                    connection,
+                    publisher,
+                    user=user,
+                    name=name,
+                    kwargs=kwargs,
+                    request_id=request_id,
+                )
                 await idempotency.store(
                     connection,
                     api_key_id=user.key_id,
@@ -320,6 +314,43 @@ class TaskController(Controller):
         ]
         state.workers_cache = (time.monotonic(), infos)
         return infos
+
+
+async def _record_and_publish(
+    connection: asyncpg.Connection,
+    publisher: TaskPublisher,
+    *,
+    user: User,
+    name: str,
+    kwargs: dict[str, Any],
+    request_id: str,
+) -> tuple[Submitted, int]:
+    """Record the task (or find its unfinished twin) and publish it if new.
+
+    A publish that fails removes the row again (or rolls back with the caller's
+    transaction), so a retry after a broker outage is not mistaken for a duplicate.
+    """
+    task_id, created = await task_registry.record_submission(
+        connection,
+        task_id=str(uuid.uuid4()),
+        owner_id=user.id,
+        name=name,
+        params=kwargs,
+        request_id=request_id,
+    )
+    if not created:
+        return Submitted(task_id=task_id, status="existing"), 200
+    try:
+        await publisher.publish(
+            name=name, task_id=task_id, kwargs=kwargs, headers={"request_id": request_id}
+        )
+    except BrokerUnavailable as exc:
+        if not connection.is_in_transaction():
+            await task_registry.forget_submission(connection, task_id=task_id)
+        raise ProblemException(
+            status=503, detail=f"the task queue is unavailable: {exc}", headers={"Retry-After": "5"}
+        ) from None
+    return Submitted(task_id=task_id, status="submitted"), 202
 
 
 def worker_info(
