@@ -70,13 +70,13 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def start_api(self) -> str:
-        """Start the API; returns its URL."""
+    def start_api(self, *, workers: int = 1) -> str:
+        """Start the API with `workers` processes; returns its URL."""
         port = free_port()
         process = ManagedProcess(
             [sys.executable, "-m", "service.serve"],
-            env={**self.env, "API_PORT": str(port)},
-            log_path=self.directory / "api.log",
+            env={**self.env, "API_PORT": str(port), "API_WORKERS": str(workers)},
+            log_path=self.directory / f"api-{port}.log",
         )
         process.start()
         self.processes.append(process)

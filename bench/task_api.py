@@ -158,6 +158,8 @@ def run() -> dict[str, Any]:
         key = asyncio.run(_new_key(stack.postgres.url))
         rate, closed = asyncio.run(api_closed_loop(url, key))
         opened = asyncio.run(api_open_loop(url, key))
+        url2 = stack.start_api(workers=2)
+        rate2, closed2 = asyncio.run(api_closed_loop(url2, key))
         create_celery_app(stack.settings).control.purge()
         stack.start_exchange(latency_ms=0)
         stack.start_worker(name="bench", concurrency=2)
@@ -168,6 +170,8 @@ def run() -> dict[str, Any]:
         f"API submits, {CLOSED_LOOP_CONCURRENCY} clients (submits/s)": f"{rate:.0f}",
         "API submits: share of bare rate": f"{rate / floor_rate:.0%}",
         "API closed loop p50 / p99": _p50_p99(closed),
+        "API_WORKERS=2: submits/s (share of bare)": f"{rate2:.0f} ({rate2 / floor_rate:.0%})",
+        "API_WORKERS=2: closed loop p50 / p99": _p50_p99(closed2),
         f"API at {OPEN_LOOP_RATE}/s p50 / p99": _p50_p99(opened),
         "bare send_task().get() round trip p50 / p99": _p50_p99(bare),
         "API submit→SUCCESS round trip p50 / p99": _p50_p99(ours),

@@ -18,7 +18,7 @@ from service import idempotency, task_registry
 from service.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQUIREMENT
 from service.database import create_pool
 from service.health import HealthController
-from service.logs import get_logger
+from service.logs import configure_logging, get_logger
 from service.problems import EXCEPTION_HANDLERS
 from service.publisher import TaskPublisher
 from service.rate_limit import RateLimiter, parse_rate
@@ -115,5 +115,8 @@ def create_app(settings: Settings) -> Litestar:
 
 
 def create_app_from_env() -> Litestar:
-    """Factory for ASGI servers: settings from the environment."""
-    return create_app(Settings.from_env())
+    """Factory for ASGI servers (one call per server process): settings and logging from
+    the environment."""
+    settings = Settings.from_env()
+    configure_logging(service="api", level=settings.log_level, fmt=settings.log_format)
+    return create_app(settings)
