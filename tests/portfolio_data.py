@@ -1,0 +1,80 @@
+"""Test data helpers: portfolios, transactions and closes written straight to Postgres."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from datetime import date
+from decimal import Decimal
+
+import asyncpg
+
+_owner_ids = itertools.count(700_000)
+
+
+def new_owner_id() -> int:
+    """An owner id no other test uses (users arrive with the auth work; no FK yet)."""
+    return next(_owner_ids)
+
+
+async def create_portfolio(
+    pool: asyncpg.Pool, *, owner_id: int, name: str, base_currency: str = "USD"
+) -> int:
+    """Insert a portfolio and return its id."""
+    portfolio_id: int = await pool.fetchval(
+        "INSERT INTO portfolios (owner_id, name, base_currency) VALUES ($1, $2, $3) RETURNING id",
+        owner_id,
+        name,
+        base_currency,
+    )
+    return portfolio_id
+
+
+async def add_transactions(
+    pool: asyncpg.Pool, portfolio_id: int, rows: Sequence[Mapping[str, object]]
+) -> None:
+    """Insert transactions in the order given (which is their recorded order)."""
+    for row in rows:
+        await pool.execute(
+            "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price, amount, "
+            "fee) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            portfolio_id,
+            row["type"],
+            row["date"],
+            row.get("symbol"),
+            _dec(row.get("quantity")),
+            _dec(row.get("price")),
+            _dec(row.get("amount")),
+            _dec(row.get("fee")) or Decimal(0),
+        )
+
+
+async def put_closes(
+    pool: asyncpg.Pool,
+    symbol: str,
+    closes: Mapping[date, float],
+    *,
+    currency: str = "USD",
+    asset_type: str = "Equity",
+    sector: str = "Technology",
+) -> None:
+    """Upsert an asset and its closes (replacing any stored for those dates)."""
+    await pool.execute(
+        "INSERT INTO assets (symbol, currency, asset_type, sector) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (symbol) DO UPDATE SET currency = excluded.currency, "
+        "asset_type = excluded.asset_type, sector = excluded.sector",
+        symbol,
+        currency,
+        asset_type,
+        sector,
+    )
+    await pool.executemany(
+        "INSERT INTO daily_prices (symbol, date, close, adj_close, source) "
+        "VALUES ($1, $2, $3, $3, 'test') ON CONFLICT (symbol, date) "
+        "DO UPDATE SET close = excluded.close, adj_close = excluded.adj_close",
+        [(symbol, day, Decimal(str(close))) for day, close in closes.items()],
+    )
+
+
+def _dec(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
