@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterator
@@ -167,8 +168,7 @@ class TestSnapshotTask:
 def _expected_returns() -> tuple[list[date], list[float]]:
     days = sorted(EXPECTED)
     returns = [
-        EXPECTED[d][0] / (EXPECTED[p][0] + EXPECTED[d][1]) - 1
-        for p, d in zip(days, days[1:], strict=False)
+        EXPECTED[d][0] / (EXPECTED[p][0] + EXPECTED[d][1]) - 1 for p, d in itertools.pairwise(days)
     ]
     return days, returns
 

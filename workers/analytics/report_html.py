@@ -231,7 +231,7 @@ def render_report_html(report: Mapping[str, Any]) -> str:
         for label, value, pct in (
             (f"Value ({currency})", report.get("total_value"), False),
             ("Time-weighted return", metrics.get("twr"), True),
-            ("Money-weighted return", metrics.get("mwr"), True),
+            ("Money-weighted, annual", metrics.get("mwr"), True),
             ("Max drawdown", (metrics.get("max_drawdown") or {}).get("value"), True),
         )
     )
