@@ -2,24 +2,60 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import redis.asyncio as aioredis
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from service import idempotency, task_registry
+from service.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQUIREMENT
 from service.database import create_pool
 from service.health import HealthController
 from service.logs import get_logger
 from service.problems import EXCEPTION_HANDLERS
+from service.publisher import TaskPublisher
+from service.rate_limit import RateLimiter, parse_rate
 from service.request_context import request_context_middleware
 from service.settings import Settings
+from service.tasks_api import TaskController
 from workers.celery_app import create_celery_app
 
 log = get_logger(__name__)
+
+
+async def sweep_forever(settings: Settings, app: Litestar) -> None:
+    """Mark tasks of dead workers RETRY, then FAILURE when nothing picks them up again."""
+    stale = timedelta(seconds=settings.task_stale_seconds)
+    lost = timedelta(seconds=settings.task_lost_after_seconds)
+    while True:
+        await asyncio.sleep(settings.task_sweep_interval_seconds)
+        try:
+            async with app.state.pool.acquire() as connection:
+                retried, failed = await task_registry.sweep_lost_tasks(
+                    connection, stale_after=stale, lost_after=lost
+                )
+                await idempotency.prune(connection)
+            if retried or failed:
+                log.warning("lost tasks swept", marked_retry=retried, marked_failure=failed)
+        except Exception:
+            log.exception("task sweep failed")
+
+
+def api_v1_router() -> Router:
+    """Every authenticated route, under /api/v1."""
+    return Router(
+        path="/api/v1",
+        route_handlers=[TaskController],
+        middleware=[AUTH_MIDDLEWARE],
+        security=SECURITY_REQUIREMENT,
+    )
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -35,18 +71,29 @@ def create_app(settings: Settings) -> Litestar:
             socket_connect_timeout=2,
             health_check_interval=25,
         )
-        app.state.celery = create_celery_app(settings)
+        celery_app = create_celery_app(settings)
+        app.state.publisher = TaskPublisher(
+            celery_app, timeout_seconds=settings.publish_timeout_seconds
+        )
+        app.state.submit_limiter = RateLimiter(
+            app.state.redis, parse_rate(settings.submit_rate_limit), namespace="submit"
+        )
+        sweeper = asyncio.create_task(sweep_forever(settings, app))
         log.info("api started", settings=settings.redacted())
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            app.state.publisher.close()
+            celery_app.close()
             await app.state.pool.close()
             await app.state.redis.aclose()
-            app.state.celery.close()
 
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
     return Litestar(
-        route_handlers=[HealthController],
+        route_handlers=[HealthController, api_v1_router()],
         lifespan=[lifespan],
         middleware=[request_context_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -56,8 +103,10 @@ def create_app(settings: Settings) -> Litestar:
             title="findash",
             version="0.1.0",
             description="Background tasks for a financial dashboard: submit, follow and cancel "
-            "market-data and analytics tasks.",
+            "market-data and analytics tasks. Every /api/v1 route needs "
+            "`Authorization: Bearer <API key>`; errors are RFC 9457 problem details.",
             path="/schema",
+            components=SECURITY_COMPONENTS,
             render_plugins=[SwaggerRenderPlugin()],
         ),
         logging_config=None,

@@ -12,12 +12,14 @@ import asyncio
 import os
 import shlex
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
+import asyncpg
 from honcho.manager import Manager
 
+from service import users
 from service.embedded import EmbeddedPostgres, EmbeddedRedis
 from service.logs import configure_logging, get_logger
 from service.migrations import migrate
@@ -137,13 +139,20 @@ def print_banner(values: Mapping[str, str], *, api_url: str) -> None:
     print("\n".join(lines), flush=True)  # noqa: T201 - a banner for the human at the terminal
 
 
-SeedFunction = Callable[[Settings], "asyncio.Future[dict[str, str]]"]
+DEMO_EMAIL = "demo@findash.local"
 
 
 async def seed_demo(settings: Settings) -> dict[str, str]:
-    """Create the demo data the dashboard shows; returns extra .dev/env entries."""
-    _ = settings
-    return {}
+    """Create the demo user (an admin, so worker stats work) with a fresh API key.
+
+    Returns the .dev/env entries for the CLI: the key and its id.
+    """
+    connection = await asyncpg.connect(settings.database_url)
+    try:
+        issued = await users.create_user(connection, email=DEMO_EMAIL, is_admin=True)
+    finally:
+        await connection.close()
+    return {"FINDASH_API_KEY": issued.api_key, "FINDASH_DEMO_USER_ID": str(issued.user_id)}
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ _TITLES = {
 }
 # msgspec's messages end in "- at `$.symbols[0]`"; Litestar wraps body errors under "data".
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+# Messages that name their field without a path, and our own "field: message" rules.
+_NAMED_FIELD = re.compile(r"(?:unknown|required) field `(?P<field>[^`]+)`")
+_FIELD_PREFIX = re.compile(r"^(?P<field>[a-z_]+): (?P<message>.+)$", re.DOTALL)
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -85,10 +88,16 @@ def field_errors(extra: Any) -> list[FieldError]:
         match = _AT_PATH.match(raw)
         message = match["message"] if match else raw
         path = (match["path"] if match and match["path"] else "") or ""
-        field = _json_path_to_field(path) if path else key
-        if item.get("source") == "body" and key and key != "data" and not path:
+        field = _json_path_to_field(path) if path else ""
+        named = _NAMED_FIELD.search(message)
+        prefixed = _FIELD_PREFIX.match(message)
+        if named is not None:
+            field = ".".join(p for p in (field, named["field"]) if p)
+        elif prefixed is not None and not field:
+            field, message = prefixed["field"], prefixed["message"]
+        if not field and key and key != "data":
             field = key
-        errors.append(FieldError(field=field or key, message=message))
+        errors.append(FieldError(field=field or "body", message=message))
     return errors
 
 

@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     celery_visibility_timeout: PositiveInt = 7200
     celery_task_time_limit: PositiveInt = 1800
     celery_result_expires: PositiveInt = 86_400
+    task_stale_seconds: PositiveInt = 30
+    task_lost_seconds: Annotated[int, msgspec.Meta(ge=0)] = 0
+    task_sweep_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
 
     market_data_providers: tuple[ProviderName, ...] = ("yahoo",)
     yahoo_base_url: str = "https://query1.finance.yahoo.com"
@@ -114,6 +117,11 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     def celery_soft_time_limit(self) -> int:
         """Soft limit, a little under the hard one, so task bodies can clean up."""
         return max(1, self.celery_task_time_limit - max(5, self.celery_task_time_limit // 20))
+
+    @property
+    def task_lost_after_seconds(self) -> int:
+        """How long a RETRY task may wait for redelivery before it is declared FAILURE."""
+        return self.task_lost_seconds or self.celery_visibility_timeout + 300
 
     def redacted(self) -> dict[str, Any]:
         """All settings as a dict with passwords in URLs masked, fit for a log line."""

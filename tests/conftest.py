@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -22,6 +22,7 @@ from service.database import create_pool
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from service.migrations import migrate
 from service.settings import Settings
+from service.users import IssuedKey, create_user
 from tests.processes import ManagedProcess, wait_until_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,6 +77,8 @@ def base_env(
         LOG_LEVEL="INFO",
         CELERY_TASK_TIME_LIMIT="120",
         CELERY_VISIBILITY_TIMEOUT="600",
+        SUBMIT_RATE_LIMIT="100000/minute",
+        TASK_STALE_SECONDS="10",
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -207,4 +210,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: 0 if "unit" in item.nodeid else 1)
 
 
-_ = subprocess
+@pytest.fixture
+async def new_user(pool: asyncpg.Pool) -> Callable[..., Awaitable[IssuedKey]]:
+    """Create users with fresh API keys: `await new_user(admin=False)`."""
+
+    async def create(*, admin: bool = False) -> IssuedKey:
+        async with pool.acquire() as connection:
+            return await create_user(
+                connection, email=f"{uuid.uuid4().hex[:12]}@test.findash", is_admin=admin
+            )
+
+    return create

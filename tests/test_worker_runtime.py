@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from celery import Celery
 from celery.result import AsyncResult
 
+from service.cancellation import request_cancel
 from service.settings import Settings
 from tests.processes import ManagedProcess, wait_for
 from workers.celery_app import create_celery_app
-from workers.runtime import request_cancel
 
 
 @pytest.fixture(scope="module")

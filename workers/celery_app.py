@@ -71,6 +71,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 5,
         "broker_pool_limit": 16,
+        "broker_pool_acquire_timeout": 1.0,
         "task_publish_retry": True,
         "task_publish_retry_policy": {
             "max_retries": 2,

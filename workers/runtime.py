@@ -14,24 +14,27 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
 
 import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
+from service import task_registry
+from service.cancellation import cancel_key
 from service.database import create_pool
 from service.logs import get_logger
 from service.settings import Settings
 
 log = get_logger(__name__)
 
-CANCEL_KEY_PREFIX = "findash:cancel:"
 CANCEL_POLL_SECONDS = 0.2
-CANCEL_FLAG_TTL_SECONDS = 86_400
+HEARTBEAT_SECONDS = 2.0
+PROGRESS_MIN_INTERVAL_SECONDS = 0.25
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -44,14 +47,8 @@ class TaskDeadlineExceeded(Exception):
     """The task body ran past its deadline and was cancelled."""
 
 
-def cancel_key(task_id: str) -> str:
-    """The Redis key whose presence asks task `task_id` to stop."""
-    return f"{CANCEL_KEY_PREFIX}{task_id}"
-
-
-async def request_cancel(redis_client: aioredis.Redis, task_id: str) -> None:
-    """Ask a running (or not yet started) task to stop; its runner notices within ~0.2 s."""
-    await redis_client.set(cancel_key(task_id), "1", ex=CANCEL_FLAG_TTL_SECONDS)
+class TaskSkipped(Exception):
+    """This copy of the task must not run: it finished already, or another copy is running."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +60,7 @@ class Resources:
     redis: aioredis.Redis
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskContext:
     """What a task body receives: its identity, settings, shared I/O and a progress reporter."""
 
@@ -74,9 +71,20 @@ class TaskContext:
     pool: asyncpg.Pool
     redis: aioredis.Redis
     progress_sink: ProgressCallback
+    _last_progress_at: float = 0.0
 
     async def report_progress(self, *, current: int, total: int, message: str = "") -> None:
-        """Publish `{current, total, message}` as the task's PROGRESS state, off the loop."""
+        """Record `{current, total, message}` (state PROGRESS) in the registry and Celery.
+
+        Calls closer together than 0.25 s are dropped, except the last one (current == total).
+        """
+        now = time.monotonic()
+        if current < total and now - self._last_progress_at < PROGRESS_MIN_INTERVAL_SECONDS:
+            return
+        self._last_progress_at = now
+        progress = task_registry.Progress(current=current, total=total, message=message)
+        async with self.pool.acquire() as connection:
+            await task_registry.record_progress(connection, task_id=self.task_id, progress=progress)
         await asyncio.to_thread(self.progress_sink, current, total, message)
 
 
@@ -161,10 +169,13 @@ class AsyncRuntime:
         kwargs: dict[str, Any],
         deadline_seconds: float,
         progress_sink: ProgressCallback,
+        delivery: int = 0,
+        worker: str = "",
     ) -> Any:
         """Run `body(ctx, **kwargs)` on the loop and block this (Celery) thread for its result.
 
-        Raises `TaskCancelled` when the task was asked to stop, and
+        The run is recorded in the task registry. Raises `TaskSkipped` when this copy must
+        not run, `TaskCancelled` when the task was asked to stop, and
         `TaskDeadlineExceeded` when it ran past `deadline_seconds`.
         """
         future = self.submit(
@@ -175,6 +186,8 @@ class AsyncRuntime:
                 kwargs=kwargs,
                 deadline_seconds=deadline_seconds,
                 progress_sink=progress_sink,
+                delivery=delivery,
+                worker=worker,
             )
         )
         try:
@@ -193,8 +206,79 @@ class AsyncRuntime:
         kwargs: dict[str, Any],
         deadline_seconds: float,
         progress_sink: ProgressCallback,
+        delivery: int,
+        worker: str,
     ) -> Any:
         resources = await self.resources()
+        async with resources.pool.acquire() as connection:
+            claimed = await task_registry.claim_run(
+                connection,
+                task_id=task_id,
+                name=task_name,
+                params=kwargs,
+                delivery=delivery,
+                worker=worker,
+                stale_after=timedelta(seconds=self._settings.task_stale_seconds),
+            )
+        if not claimed:
+            log.info("duplicate copy dropped", delivery=delivery)
+            raise TaskSkipped(task_id)
+        try:
+            result = await self._run_body(
+                body,
+                resources=resources,
+                task_id=task_id,
+                task_name=task_name,
+                kwargs=kwargs,
+                deadline_seconds=deadline_seconds,
+                progress_sink=progress_sink,
+            )
+        except TaskCancelled:
+            await self._finish(
+                resources,
+                task_id,
+                "REVOKED",
+                error=task_registry.TaskError(type="Cancelled", message="cancelled while running"),
+            )
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._finish(
+                resources,
+                task_id,
+                "FAILURE",
+                error=task_registry.TaskError(type=type(exc).__name__, message=str(exc)[:2000]),
+            )
+            raise
+        await self._finish(resources, task_id, "SUCCESS", result=result)
+        return result
+
+    async def _finish(
+        self,
+        resources: Resources,
+        task_id: str,
+        state: Literal["SUCCESS", "FAILURE", "REVOKED"],
+        *,
+        result: Any = None,
+        error: task_registry.TaskError | None = None,
+    ) -> None:
+        async with resources.pool.acquire() as connection:
+            await task_registry.record_outcome(
+                connection, task_id=task_id, state=state, result=result, error=error
+            )
+
+    async def _run_body(
+        self,
+        body: TaskBody,
+        *,
+        resources: Resources,
+        task_id: str,
+        task_name: str,
+        kwargs: dict[str, Any],
+        deadline_seconds: float,
+        progress_sink: ProgressCallback,
+    ) -> Any:
         if await resources.redis.exists(cancel_key(task_id)):
             raise TaskCancelled(task_id)
         ctx = TaskContext(
@@ -207,7 +291,9 @@ class AsyncRuntime:
             progress_sink=progress_sink,
         )
         work = asyncio.ensure_future(body(ctx, **kwargs))
-        watcher = asyncio.ensure_future(_watch_cancel_flag(resources.redis, task_id))
+        watcher = asyncio.ensure_future(
+            _watch_cancel_flag_and_heartbeat(resources.redis, resources.pool, task_id)
+        )
         started = time.monotonic()
         try:
             done, _ = await asyncio.wait(
@@ -249,9 +335,15 @@ class AsyncRuntime:
             self._thread.join(timeout)
 
 
-async def _watch_cancel_flag(redis_client: aioredis.Redis, task_id: str) -> None:
-    """Return once the task's cancel flag appears; tolerate brief Redis errors."""
+async def _watch_cancel_flag_and_heartbeat(
+    redis_client: aioredis.Redis, pool: asyncpg.Pool, task_id: str
+) -> None:
+    """Return once the task's cancel flag appears; heartbeat the registry meanwhile.
+
+    Brief Redis or Postgres errors are logged and tolerated.
+    """
     key = cancel_key(task_id)
+    last_beat = time.monotonic()
     while True:
         await asyncio.sleep(CANCEL_POLL_SECONDS)
         try:
@@ -259,12 +351,10 @@ async def _watch_cancel_flag(redis_client: aioredis.Redis, task_id: str) -> None
                 return
         except (aioredis.RedisError, OSError) as exc:
             log.warning("cancel flag check failed", error=str(exc))
-
-
-def run_sync(awaitable_factory: Callable[[], Awaitable[Any]], runtime: AsyncRuntime) -> Any:
-    """Run a small coroutine on the runtime's loop from a sync caller and return its result."""
-
-    async def call() -> Any:
-        return await awaitable_factory()
-
-    return runtime.submit(call()).result()
+        if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+            last_beat = time.monotonic()
+            try:
+                async with pool.acquire(timeout=HEARTBEAT_SECONDS) as connection:
+                    await task_registry.heartbeat(connection, task_id=task_id)
+            except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+                log.warning("heartbeat failed", error=str(exc))

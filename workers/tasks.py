@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, Task
@@ -14,7 +15,8 @@ from workers.analytics.tasks import (
     generate_portfolio_report,
 )
 from workers.demo import demo_fetch
-from workers.runtime import AsyncRuntime, TaskBody, TaskCancelled
+from workers.history_fetch import fetch_market_data
+from workers.runtime import AsyncRuntime, TaskBody, TaskCancelled, TaskSkipped
 
 log = get_logger(__name__)
 
@@ -42,7 +44,11 @@ def register_async_task(app: Celery, runtime: AsyncRuntime, *, name: str, body: 
                 kwargs=kwargs,
                 deadline_seconds=app.conf.task_soft_time_limit,
                 progress_sink=report,
+                delivery=self.request.retries or 0,
+                worker=f"{self.request.hostname}:{os.getpid()}",
             )
+        except TaskSkipped:
+            raise Ignore() from None
         except TaskCancelled:
             self.backend.mark_as_revoked(task_id, reason="cancelled", request=self.request)
             raise Ignore() from None
@@ -62,3 +68,4 @@ def register_tasks(app: Celery, runtime: AsyncRuntime) -> None:
     register_async_task(
         app, runtime, name="generate_portfolio_report", body=generate_portfolio_report
     )
+    register_async_task(app, runtime, name="fetch_market_data", body=fetch_market_data)

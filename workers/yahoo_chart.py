@@ -21,6 +21,7 @@ class ChartErrorKind(StrEnum):
     UNKNOWN_SYMBOL = "unknown_symbol"
     MALFORMED = "malformed"
     INVALID_REQUEST = "invalid_request"
+    TRANSIENT = "transient"
 
 
 class ChartError(Exception):
@@ -29,6 +30,11 @@ class ChartError(Exception):
     def __init__(self, kind: ChartErrorKind, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+    @classmethod
+    def transient(cls, message: str) -> ChartError:
+        """A failure worth retrying later (rate limit, server error)."""
+        return cls(ChartErrorKind.TRANSIENT, message)
 
 
 class _Quote(msgspec.Struct):

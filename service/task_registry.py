@@ -1,0 +1,318 @@
+"""The task registry: one Postgres row per task, the source of truth for status and history.
+
+The API records a row (PENDING) before publishing; the worker's runtime claims it when
+a copy starts, heartbeats it, records progress and the outcome. States only move
+forward: a finished row (SUCCESS, FAILURE, REVOKED) never changes again, and a copy
+that arrives for a finished or already-running task is dropped, so a task id sent
+twice runs once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+
+TaskState = Literal["PENDING", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
+ACTIVE_STATES: tuple[TaskState, ...] = ("PENDING", "STARTED", "PROGRESS", "RETRY")
+TERMINAL_STATES: tuple[TaskState, ...] = ("SUCCESS", "FAILURE", "REVOKED")
+MAX_ATTEMPTS = 4
+
+
+class Progress(msgspec.Struct, frozen=True):
+    """How far a task is: `current` of `total`, and what it is doing."""
+
+    current: int
+    total: int
+    message: str = ""
+
+
+class TaskError(msgspec.Struct, frozen=True):
+    """Why a task failed."""
+
+    type: str
+    message: str
+
+
+class TaskStatus(msgspec.Struct, frozen=True):
+    """What the API says about a task."""
+
+    task_id: str
+    name: str
+    state: TaskState
+    progress: Progress | None
+    result: Any
+    error: TaskError | None
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+def params_hash(name: str, params: dict[str, Any]) -> str:
+    """A stable digest of a task's name and canonical parameters, for duplicate detection."""
+    canonical = json.dumps({"name": name, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_STATUS_COLUMNS = (
+    "id, name, state, progress, result, error, submitted_at, started_at, finished_at, owner_id"
+)
+
+
+def status_from_row(row: asyncpg.Record) -> TaskStatus:
+    """Build the API's view of a registry row."""
+    progress = row["progress"]
+    error = row["error"]
+    return TaskStatus(
+        task_id=row["id"],
+        name=row["name"],
+        state=row["state"],
+        progress=Progress(**progress) if progress else None,
+        result=row["result"],
+        error=TaskError(type=error.get("type", "Error"), message=error.get("message", ""))
+        if error
+        else None,
+        submitted_at=row["submitted_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+async def record_submission(
+    connection: asyncpg.Connection,
+    *,
+    task_id: str,
+    owner_id: int | None,
+    name: str,
+    params: dict[str, Any],
+    request_id: str | None,
+) -> tuple[str, bool]:
+    """Record a new PENDING task; if an identical one is unfinished, return its id instead.
+
+    Returns `(task_id, created)`.
+    """
+    digest = params_hash(name, params)
+    for _ in range(3):
+        created = await connection.fetchval(
+            """
+            INSERT INTO tasks (id, owner_id, name, params, params_hash, request_id)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT DO NOTHING
+            RETURNING id
+            """,
+            task_id,
+            owner_id,
+            name,
+            params,
+            digest,
+            request_id,
+        )
+        if created is not None:
+            return task_id, True
+        existing = await connection.fetchval(
+            """
+            SELECT id FROM tasks
+            WHERE owner_id IS NOT DISTINCT FROM $1 AND name = $2 AND params_hash = $3
+              AND state = ANY($4::text[])
+            """,
+            owner_id,
+            name,
+            digest,
+            list(ACTIVE_STATES),
+        )
+        if existing is not None:
+            return existing, False
+        # The duplicate finished between our insert and our select: try again.
+    raise RuntimeError("could not record task submission")
+
+
+async def forget_submission(connection: asyncpg.Connection, *, task_id: str) -> None:
+    """Remove a PENDING row whose publish failed, so a retry is not taken for a duplicate."""
+    await connection.execute("DELETE FROM tasks WHERE id = $1 AND state = 'PENDING'", task_id)
+
+
+async def get_status(
+    connection: asyncpg.Connection, *, task_id: str, owner_id: int | None
+) -> TaskStatus | None:
+    """The task if it exists and belongs to `owner_id` (None: any owner, for admins)."""
+    row = await connection.fetchrow(
+        f"SELECT {_STATUS_COLUMNS} FROM tasks WHERE id = $1 "  # noqa: S608 - constant columns
+        "AND ($2::bigint IS NULL OR owner_id = $2)",
+        task_id,
+        owner_id,
+    )
+    return None if row is None else status_from_row(row)
+
+
+async def list_statuses(
+    connection: asyncpg.Connection,
+    *,
+    owner_id: int | None,
+    states: list[str] | None,
+    name: str | None,
+    limit: int,
+    before: tuple[datetime, str] | None,
+) -> list[TaskStatus]:
+    """A page of tasks, newest first, after the keyset cursor `before`."""
+    rows = await connection.fetch(
+        f"SELECT {_STATUS_COLUMNS} FROM tasks "  # noqa: S608 - constant columns
+        """
+        WHERE ($1::bigint IS NULL OR owner_id = $1)
+          AND ($2::text[] IS NULL OR state = ANY($2))
+          AND ($3::text IS NULL OR name = $3)
+          AND ($4::timestamptz IS NULL OR (submitted_at, id) < ($4, $5))
+        ORDER BY submitted_at DESC, id DESC
+        LIMIT $6
+        """,
+        owner_id,
+        states,
+        name,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+    return [status_from_row(row) for row in rows]
+
+
+async def mark_revoked_if_pending(connection: asyncpg.Connection, *, task_id: str) -> bool:
+    """Finish a task that has not started yet as REVOKED; False if it already started."""
+    status: str = await connection.execute(
+        """
+        UPDATE tasks SET state = 'REVOKED', finished_at = now(), updated_at = now(),
+               cancel_requested_at = now(),
+               error = '{"type": "Cancelled", "message": "cancelled before it started"}'
+        WHERE id = $1 AND state = 'PENDING'
+        """,
+        task_id,
+    )
+    return status.endswith(" 1")
+
+
+async def note_cancel_requested(connection: asyncpg.Connection, *, task_id: str) -> None:
+    """Record that a running task was asked to stop."""
+    await connection.execute(
+        "UPDATE tasks SET cancel_requested_at = now(), updated_at = now() WHERE id = $1", task_id
+    )
+
+
+# --- worker side -----------------------------------------------------------------------
+
+
+async def claim_run(
+    connection: asyncpg.Connection,
+    *,
+    task_id: str,
+    name: str,
+    params: dict[str, Any],
+    delivery: int,
+    worker: str,
+    stale_after: timedelta,
+) -> bool:
+    """Claim the right to run this copy of a task; False means drop the copy.
+
+    A copy may run when the task is new, PENDING or RETRY, when it is a Celery retry
+    (a higher `delivery` than the copy that ran before), or when the copy that was
+    running stopped heartbeating. A finished task never runs again.
+    """
+    claimed = await connection.fetchval(
+        """
+        INSERT INTO tasks (id, name, params, params_hash, state, started_at, heartbeat_at,
+                           attempts, delivery, worker)
+        VALUES ($1, $2, $3, $4, 'STARTED', now(), now(), 1, $5, $6)
+        ON CONFLICT (id) DO UPDATE SET
+            state = 'STARTED', started_at = coalesce(tasks.started_at, now()),
+            heartbeat_at = now(), attempts = tasks.attempts + 1, delivery = excluded.delivery,
+            worker = excluded.worker, updated_at = now()
+        WHERE tasks.state IN ('PENDING', 'RETRY')
+           OR (tasks.state IN ('STARTED', 'PROGRESS')
+               AND (excluded.delivery > tasks.delivery
+                    OR tasks.heartbeat_at < now() - $7::interval))
+        RETURNING id
+        """,
+        task_id,
+        name,
+        params,
+        params_hash(name, params),
+        delivery,
+        worker,
+        stale_after,
+    )
+    return claimed is not None
+
+
+async def heartbeat(connection: asyncpg.Connection, *, task_id: str) -> None:
+    """Say the running copy is alive."""
+    await connection.execute(
+        "UPDATE tasks SET heartbeat_at = now() WHERE id = $1 AND state IN ('STARTED', 'PROGRESS')",
+        task_id,
+    )
+
+
+async def record_progress(
+    connection: asyncpg.Connection, *, task_id: str, progress: Progress
+) -> None:
+    """Store progress (state PROGRESS) unless the task already finished."""
+    await connection.execute(
+        """
+        UPDATE tasks SET state = 'PROGRESS', progress = $2, heartbeat_at = now(), updated_at = now()
+        WHERE id = $1 AND state IN ('STARTED', 'PROGRESS')
+        """,
+        task_id,
+        msgspec.to_builtins(progress),
+    )
+
+
+async def record_outcome(
+    connection: asyncpg.Connection,
+    *,
+    task_id: str,
+    state: Literal["SUCCESS", "FAILURE", "REVOKED"],
+    result: Any = None,
+    error: TaskError | None = None,
+) -> None:
+    """Finish a task; a finished task is never changed again."""
+    await connection.execute(
+        """
+        UPDATE tasks SET state = $2, result = $3, error = $4, finished_at = now(),
+               updated_at = now()
+        WHERE id = $1 AND state <> ALL($5::text[])
+        """,
+        task_id,
+        state,
+        result,
+        msgspec.to_builtins(error) if error else None,
+        list(TERMINAL_STATES),
+    )
+
+
+async def sweep_lost_tasks(
+    connection: asyncpg.Connection, *, stale_after: timedelta, lost_after: timedelta
+) -> tuple[int, int]:
+    """Running tasks whose worker went silent → RETRY; RETRY tasks never picked up again,
+    or retried too often → FAILURE. Returns (marked_retry, marked_failed)."""
+    retried: str = await connection.execute(
+        """
+        UPDATE tasks SET state = 'RETRY', updated_at = now(),
+               error = jsonb_build_object('type', 'WorkerLost', 'message',
+                   'the worker stopped responding; waiting for redelivery')
+        WHERE state IN ('STARTED', 'PROGRESS') AND heartbeat_at < now() - $1::interval
+        """,
+        stale_after,
+    )
+    failed: str = await connection.execute(
+        """
+        UPDATE tasks SET state = 'FAILURE', finished_at = now(), updated_at = now(),
+               error = jsonb_build_object('type', 'WorkerLost', 'message',
+                   CASE WHEN attempts >= $1
+                        THEN 'the task''s worker died on every attempt; retries spent'
+                        ELSE 'the task''s worker died and no worker picked it up again' END)
+        WHERE state = 'RETRY' AND (attempts >= $1 OR updated_at < now() - $2::interval)
+        """,
+        MAX_ATTEMPTS,
+        lost_after,
+    )
+    return int(retried.rsplit(" ", 1)[-1]), int(failed.rsplit(" ", 1)[-1])
