@@ -1,9 +1,7 @@
 -- Portfolios, their transactions, daily snapshots, performance results and reports (issue 5).
--- owner_id refers to users(id) from 0002; the foreign key is added when both land together
--- (declared without it here so this file applies on its own).
 CREATE TABLE portfolios (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    owner_id      bigint NOT NULL,
+    owner_id      bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     name          text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
     base_currency text NOT NULL DEFAULT 'USD' CHECK (base_currency ~ '^[A-Z]{3}$'),
     created_at    timestamptz NOT NULL DEFAULT now(),

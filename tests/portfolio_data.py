@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal
 
 import asyncpg
 
-_owner_ids = itertools.count(700_000)
+from service.users import IssuedKey, create_user
 
 
-def new_owner_id() -> int:
-    """An owner id no other test uses (users arrive with the auth work; no FK yet)."""
-    return next(_owner_ids)
+async def new_owner(pool: asyncpg.Pool) -> IssuedKey:
+    """A fresh user with an API key."""
+    async with pool.acquire() as connection:
+        return await create_user(connection, email=f"{uuid.uuid4().hex[:12]}@portfolio.test")
+
+
+async def new_owner_id(pool: asyncpg.Pool) -> int:
+    """The id of a fresh user."""
+    return (await new_owner(pool)).user_id
 
 
 async def create_portfolio(

@@ -71,7 +71,7 @@ async def scenario(pool: asyncpg.Pool) -> dict[str, int]:
     spy = {day: 100.0 + i * (1 if i % 3 else -2) for i, day in enumerate(EXPECTED)}
     del spy[D("2019-07-02")]  # a benchmark day missing
     await put_closes(pool, "SPY", spy, asset_type="ETF", sector="Index")
-    owner_a, owner_b = new_owner_id(), new_owner_id()
+    owner_a, owner_b = await new_owner_id(pool), await new_owner_id(pool)
     good = await create_portfolio(pool, owner_id=owner_a, name="good")
     await add_transactions(pool, good, TRANSACTIONS)
     unpriced = await create_portfolio(pool, owner_id=owner_a, name="unpriced")
@@ -238,7 +238,9 @@ async def recent_portfolio(pool: asyncpg.Pool) -> int:
         sector="Fixed income",
     )
     await put_closes(pool, "SPY", {d: 400 + 3 * math.cos(i / 7) + i for i, d in enumerate(days)})
-    portfolio = await create_portfolio(pool, owner_id=new_owner_id(), name="Report & <Co>")
+    portfolio = await create_portfolio(
+        pool, owner_id=await new_owner_id(pool), name="Report & <Co>"
+    )
     await add_transactions(
         pool,
         portfolio,

@@ -127,7 +127,8 @@ class Ledger:
             amount = _required(tx.amount, tx, "amount") + tx.fee
             if amount > self.cash:
                 raise LedgerError(
-                    f"withdrawal of {amount} on {tx.date} exceeds the cash balance {self.cash}"
+                    f"withdrawal of {plain(amount)} on {tx.date} exceeds the cash balance "
+                    f"{plain(self.cash)}"
                 )
             self.cash -= tx.fee
             self.fees += tx.fee
@@ -152,7 +153,9 @@ class Ledger:
         held = self.positions.get(symbol)
         if held is None or quantity > held.quantity:
             owned = held.quantity if held else ZERO
-            raise LedgerError(f"cannot sell {quantity} {symbol} on {tx.date}: only {owned} held")
+            raise LedgerError(
+                f"cannot sell {plain(quantity)} {symbol} on {tx.date}: only {plain(owned)} held"
+            )
         proceeds = quantity * _required(tx.price, tx, "price") - tx.fee
         if quantity == held.quantity:
             cost_sold = held.cost_basis
@@ -202,6 +205,12 @@ def _required(value: T | None, tx: Transaction, name: str) -> T:
     if value is None:
         raise LedgerError(f"{tx.type} on {tx.date} needs {name}")
     return value
+
+
+def plain(value: Decimal) -> str:
+    """A Decimal without trailing zeros or exponent, for messages."""
+    text = format(value.normalize(), "f")
+    return text
 
 
 def replay(transactions: Iterable[Transaction], splits: Iterable[Split] = ()) -> list[DayState]:

@@ -78,6 +78,7 @@ class ReportParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
     portfolio_id: Id
     days: Days = 365
     format: Literal["json", "html"] = "html"
+    user_id: Id | None = None
 
 
 def performance_window(

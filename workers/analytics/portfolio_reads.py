@@ -14,6 +14,7 @@ from decimal import Decimal
 import asyncpg
 
 from service.portfolio.positions import Split, Transaction
+from service.portfolio.store import load_splits
 from service.portfolio.valuation import PriceHistory
 
 
@@ -113,22 +114,7 @@ async def load_market_data(
         dates[row["symbol"]].append(row["date"])
         closes[row["symbol"]].append(row["close"])
     prices = {s: PriceHistory(tuple(dates[s]), tuple(closes[s])) for s in dates}
-    splits: dict[str, list[Split]] = defaultdict(list)
-    # The splits table belongs to the market-data work (migration 0003); tolerate its absence.
-    if await connection.fetchval("SELECT to_regclass('splits') IS NOT NULL"):
-        for row in await connection.fetch(
-            "SELECT symbol, date, numerator, denominator FROM splits "
-            "WHERE symbol = ANY($1::text[]) ORDER BY symbol, date",
-            symbol_list,
-        ):
-            splits[row["symbol"]].append(
-                Split(
-                    symbol=row["symbol"],
-                    date=row["date"],
-                    numerator=int(row["numerator"]),
-                    denominator=int(row["denominator"]),
-                )
-            )
+    splits = await load_splits(connection, symbol_list)
     currencies = {
         row["symbol"]: row["currency"]
         for row in await connection.fetch(
@@ -137,7 +123,7 @@ async def load_market_data(
             symbol_list,
         )
     }
-    return MarketData(prices=prices, splits=dict(splits), currencies=currencies)
+    return MarketData(prices=prices, splits=splits, currencies=currencies)
 
 
 def symbols_of(transactions: Sequence[Transaction]) -> set[str]:

@@ -96,7 +96,7 @@ async def generate_portfolio_report(ctx: TaskContext, **kwargs: Any) -> dict[str
     base, end = performance_window(days=params.days, start=None, end=None, today=exchange_today())
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
-            connection, portfolio_ids=[params.portfolio_id], user_id=None
+            connection, portfolio_ids=[params.portfolio_id], user_id=params.user_id
         )
     if not portfolios:
         raise PortfolioNotFound(f"portfolio {params.portfolio_id} not found")
