@@ -50,7 +50,7 @@ class TestPortfolios:
         assert [(p["id"], p["name"], p["base_currency"]) for p in listed] == [
             (portfolio_id, "growth", "USD")
         ]
-        status, body, _ = await alice.request("POST", "/api/v1/portfolios", body={"name": "growth"})
+        status, _, _ = await alice.request("POST", "/api/v1/portfolios", body={"name": "growth"})
         assert status == 409
         status, _, _ = await alice.request("DELETE", f"/api/v1/portfolios/{portfolio_id}")
         assert status == 204

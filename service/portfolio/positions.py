@@ -209,8 +209,7 @@ def _required(value: T | None, tx: Transaction, name: str) -> T:
 
 def plain(value: Decimal) -> str:
     """A Decimal without trailing zeros or exponent, for messages."""
-    text = format(value.normalize(), "f")
-    return text
+    return format(value.normalize(), "f")
 
 
 def replay(transactions: Iterable[Transaction], splits: Iterable[Split] = ()) -> list[DayState]:
