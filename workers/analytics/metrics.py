@@ -150,16 +150,20 @@ def aligned_returns(
     A day missing from either side is bridged: each series' return spans the
     same interval, so no return is paired with one from another day.
     """
-    closes = dict(zip(benchmark_dates, benchmark_closes, strict=True))
-    common = [
-        (d, w, closes[d])
-        for d, w in zip(portfolio_dates, portfolio_wealth, strict=True)
-        if d in closes
-    ]
-    if len(common) < 3:
+    if list(portfolio_dates) == list(benchmark_dates):
+        wealth = np.asarray(portfolio_wealth, dtype=np.float64)
+        bench = np.asarray(benchmark_closes, dtype=np.float64)
+    else:
+        closes = dict(zip(benchmark_dates, benchmark_closes, strict=True))
+        common = [
+            (w, closes[d])
+            for d, w in zip(portfolio_dates, portfolio_wealth, strict=True)
+            if d in closes
+        ]
+        wealth = np.array([w for w, _ in common], dtype=np.float64)
+        bench = np.array([c for _, c in common], dtype=np.float64)
+    if len(wealth) < 3:
         raise Unavailable("fewer than three dates with both portfolio and benchmark values")
-    wealth = np.array([w for _, w, _ in common], dtype=np.float64)
-    bench = np.array([c for _, _, c in common], dtype=np.float64)
     return wealth[1:] / wealth[:-1] - 1.0, bench[1:] / bench[:-1] - 1.0
 
 
@@ -207,7 +211,7 @@ def xirr(amounts: Sequence[float], dates: Sequence[date], *, tolerance: float = 
         (np.linspace(-0.9999, 0.0, 200, endpoint=False), np.expm1(np.linspace(0.0, 7.0, 400)))
     )
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        npv = np.array([xnpv(rate, values, years) for rate in grid])
+        npv = (values[None, :] / (1.0 + grid[:, None]) ** years[None, :]).sum(axis=1)
     finite = np.isfinite(npv)
     for i in range(len(grid) - 1):
         if not (finite[i] and finite[i + 1]):

@@ -51,14 +51,10 @@ class PerformanceResult:
 
 def mwr_flows(series: DailySeries) -> tuple[list[float], list[date]]:
     """XIRR flows from the investor's side: start value and deposits in, end value out."""
-    amounts = [-series.values[0]]
-    days = [series.dates[0]]
-    for day, flow in zip(series.dates[1:], series.flows[1:], strict=True):
-        if flow:
-            amounts.append(-flow)
-            days.append(day)
-    amounts.append(series.values[-1])
-    days.append(series.dates[-1])
+    flows = np.asarray(series.flows, dtype=np.float64)
+    moved = np.flatnonzero(flows[1:]) + 1
+    amounts = [-series.values[0], *(-flows[moved]).tolist(), series.values[-1]]
+    days = [series.dates[0], *(series.dates[i] for i in moved), series.dates[-1]]
     return amounts, days
 
 

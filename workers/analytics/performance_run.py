@@ -7,7 +7,6 @@ result never rests on a partial series.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -24,32 +23,40 @@ log = get_logger(__name__)
 
 
 async def read_series(
-    connection: asyncpg.Connection, portfolio_ids: Sequence[int], *, base: date, end: date
+    connection: asyncpg.Connection,
+    portfolio_ids: Sequence[int],
+    *,
+    base: date,
+    end: date,
+    trading_days: Sequence[date] | None = None,
 ) -> dict[int, DailySeries]:
     """Trading-day values and flows of each portfolio in [base, end]."""
     rows = await connection.fetch(
         """
-        SELECT portfolio_id, date, total_value::float8 AS value, net_flow::float8 AS flow
+        SELECT portfolio_id, array_agg(date ORDER BY date) AS dates,
+               array_agg(total_value::float8 ORDER BY date) AS values,
+               array_agg(net_flow::float8 ORDER BY date) AS flows
         FROM portfolio_snapshots
         WHERE portfolio_id = ANY($1::bigint[]) AND date BETWEEN $2 AND $3
-        ORDER BY portfolio_id, date
+        GROUP BY portfolio_id
         """,
         list(portfolio_ids),
         base,
         end,
     )
-    grouped: dict[int, list[tuple[date, float, float]]] = defaultdict(list)
+    trading = set(trading_days if trading_days is not None else NYSE.trading_days(base, end))
+    series: dict[int, DailySeries] = {}
     for row in rows:
-        if NYSE.is_trading_day(row["date"]):
-            grouped[row["portfolio_id"]].append((row["date"], row["value"], row["flow"]))
-    return {
-        pid: DailySeries(
-            dates=tuple(d for d, _, _ in items),
-            values=tuple(v for _, v, _ in items),
-            flows=tuple(f for _, _, f in items),
+        dates, values, flows = row["dates"], row["values"], row["flows"]
+        keep = [i for i, day in enumerate(dates) if day in trading]
+        if len(keep) != len(dates):  # single-date snapshots of weekends and holidays
+            dates = [dates[i] for i in keep]
+            values = [values[i] for i in keep]
+            flows = [flows[i] for i in keep]
+        series[row["portfolio_id"]] = DailySeries(
+            dates=tuple(dates), values=tuple(values), flows=tuple(flows)
         )
-        for pid, items in grouped.items()
-    }
+    return series
 
 
 async def inception_dates(
@@ -87,10 +94,10 @@ async def ensure_series(
 ) -> tuple[dict[int, DailySeries], dict[int, str]]:
     """Complete daily series per portfolio, computing missing snapshots; reasons for the rest."""
     ids = [p.id for p in portfolios]
+    trading = NYSE.trading_days(base, end)
     async with pool.acquire() as connection:
         inception = await inception_dates(connection, ids)
-        series = await read_series(connection, ids, base=base, end=end)
-    trading = NYSE.trading_days(base, end)
+        series = await read_series(connection, ids, base=base, end=end, trading_days=trading)
     problems: dict[int, str] = {}
     incomplete = []
     for portfolio in portfolios:
@@ -107,7 +114,13 @@ async def ensure_series(
         problems.update(outcome.failed)
         async with pool.acquire() as connection:
             series.update(
-                await read_series(connection, [p.id for p in incomplete], base=base, end=end)
+                await read_series(
+                    connection,
+                    [p.id for p in incomplete],
+                    base=base,
+                    end=end,
+                    trading_days=trading,
+                )
             )
     return {pid: s for pid, s in series.items() if pid not in problems}, problems
 

@@ -92,7 +92,7 @@ def portfolio_valuations(
 
 
 def _json_number(value: Decimal) -> float:
-    return float(round(value, 10))
+    return float(value)
 
 
 def snapshot_record(portfolio_id: int, row: Valuation) -> tuple[Any, ...]:
