@@ -182,7 +182,7 @@ def _metrics_table(performance: Mapping[str, Any]) -> str:
         value = metrics.get(key)
         if key == "total_return" and performance.get("total_return_annualised"):
             label = "Total return (annualised)"
-        row(key, label, _pct(value), _sign_class(value))
+        row(key, label, _pct(value), "" if key == "volatility" else _sign_class(value))
     drawdown = metrics.get("max_drawdown") or {}
     detail = " ".join(
         f"{name} {escape(str(drawdown[name]))}"
