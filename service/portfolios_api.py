@@ -28,6 +28,7 @@ from service.portfolio.schemas import (
     number,
 )
 from service.problems import ProblemException
+from service.trading_calendar import EXCHANGE_TZ
 from service.users import User
 
 MAX_SNAPSHOT_ROWS = 20_000
@@ -193,7 +194,7 @@ class PortfolioController(Controller):
         as_of: Annotated[dt.date | None, Parameter(query="as_of")] = None,
     ) -> HoldingsOut:
         """Positions at `as_of` (default today) valued at each symbol's last close."""
-        day = as_of or dt.datetime.now(dt.UTC).date()
+        day = as_of or dt.datetime.now(EXCHANGE_TZ).date()
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
             transactions = await store.list_transactions(connection, portfolio_id)

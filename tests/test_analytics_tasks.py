@@ -209,6 +209,26 @@ class TestPerformanceTask:
         assert metrics["beta"] is not None
         assert stored["unavailable"] == {}
 
+    async def test_failing_portfolios_get_reasons_not_numbers(
+        self,
+        worker: ManagedProcess,
+        celery_client: Celery,
+        scenario: dict[str, int],
+    ) -> None:
+        """For all of a user's portfolios, one that cannot be valued gets null metrics with the
+        reason, while the others are computed."""
+        outcome = celery_client.send_task(
+            "calculate_portfolio_performance",
+            kwargs={"user_id": scenario["owner_a"], "start": "2019-06-24", "end": "2019-07-08"},
+        ).get(timeout=60)
+        by_id = {r["portfolio_id"]: r for r in outcome["results"]}
+        assert set(by_id) == {scenario["good"], scenario["unpriced"], scenario["foreign"]}
+        unpriced = by_id[scenario["unpriced"]]
+        assert all(value is None for value in unpriced["metrics"].values())
+        assert "no close for NOPX1" in unpriced["unavailable"]["twr"]
+        assert "quoted in EUR" in by_id[scenario["foreign"]]["unavailable"]["mwr"]
+        assert by_id[scenario["good"]]["metrics"]["twr"] is not None
+
     async def test_another_users_portfolio_is_not_found(
         self,
         worker: ManagedProcess,
