@@ -8,12 +8,12 @@ snapshots, performance and reports are computed by the analytics tasks.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 from litestar import Controller, MediaType, Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from service.portfolio import store
 from service.portfolio.holdings import current_holdings
@@ -89,7 +89,7 @@ class PortfolioController(Controller):
 
     @post("/", status_code=201, summary="Create a portfolio")
     async def create(
-        self, request: Request[User, int, State], data: PortfolioCreate
+        self, request: Request[User, int, State], data: JSONBody[PortfolioCreate]
     ) -> PortfolioOut:
         """A new, empty portfolio; 409 if the caller already has one by that name."""
         async with request.app.state.pool.acquire() as connection:
@@ -111,13 +111,15 @@ class PortfolioController(Controller):
         return [_portfolio_out(row) for row in rows]
 
     @get("/{portfolio_id:int}", summary="One portfolio")
-    async def get_one(self, request: Request[User, int, State], portfolio_id: int) -> PortfolioOut:
+    async def get_one(
+        self, request: Request[User, int, State], portfolio_id: FromPath[int]
+    ) -> PortfolioOut:
         """The portfolio; 404 if it is not the caller's."""
         async with request.app.state.pool.acquire() as connection:
             return _portfolio_out(await _owned(connection, portfolio_id, request.user))
 
     @delete("/{portfolio_id:int}", status_code=204, summary="Delete a portfolio")
-    async def remove(self, request: Request[User, int, State], portfolio_id: int) -> None:
+    async def remove(self, request: Request[User, int, State], portfolio_id: FromPath[int]) -> None:
         """Delete the portfolio with its transactions, snapshots, results and reports."""
         async with request.app.state.pool.acquire() as connection:
             deleted = await store.delete_portfolio(
@@ -128,7 +130,10 @@ class PortfolioController(Controller):
 
     @post("/{portfolio_id:int}/transactions", status_code=201, summary="Record a transaction")
     async def add_transaction(
-        self, request: Request[User, int, State], portfolio_id: int, data: TransactionCreate
+        self,
+        request: Request[User, int, State],
+        portfolio_id: FromPath[int],
+        data: JSONBody[TransactionCreate],
     ) -> TransactionOut:
         """Record a transaction; 422 if it would oversell, overdraw or mix currencies."""
         async with request.app.state.pool.acquire() as connection, connection.transaction():
@@ -159,7 +164,7 @@ class PortfolioController(Controller):
 
     @get("/{portfolio_id:int}/transactions", summary="The portfolio's transactions")
     async def transactions(
-        self, request: Request[User, int, State], portfolio_id: int
+        self, request: Request[User, int, State], portfolio_id: FromPath[int]
     ) -> list[TransactionOut]:
         """Transactions in the order they apply (date, then recorded order)."""
         async with request.app.state.pool.acquire() as connection:
@@ -173,7 +178,10 @@ class PortfolioController(Controller):
         summary="Delete a transaction",
     )
     async def remove_transaction(
-        self, request: Request[User, int, State], portfolio_id: int, transaction_id: int
+        self,
+        request: Request[User, int, State],
+        portfolio_id: FromPath[int],
+        transaction_id: FromPath[int],
     ) -> None:
         """Delete a transaction; 422 if a later one would become impossible without it."""
         async with request.app.state.pool.acquire() as connection, connection.transaction():
@@ -190,8 +198,8 @@ class PortfolioController(Controller):
     async def holdings(
         self,
         request: Request[User, int, State],
-        portfolio_id: int,
-        as_of: Annotated[dt.date | None, Parameter(query="as_of")] = None,
+        portfolio_id: FromPath[int],
+        as_of: FromQuery[dt.date | None] = None,
     ) -> HoldingsOut:
         """Positions at `as_of` (default today) valued at each symbol's last close."""
         day = as_of or dt.datetime.now(EXCHANGE_TZ).date()
@@ -210,9 +218,9 @@ class PortfolioController(Controller):
     async def snapshots(
         self,
         request: Request[User, int, State],
-        portfolio_id: int,
-        start: Annotated[dt.date | None, Parameter(query="start")] = None,
-        end: Annotated[dt.date | None, Parameter(query="end")] = None,
+        portfolio_id: FromPath[int],
+        start: FromQuery[dt.date | None] = None,
+        end: FromQuery[dt.date | None] = None,
     ) -> list[SnapshotOut]:
         """Snapshots in [start, end] (both optional), oldest first."""
         if start is not None and end is not None and start > end:
@@ -247,7 +255,9 @@ class PortfolioController(Controller):
         ]
 
     @get("/{portfolio_id:int}/performance", summary="The latest performance result")
-    async def performance(self, request: Request[User, int, State], portfolio_id: int) -> Any:
+    async def performance(
+        self, request: Request[User, int, State], portfolio_id: FromPath[int]
+    ) -> Any:
         """The most recently computed result; 404 until `calculate_portfolio_performance` ran."""
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
@@ -274,7 +284,9 @@ class ReportController(Controller):
         summary="A stored report (HTML or JSON, as generated)",
         media_type=MediaType.HTML,
     )
-    async def report(self, request: Request[User, int, State], report_id: int) -> Response[bytes]:
+    async def report(
+        self, request: Request[User, int, State], report_id: FromPath[int]
+    ) -> Response[bytes]:
         """The report body with its own media type; 404 if it is not the caller's."""
         async with request.app.state.pool.acquire() as connection:
             row = await connection.fetchrow(
