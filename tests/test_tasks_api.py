@@ -201,7 +201,8 @@ class TestSubmitAndFollow:
             "total": 6,
             "message": polled["progress"]["message"],
         }
-        assert polled["started_at"] is not None and polled["finished_at"] is not None
+        assert polled["started_at"] is not None
+        assert polled["finished_at"] is not None
 
     async def test_events_stream_shows_progress(self, alice: Api) -> None:
         """The events stream sends PROGRESS updates and ends with the final state."""
@@ -311,7 +312,7 @@ class TestDuplicatesAndCancel:
             status, body, _ = await alice.request("DELETE", f"/api/v1/tasks/cancel/{task_id}")
             assert status == 202
             assert body["task_id"] == task_id
-            final = await alice.wait_finished(task_id, timeout=10)
+            final = await alice.wait_finished(task_id, within=10)
             assert final["state"] == "REVOKED"
             assert time.monotonic() - started < 2.5
         finally:

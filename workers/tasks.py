@@ -24,7 +24,8 @@ log = get_logger(__name__)
 def register_async_task(app: Celery, runtime: AsyncRuntime, *, name: str, body: TaskBody) -> Task:
     """Register `body` (an `async def body(ctx, **kwargs)`) as Celery task `name`."""
 
-    @app.task(name=name, bind=True)  # type: ignore[untyped-decorator]
+    # A task whose worker process died is retried (task_retry_on_worker_lost) after this.
+    @app.task(name=name, bind=True, default_retry_delay=1)  # type: ignore[untyped-decorator]
     def run(self: Task, **kwargs: Any) -> Any:
         task_id = self.request.id
 
