@@ -43,6 +43,7 @@ from service.task_schemas import (
     WorkerInfo,
 )
 from service.users import User
+from workers.worker_heartbeat import heartbeat_age, heartbeat_key
 
 # Task names whose bodies are deployed; the rest answer 501 until their work lands.
 IMPLEMENTED_TASKS = frozenset({"fetch_market_data"})
@@ -310,25 +311,33 @@ class TaskController(Controller):
             raw = await state.publisher.inspect_workers()
         except (TimeoutError, OSError) as exc:
             raise ProblemException(status=503, detail=f"workers did not answer: {exc}") from None
-        infos = [worker_info(host, data) for host, data in sorted(raw.items())]
+        hosts = sorted(raw)
+        stamps = await state.redis.mget([heartbeat_key(host) for host in hosts]) if hosts else []
+        now = time.time()
+        infos = [
+            worker_info(host, raw[host], heartbeat_age_seconds=heartbeat_age(stamp, now=now))
+            for host, stamp in zip(hosts, stamps, strict=True)
+        ]
         state.workers_cache = (time.monotonic(), infos)
         return infos
 
 
-def worker_info(host: str, data: dict[str, Any]) -> WorkerInfo:
+def worker_info(
+    host: str, data: dict[str, Any], *, heartbeat_age_seconds: float | None
+) -> WorkerInfo:
     """Shape `celery inspect` output for one worker."""
     stats = data.get("stats") or {}
     pool = stats.get("pool") or {}
     totals = stats.get("total") or {}
-    clock = stats.get("uptime")
     return WorkerInfo(
         hostname=host,
-        pool=str(pool.get("implementation", "")).rsplit(":", 1)[-1] or None,
+        # "celery.concurrency.prefork:TaskPool" → "prefork"
+        pool=str(pool.get("implementation", "")).split(":")[0].rsplit(".", 1)[-1] or None,
         concurrency=pool.get("max-concurrency"),
         active=len(data.get("active") or []),
         processed=int(sum(totals.values())) if isinstance(totals, dict) else 0,
         queues=sorted(q.get("name", "") for q in data.get("queues") or []),
-        heartbeat_age_seconds=None if clock is None else 0.0,
+        heartbeat_age_seconds=heartbeat_age_seconds,
     )
 
 

@@ -87,6 +87,9 @@ class TestAuth:
         session_worker = next(w for w in workers if w["hostname"].startswith("session@"))
         assert session_worker["concurrency"] == 2
         assert session_worker["queues"] == ["analytics", "market_data"]
+        assert session_worker["pool"] == "prefork"
+        assert session_worker["heartbeat_age_seconds"] is not None
+        assert 0 <= session_worker["heartbeat_age_seconds"] < 30
 
     async def test_user_id_needs_admin(self, alice: Api) -> None:
         """A plain key may not ask for another user's performance."""
