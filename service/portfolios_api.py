@@ -8,12 +8,12 @@ snapshots, performance and reports are computed by the analytics tasks.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 from litestar import Controller, MediaType, Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromQuery, JSONBody, PathParameter
 
 from service.portfolio import store
 from service.portfolio.holdings import current_holdings
@@ -32,6 +32,8 @@ from service.trading_calendar import EXCHANGE_TZ
 from service.users import User
 
 MAX_SNAPSHOT_ROWS = 20_000
+# Ids are bigint: a larger number is simply not found, and must never reach Postgres.
+PathId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
 
 
 def _not_found(portfolio_id: int) -> ProblemException:
@@ -112,14 +114,14 @@ class PortfolioController(Controller):
 
     @get("/{portfolio_id:int}", summary="One portfolio")
     async def get_one(
-        self, request: Request[User, int, State], portfolio_id: FromPath[int]
+        self, request: Request[User, int, State], portfolio_id: PathId
     ) -> PortfolioOut:
         """The portfolio; 404 if it is not the caller's."""
         async with request.app.state.pool.acquire() as connection:
             return _portfolio_out(await _owned(connection, portfolio_id, request.user))
 
     @delete("/{portfolio_id:int}", status_code=204, summary="Delete a portfolio")
-    async def remove(self, request: Request[User, int, State], portfolio_id: FromPath[int]) -> None:
+    async def remove(self, request: Request[User, int, State], portfolio_id: PathId) -> None:
         """Delete the portfolio with its transactions, snapshots, results and reports."""
         async with request.app.state.pool.acquire() as connection:
             deleted = await store.delete_portfolio(
@@ -132,7 +134,7 @@ class PortfolioController(Controller):
     async def add_transaction(
         self,
         request: Request[User, int, State],
-        portfolio_id: FromPath[int],
+        portfolio_id: PathId,
         data: JSONBody[TransactionCreate],
     ) -> TransactionOut:
         """Record a transaction; 422 if it would oversell, overdraw or mix currencies."""
@@ -164,7 +166,7 @@ class PortfolioController(Controller):
 
     @get("/{portfolio_id:int}/transactions", summary="The portfolio's transactions")
     async def transactions(
-        self, request: Request[User, int, State], portfolio_id: FromPath[int]
+        self, request: Request[User, int, State], portfolio_id: PathId
     ) -> list[TransactionOut]:
         """Transactions in the order they apply (date, then recorded order)."""
         async with request.app.state.pool.acquire() as connection:
@@ -180,8 +182,8 @@ class PortfolioController(Controller):
     async def remove_transaction(
         self,
         request: Request[User, int, State],
-        portfolio_id: FromPath[int],
-        transaction_id: FromPath[int],
+        portfolio_id: PathId,
+        transaction_id: PathId,
     ) -> None:
         """Delete a transaction; 422 if a later one would become impossible without it."""
         async with request.app.state.pool.acquire() as connection, connection.transaction():
@@ -198,7 +200,7 @@ class PortfolioController(Controller):
     async def holdings(
         self,
         request: Request[User, int, State],
-        portfolio_id: FromPath[int],
+        portfolio_id: PathId,
         as_of: FromQuery[dt.date | None] = None,
     ) -> HoldingsOut:
         """Positions at `as_of` (default today) valued at each symbol's last close."""
@@ -218,7 +220,7 @@ class PortfolioController(Controller):
     async def snapshots(
         self,
         request: Request[User, int, State],
-        portfolio_id: FromPath[int],
+        portfolio_id: PathId,
         start: FromQuery[dt.date | None] = None,
         end: FromQuery[dt.date | None] = None,
     ) -> list[SnapshotOut]:
@@ -255,9 +257,7 @@ class PortfolioController(Controller):
         ]
 
     @get("/{portfolio_id:int}/performance", summary="The latest performance result")
-    async def performance(
-        self, request: Request[User, int, State], portfolio_id: FromPath[int]
-    ) -> Any:
+    async def performance(self, request: Request[User, int, State], portfolio_id: PathId) -> Any:
         """The most recently computed result; 404 until `calculate_portfolio_performance` ran."""
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
@@ -285,7 +285,7 @@ class ReportController(Controller):
         media_type=MediaType.HTML,
     )
     async def report(
-        self, request: Request[User, int, State], report_id: FromPath[int]
+        self, request: Request[User, int, State], report_id: PathId
     ) -> Response[bytes]:
         """The report body with its own media type; 404 if it is not the caller's."""
         async with request.app.state.pool.acquire() as connection:

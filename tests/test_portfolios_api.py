@@ -83,6 +83,21 @@ class TestPortfolios:
         assert status == 200
 
     @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("GET", "/api/v1/portfolios/502015972163067526471267385344"),
+            ("DELETE", "/api/v1/portfolios/1/transactions/35011098804291850953818112"),
+            ("GET", "/api/v1/reports/99999999999999999999"),
+        ],
+    )
+    async def test_ids_beyond_bigint_are_client_errors(
+        self, alice: Api, method: str, path: str
+    ) -> None:
+        """An id too large for the database is a 400, never a server error."""
+        status, problem, _ = await alice.request(method, path)
+        assert status == 400, problem
+
+    @pytest.mark.parametrize(
         ("body", "field"),
         [
             ({"name": ""}, "name"),
