@@ -1,4 +1,8 @@
-"""`just bench [name ...]`: run benchmarks (all by default) and print a Markdown table each."""
+"""`just bench [name ...]`: run benchmarks (all by default) and print their results.
+
+A benchmark module exposes `run() -> {"machine", "results"}` (printed here as a Markdown
+table) or `main()` (which prints its own table).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from datetime import UTC, datetime
 
 BENCHMARKS = {
     "task_api": "bench.task_api",
+    "analytics": "bench.analytics",
 }
 
 
@@ -19,7 +24,12 @@ def main(argv: list[str]) -> int:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")  # noqa: T201
         return 2
     for name in names:
-        outcome = importlib.import_module(BENCHMARKS[name]).run()
+        module = importlib.import_module(BENCHMARKS[name])
+        if not hasattr(module, "run"):
+            print(f"== {name}")  # noqa: T201
+            module.main()
+            continue
+        outcome = module.run()
         print(f"\n### {name}: {datetime.now(UTC):%Y-%m-%d}, {outcome['machine']}\n")  # noqa: T201
         print("| measure | value |\n|---|---|")  # noqa: T201
         for measure, value in outcome["results"].items():

@@ -19,6 +19,7 @@ from service.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQUIREM
 from service.database import create_pool
 from service.health import HealthController
 from service.logs import configure_logging, get_logger
+from service.portfolios_api import PortfolioController, ReportController
 from service.problems import EXCEPTION_HANDLERS
 from service.publisher import TaskPublisher
 from service.rate_limit import RateLimiter, parse_rate
@@ -52,7 +53,7 @@ def api_v1_router() -> Router:
     """Every authenticated route, under /api/v1."""
     return Router(
         path="/api/v1",
-        route_handlers=[TaskController],
+        route_handlers=[TaskController, PortfolioController, ReportController],
         middleware=[AUTH_MIDDLEWARE],
         security=SECURITY_REQUIREMENT,
     )

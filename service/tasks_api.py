@@ -46,7 +46,14 @@ from service.users import User
 from workers.worker_heartbeat import heartbeat_age, heartbeat_key
 
 # Task names whose bodies are deployed; the rest answer 501 until their work lands.
-IMPLEMENTED_TASKS = frozenset({"fetch_market_data"})
+IMPLEMENTED_TASKS = frozenset(
+    {
+        "fetch_market_data",
+        "calculate_portfolio_performance",
+        "create_portfolio_snapshot",
+        "generate_portfolio_report",
+    }
+)
 EVENTS_POLL_SECONDS = 0.25
 EVENTS_KEEPALIVE_SECONDS = 15.0
 EVENTS_MAX_SECONDS = 3600.0

@@ -17,9 +17,6 @@ from tests.processes import ManagedProcess, wait_until_http_ok
 NOT_YET_IMPLEMENTED = (
     "/api/v1/tasks/portfolio-prices",
     "/api/v1/tasks/asset-info",
-    "/api/v1/tasks/portfolio-performance",
-    "/api/v1/tasks/portfolio-snapshot",
-    "/api/v1/tasks/portfolio-report",
 )
 
 

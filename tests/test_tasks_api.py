@@ -225,10 +225,10 @@ class TestSubmitAndFollow:
 
     async def test_unimplemented_task_is_501(self, alice: Api) -> None:
         """A task type whose body has not landed answers 501 problem details."""
-        status, problem = await alice.submit("portfolio-report", {"portfolio_id": 1})
-        assert status in (202, 501)
-        if status == 501:
-            assert problem["status"] == 501
+        status, problem = await alice.submit("asset-info", {"symbol": "AAPL"})
+        assert status == 501
+        assert problem["status"] == 501
+        assert "fetch_asset_info" in problem["detail"]
 
 
 class TestIsolation:

@@ -9,6 +9,11 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from service.logs import get_logger
+from workers.analytics.tasks import (
+    calculate_portfolio_performance,
+    create_portfolio_snapshot,
+    generate_portfolio_report,
+)
 from workers.demo import demo_fetch
 from workers.history_fetch import fetch_market_data
 from workers.runtime import AsyncRuntime, TaskBody, TaskCancelled, TaskSkipped
@@ -55,4 +60,13 @@ def register_async_task(app: Celery, runtime: AsyncRuntime, *, name: str, body: 
 def register_tasks(app: Celery, runtime: AsyncRuntime) -> None:
     """Register every findash task on `app`."""
     register_async_task(app, runtime, name="demo_fetch", body=demo_fetch)
+    register_async_task(
+        app, runtime, name="create_portfolio_snapshot", body=create_portfolio_snapshot
+    )
+    register_async_task(
+        app, runtime, name="calculate_portfolio_performance", body=calculate_portfolio_performance
+    )
+    register_async_task(
+        app, runtime, name="generate_portfolio_report", body=generate_portfolio_report
+    )
     register_async_task(app, runtime, name="fetch_market_data", body=fetch_market_data)
