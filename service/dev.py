@@ -20,10 +20,10 @@ from honcho.manager import Manager
 
 from service import users
 from service.database import create_pool
-from service.portfolio.demo_seed import seed_demo_portfolios
 from service.embedded import EmbeddedPostgres, EmbeddedRedis
 from service.logs import configure_logging, get_logger
 from service.migrations import migrate
+from service.portfolio.demo_seed import seed_demo_portfolios
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
