@@ -62,3 +62,16 @@ exchange:
 # Run the benchmarks and print their results (see docs/BENCHMARKS.md).
 bench *args:
     {{python}} -m bench {{args}}
+
+# Export the OpenAPI document to openapi.json.
+openapi:
+    {{python}} -c "import json; from service.app import create_app; from service.settings import Settings; print(json.dumps(create_app(Settings.from_env()).openapi_schema.to_schema(), indent=2))" > openapi.json
+    @echo "wrote openapi.json"
+
+# Create a user and print its API key once (add --admin for admin rights).
+user email *flags:
+    {{python}} -m service.cli users create --email {{email}} {{flags}}
+
+# Follow a task until it ends.
+follow task_id:
+    {{python}} -m service.cli status {{task_id}} --wait

@@ -1,25 +1,40 @@
-"""`just bench`: run every benchmark (or those named) and print their results."""
+"""`just bench [name ...]`: run benchmarks (all by default) and print their results.
+
+A benchmark module exposes `run() -> {"machine", "results"}` (printed here as a Markdown
+table) or `main()` (which prints its own table).
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime
 
-from bench import market_data
-
-BENCHMARKS: dict[str, Callable[[list[str]], Any]] = {"market_data": market_data.main}
+BENCHMARKS = {
+    "task_api": "bench.task_api",
+    "analytics": "bench.analytics",
+    "market_data": "bench.market_data",
+}
 
 
 def main(argv: list[str]) -> int:
-    """Run the named benchmarks (all by default)."""
+    """Run the named benchmarks and print their results for docs/BENCHMARKS.md."""
     names = argv or list(BENCHMARKS)
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
-        print(f"unknown benchmarks: {unknown}; known: {list(BENCHMARKS)}")  # noqa: T201
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")  # noqa: T201
         return 2
     for name in names:
-        BENCHMARKS[name]([])
+        module = importlib.import_module(BENCHMARKS[name])
+        if not hasattr(module, "run"):
+            print(f"== {name}")  # noqa: T201
+            module.main()
+            continue
+        outcome = module.run()
+        print(f"\n### {name}: {datetime.now(UTC):%Y-%m-%d}, {outcome['machine']}\n")  # noqa: T201
+        print("| measure | value |\n|---|---|")  # noqa: T201
+        for measure, value in outcome["results"].items():
+            print(f"| {measure} | {value} |")  # noqa: T201
     return 0
 
 

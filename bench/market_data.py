@@ -401,7 +401,7 @@ def run_provider_limited(ctx: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str]) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every case and print one JSON line of results."""
     scratch = Path(tempfile.mkdtemp(prefix="findash-bench-"))
     try:

@@ -19,7 +19,8 @@ from service.assets_api import AssetController
 from service.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQUIREMENT
 from service.database import create_pool
 from service.health import HealthController
-from service.logs import get_logger
+from service.logs import configure_logging, get_logger
+from service.portfolios_api import PortfolioController, ReportController
 from service.problems import EXCEPTION_HANDLERS
 from service.publisher import TaskPublisher
 from service.rate_limit import RateLimiter, parse_rate
@@ -53,7 +54,7 @@ def api_v1_router() -> Router:
     """Every authenticated route, under /api/v1."""
     return Router(
         path="/api/v1",
-        route_handlers=[TaskController, AssetController],
+        route_handlers=[TaskController, PortfolioController, ReportController, AssetController],
         middleware=[AUTH_MIDDLEWARE],
         security=SECURITY_REQUIREMENT,
     )
@@ -116,5 +117,8 @@ def create_app(settings: Settings) -> Litestar:
 
 
 def create_app_from_env() -> Litestar:
-    """Factory for ASGI servers: settings from the environment."""
-    return create_app(Settings.from_env())
+    """Factory for ASGI servers (one call per server process): settings and logging from
+    the environment."""
+    settings = Settings.from_env()
+    configure_logging(service="api", level=settings.log_level, fmt=settings.log_format)
+    return create_app(settings)

@@ -430,3 +430,7 @@ def users_revoke_key(ctx: click.Context, key_id: int) -> None:
         errors.print(f"no active key {key_id}")
         sys.exit(EXIT_REFUSED)
     console.print(f"key {key_id} revoked")
+
+
+if __name__ == "__main__":
+    main()

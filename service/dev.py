@@ -16,13 +16,14 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
-import asyncpg
 from honcho.manager import Manager
 
 from service import users
+from service.database import create_pool
 from service.embedded import EmbeddedPostgres, EmbeddedRedis
 from service.logs import configure_logging, get_logger
 from service.migrations import migrate
+from service.portfolio.demo_seed import seed_demo_portfolios
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,15 +144,18 @@ DEMO_EMAIL = "demo@findash.local"
 
 
 async def seed_demo(settings: Settings) -> dict[str, str]:
-    """Create the demo user (an admin, so worker stats work) with a fresh API key.
+    """Create the demo user (an admin, so worker stats work) with a fresh API key, and its
+    two demo portfolios with a year of transactions, prices and snapshots (idempotent).
 
-    Returns the .dev/env entries for the CLI: the key and its id.
+    Returns the .dev/env entries for the CLI: the key and the user id.
     """
-    connection = await asyncpg.connect(settings.database_url)
+    pool = await create_pool(settings, application_name="findash-dev-seed")
     try:
-        issued = await users.create_user(connection, email=DEMO_EMAIL, is_admin=True)
+        async with pool.acquire() as connection:
+            issued = await users.create_user(connection, email=DEMO_EMAIL, is_admin=True)
+        await seed_demo_portfolios(pool, owner_id=issued.user_id)
     finally:
-        await connection.close()
+        await pool.close()
     return {"FINDASH_API_KEY": issued.api_key, "FINDASH_DEMO_USER_ID": str(issued.user_id)}
 
 

@@ -112,6 +112,11 @@ def configure_logging(
         lib_logger = logging.getLogger(name)
         lib_logger.handlers.clear()
         lib_logger.propagate = True
+    # billiard (Celery's prefork pool) logs to "multiprocessing" with propagation off, which
+    # would fall through to logging's plain-text last-resort handler.
+    pool_logger = logging.getLogger("multiprocessing")
+    pool_logger.handlers = [handler]
+    pool_logger.propagate = False
     logging.captureWarnings(True)
 
     structlog.configure(

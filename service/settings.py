@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
 
     api_host: str = "127.0.0.1"
     api_port: Port = 8000
+    api_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: PositiveInt = 1_048_576
     submit_rate_limit: RateLimit = "120/minute"

@@ -43,9 +43,19 @@ from service.task_schemas import (
     WorkerInfo,
 )
 from service.users import User
+from workers.worker_heartbeat import heartbeat_age, heartbeat_key
 
 # Task names whose bodies are deployed; the rest answer 501 until their work lands.
-IMPLEMENTED_TASKS = frozenset({"fetch_market_data", "update_portfolio_prices", "fetch_asset_info"})
+IMPLEMENTED_TASKS = frozenset(
+    {
+        "fetch_market_data",
+        "calculate_portfolio_performance",
+        "create_portfolio_snapshot",
+        "generate_portfolio_report",
+        "update_portfolio_prices",
+        "fetch_asset_info",
+    }
+)
 EVENTS_POLL_SECONDS = 0.25
 EVENTS_KEEPALIVE_SECONDS = 15.0
 EVENTS_MAX_SECONDS = 3600.0
@@ -111,8 +121,19 @@ class TaskController(Controller):
         )
         publisher: TaskPublisher = state.publisher
         request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-        async with state.pool.acquire() as connection, connection.transaction():
-            if idem_key is not None:
+        async with state.pool.acquire() as connection:
+            if idem_key is None:
+                body, status_code = await _record_and_publish(
+                    connection,
+                    publisher,
+                    user=user,
+                    name=name,
+                    kwargs=kwargs,
+                    request_id=request_id,
+                )
+                return Response(body, status_code=status_code)
+            # With a key, the whole submit runs in one transaction holding a lock on the key.
+            async with connection.transaction():
                 await idempotency.lock_key(connection, api_key_id=user.key_id, key=idem_key)
                 stored = await idempotency.find(connection, api_key_id=user.key_id, key=idem_key)
                 if stored is not None:
@@ -122,31 +143,14 @@ class TaskController(Controller):
                             detail="this Idempotency-Key was used with a different request",
                         )
                     return Response(stored.body, status_code=stored.status_code)
-            task_id, created = await task_registry.record_submission(
-                connection,
-                task_id=str(uuid.uuid4()),
-                owner_id=user.id,
-                name=name,
-                params=kwargs,
-                request_id=request_id,
-            )
-            if created:
-                try:
-                    await publisher.publish(
-                        name=name,
-                        task_id=task_id,
-                        kwargs=kwargs,
-                        headers={"request_id": request_id},
-                    )
-                except BrokerUnavailable as exc:
-                    raise ProblemException(
-                        status=503,
-                        detail=f"the task queue is unavailable: {exc}",
-                        headers={"Retry-After": "5"},
-                    ) from None
-            body = Submitted(task_id=task_id, status="submitted" if created else "existing")
-            status_code = 202 if created else 200
-            if idem_key is not None:
+                body, status_code = await _record_and_publish(
+                    connection,
+                    publisher,
+                    user=user,
+                    name=name,
+                    kwargs=kwargs,
+                    request_id=request_id,
+                )
                 await idempotency.store(
                     connection,
                     api_key_id=user.key_id,
@@ -310,25 +314,70 @@ class TaskController(Controller):
             raw = await state.publisher.inspect_workers()
         except (TimeoutError, OSError) as exc:
             raise ProblemException(status=503, detail=f"workers did not answer: {exc}") from None
-        infos = [worker_info(host, data) for host, data in sorted(raw.items())]
+        hosts = sorted(raw)
+        stamps = await state.redis.mget([heartbeat_key(host) for host in hosts]) if hosts else []
+        now = time.time()
+        infos = [
+            worker_info(host, raw[host], heartbeat_age_seconds=heartbeat_age(stamp, now=now))
+            for host, stamp in zip(hosts, stamps, strict=True)
+        ]
         state.workers_cache = (time.monotonic(), infos)
         return infos
 
 
-def worker_info(host: str, data: dict[str, Any]) -> WorkerInfo:
+async def _record_and_publish(
+    connection: asyncpg.Connection,
+    publisher: TaskPublisher,
+    *,
+    user: User,
+    name: str,
+    kwargs: dict[str, Any],
+    request_id: str,
+) -> tuple[Submitted, int]:
+    """Record the task (or find its unfinished twin) and publish it if new.
+
+    A publish that fails removes the row again (or rolls back with the caller's
+    transaction), so a retry after a broker outage is not mistaken for a duplicate.
+    """
+    task_id, created = await task_registry.record_submission(
+        connection,
+        task_id=str(uuid.uuid4()),
+        owner_id=user.id,
+        name=name,
+        params=kwargs,
+        request_id=request_id,
+    )
+    if not created:
+        return Submitted(task_id=task_id, status="existing"), 200
+    try:
+        await publisher.publish(
+            name=name, task_id=task_id, kwargs=kwargs, headers={"request_id": request_id}
+        )
+    except BrokerUnavailable as exc:
+        if not connection.is_in_transaction():
+            await task_registry.forget_submission(connection, task_id=task_id)
+        raise ProblemException(
+            status=503, detail=f"the task queue is unavailable: {exc}", headers={"Retry-After": "5"}
+        ) from None
+    return Submitted(task_id=task_id, status="submitted"), 202
+
+
+def worker_info(
+    host: str, data: dict[str, Any], *, heartbeat_age_seconds: float | None
+) -> WorkerInfo:
     """Shape `celery inspect` output for one worker."""
     stats = data.get("stats") or {}
     pool = stats.get("pool") or {}
     totals = stats.get("total") or {}
-    clock = stats.get("uptime")
     return WorkerInfo(
         hostname=host,
-        pool=str(pool.get("implementation", "")).rsplit(":", 1)[-1] or None,
+        # "celery.concurrency.prefork:TaskPool" → "prefork"
+        pool=str(pool.get("implementation", "")).split(":")[0].rsplit(".", 1)[-1] or None,
         concurrency=pool.get("max-concurrency"),
         active=len(data.get("active") or []),
         processed=int(sum(totals.values())) if isinstance(totals, dict) else 0,
         queues=sorted(q.get("name", "") for q in data.get("queues") or []),
-        heartbeat_age_seconds=None if clock is None else 0.0,
+        heartbeat_age_seconds=heartbeat_age_seconds,
     )
 
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDictProxy
 
 
 class Api:
@@ -30,7 +31,7 @@ class Api:
         body: Any = None,
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any, aiohttp.typedefs.LooseHeaders]:
+    ) -> tuple[int, Any, CIMultiDictProxy[str]]:
         """Send a request; return (status, JSON body or None, headers)."""
         data: Any = (
             io.BytesIO(raw)
@@ -54,13 +55,13 @@ class Api:
         status, answer, _ = await self.request("GET", f"/api/v1/tasks/status/{task_id}")
         return status, answer
 
-    async def wait_finished(self, task_id: str, *, timeout: float = 60) -> dict[str, Any]:
+    async def wait_finished(self, task_id: str, *, within: float = 60) -> dict[str, Any]:
         """Follow the events stream until the task ends; return its last status."""
         last: dict[str, Any] = {}
         async with self.session.get(
             f"{self.base_url}/api/v1/tasks/{task_id}/events",
             headers=self.headers(),
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=aiohttp.ClientTimeout(total=within),
         ) as response:
             assert response.status == 200, await response.text()
             async for raw in response.content:

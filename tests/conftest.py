@@ -33,7 +33,8 @@ def scratch_dir() -> Iterator[Path]:
     """A private folder for server data and process logs, removed at the end."""
     path = Path(tempfile.mkdtemp(prefix="findash-tests-"))
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if not os.environ.get("FINDASH_KEEP_TEST_DIR"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

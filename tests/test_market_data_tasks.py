@@ -179,12 +179,56 @@ class TestQuotesAndInfoTasks:
         )
         assert count == 5
 
-    async def test_update_prices_without_portfolios_yet(self, client: Client) -> None:
-        """With no portfolio tables (or none held), a portfolio refresh updates nothing."""
+    async def test_update_prices_without_holdings(self, client: Client) -> None:
+        """A user without portfolios gets a successful refresh that updates nothing."""
         task_id = await client.submit("portfolio-prices", {})
         status = await client.finished(task_id, within=30)
         assert status["state"] == "SUCCESS", status
-        assert status["result"]["updated"] == 0
+        assert status["result"] == {"requested": 0, "updated": 0, "failed": []}
+
+    async def test_update_prices_for_held_assets(
+        self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser, pool: asyncpg.Pool
+    ) -> None:
+        """All of a user's portfolios: every symbol with an open position, once, and nothing
+        sold out or held by someone else; another user's portfolio ids give nothing."""
+        owner, other = await new_user(), await new_user()
+        held, sold, foreign = _symbols("H", 3), _symbols("S", 1)[0], _symbols("O", 1)[0]
+        portfolios = []
+        for user, name in ((owner, "a"), (owner, "b"), (other, "c")):
+            portfolios.append(
+                await pool.fetchval(
+                    "INSERT INTO portfolios (owner_id, name) VALUES ($1, $2) RETURNING id",
+                    user.user_id,
+                    f"{name}-{uuid.uuid4().hex[:6]}",
+                )
+            )
+        rows = [
+            (portfolios[0], "BUY", held[0], 10),
+            (portfolios[0], "BUY", held[1], 5),
+            (portfolios[1], "BUY", held[1], 1),
+            (portfolios[1], "BUY", held[2], 2),
+            (portfolios[1], "BUY", sold, 3),
+            (portfolios[1], "SELL", sold, 3),
+            (portfolios[2], "BUY", foreign, 7),
+        ]
+        await pool.executemany(
+            "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price) "
+            "VALUES ($1, $2, DATE '2026-01-05', $3, $4, 10)",
+            rows,
+        )
+        mine = Client(http, api_url, owner.api_key)
+        status = await mine.finished(await mine.submit("portfolio-prices", {}), within=30)
+        assert status["state"] == "SUCCESS", status
+        assert status["result"] == {"requested": 3, "updated": 3, "failed": []}
+        quoted = await pool.fetch(
+            "SELECT symbol FROM latest_quotes WHERE symbol = ANY($1::text[]) ORDER BY symbol",
+            [*held, sold, foreign],
+        )
+        assert [r["symbol"] for r in quoted] == sorted(held)
+        status = await mine.finished(
+            await mine.submit("portfolio-prices", {"portfolio_ids": [portfolios[2]]}), within=30
+        )
+        assert status["result"]["requested"] == 0
 
     async def test_fetch_asset_info(self, client: Client, pool: asyncpg.Pool) -> None:
         """fetch_asset_info stores the asset's reference data from quoteSummary."""

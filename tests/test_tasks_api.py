@@ -87,6 +87,9 @@ class TestAuth:
         session_worker = next(w for w in workers if w["hostname"].startswith("session@"))
         assert session_worker["concurrency"] == 2
         assert session_worker["queues"] == ["analytics", "market_data"]
+        assert session_worker["pool"] == "prefork"
+        assert session_worker["heartbeat_age_seconds"] is not None
+        assert 0 <= session_worker["heartbeat_age_seconds"] < 30
 
     async def test_user_id_needs_admin(self, alice: Api) -> None:
         """A plain key may not ask for another user's performance."""
@@ -201,7 +204,8 @@ class TestSubmitAndFollow:
             "total": 6,
             "message": polled["progress"]["message"],
         }
-        assert polled["started_at"] is not None and polled["finished_at"] is not None
+        assert polled["started_at"] is not None
+        assert polled["finished_at"] is not None
 
     async def test_events_stream_shows_progress(self, alice: Api) -> None:
         """The events stream sends PROGRESS updates and ends with the final state."""
@@ -221,10 +225,10 @@ class TestSubmitAndFollow:
 
     async def test_unimplemented_task_is_501(self, alice: Api) -> None:
         """A task type whose body has not landed answers 501 problem details."""
-        status, problem = await alice.submit("portfolio-report", {"portfolio_id": 1})
-        assert status in (202, 501)
-        if status == 501:
-            assert problem["status"] == 501
+        status, problem = await alice.submit("asset-info", {"symbol": "AAPL"})
+        assert status == 501
+        assert problem["status"] == 501
+        assert "fetch_asset_info" in problem["detail"]
 
 
 class TestIsolation:
@@ -311,7 +315,7 @@ class TestDuplicatesAndCancel:
             status, body, _ = await alice.request("DELETE", f"/api/v1/tasks/cancel/{task_id}")
             assert status == 202
             assert body["task_id"] == task_id
-            final = await alice.wait_finished(task_id, timeout=10)
+            final = await alice.wait_finished(task_id, within=10)
             assert final["state"] == "REVOKED"
             assert time.monotonic() - started < 2.5
         finally:

@@ -248,8 +248,9 @@ async def fetch_market_data_chunk(ctx: TaskContext, *, job_id: str) -> dict[str,
 async def _portfolio_symbols(
     ctx: TaskContext, *, portfolio_ids: list[int] | None, user_id: int | None
 ) -> list[str]:
-    """Symbols held in `portfolio_ids` (of `user_id` when given), or in all of the user's
-    portfolios when no ids are given; none before the portfolio tables exist."""
+    """Symbols with a positive position in `portfolio_ids` (only the user's own when
+    `user_id` is given), or in all of the user's portfolios when no ids are given,
+    deduplicated across portfolios; none before the portfolio tables exist."""
     if not portfolio_ids and user_id is None:
         return []
     async with ctx.pool.acquire() as connection:
@@ -261,10 +262,18 @@ async def _portfolio_symbols(
             log.warning("portfolio tables missing: no portfolio symbols")
             return []
         rows = await connection.fetch(
-            "SELECT DISTINCT t.symbol FROM transactions t "
-            "JOIN portfolios p ON p.id = t.portfolio_id "
-            "WHERE ($1::bigint[] IS NULL OR p.id = ANY($1::bigint[])) "
-            "AND ($2::bigint IS NULL OR p.user_id = $2::bigint)",
+            """
+            SELECT DISTINCT held.symbol FROM (
+                SELECT t.portfolio_id, t.symbol
+                FROM transactions t JOIN portfolios p ON p.id = t.portfolio_id
+                WHERE t.type IN ('BUY', 'SELL')
+                  AND ($1::bigint[] IS NULL OR p.id = ANY($1::bigint[]))
+                  AND ($2::bigint IS NULL OR p.owner_id = $2::bigint)
+                GROUP BY t.portfolio_id, t.symbol
+                HAVING sum(CASE t.type WHEN 'BUY' THEN t.quantity ELSE -t.quantity END) > 0
+            ) AS held
+            ORDER BY held.symbol
+            """,
             portfolio_ids or None,
             user_id,
         )

@@ -9,6 +9,11 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from service.logs import get_logger
+from workers.analytics.tasks import (
+    calculate_portfolio_performance,
+    create_portfolio_snapshot,
+    generate_portfolio_report,
+)
 from workers.demo import demo_fetch
 from workers.market_data_tasks import (
     fetch_asset_info,
@@ -24,7 +29,8 @@ log = get_logger(__name__)
 def register_async_task(app: Celery, runtime: AsyncRuntime, *, name: str, body: TaskBody) -> Task:
     """Register `body` (an `async def body(ctx, **kwargs)`) as Celery task `name`."""
 
-    @app.task(name=name, bind=True)  # type: ignore[untyped-decorator]
+    # A task whose worker process died is retried (task_retry_on_worker_lost) after this.
+    @app.task(name=name, bind=True, default_retry_delay=1)  # type: ignore[untyped-decorator]
     def run(self: Task, **kwargs: Any) -> Any:
         task_id = self.request.id
 
@@ -59,6 +65,15 @@ def register_async_task(app: Celery, runtime: AsyncRuntime, *, name: str, body: 
 def register_tasks(app: Celery, runtime: AsyncRuntime) -> None:
     """Register every findash task on `app`."""
     register_async_task(app, runtime, name="demo_fetch", body=demo_fetch)
+    register_async_task(
+        app, runtime, name="create_portfolio_snapshot", body=create_portfolio_snapshot
+    )
+    register_async_task(
+        app, runtime, name="calculate_portfolio_performance", body=calculate_portfolio_performance
+    )
+    register_async_task(
+        app, runtime, name="generate_portfolio_report", body=generate_portfolio_report
+    )
     register_async_task(app, runtime, name="fetch_market_data", body=fetch_market_data)
     register_async_task(app, runtime, name="fetch_market_data_chunk", body=fetch_market_data_chunk)
     register_async_task(app, runtime, name="update_portfolio_prices", body=update_portfolio_prices)

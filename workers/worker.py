@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from celery import Task
 from celery.signals import (
+    heartbeat_sent,
     setup_logging,
     task_postrun,
     task_prerun,
@@ -23,6 +24,7 @@ from service.settings import Settings
 from workers.celery_app import create_celery_app
 from workers.runtime import AsyncRuntime
 from workers.tasks import register_tasks
+from workers.worker_heartbeat import HeartbeatRecorder
 
 settings = Settings.from_env()
 configure_logging(service="worker", level=settings.log_level, fmt=settings.log_format)
@@ -62,3 +64,4 @@ worker_process_init.connect(_start_runtime, weak=False)
 worker_process_shutdown.connect(_stop_runtime, weak=False)
 task_prerun.connect(_bind_task_ids, weak=False)
 task_postrun.connect(_unbind_task_ids, weak=False)
+heartbeat_sent.connect(HeartbeatRecorder(settings.redis_url), weak=False)

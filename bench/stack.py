@@ -1,0 +1,152 @@
+"""A throwaway findash stack for benchmarks: embedded Postgres and Redis, migrations,
+and on request the simulated exchange, workers and the API, on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.migrations import migrate
+from service.settings import Settings
+from tests.processes import ManagedProcess, wait_until_http_ok
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Stack:
+    """Handles on the running pieces; `env` is what every process of the stack gets."""
+
+    directory: Path
+    postgres: EmbeddedPostgres
+    redis: EmbeddedRedis
+    env: dict[str, str]
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        """Settings for in-process clients of this stack."""
+        return Settings.from_env(self.env)
+
+    def start_exchange(self, *, latency_ms: int) -> str:
+        """Start the simulated exchange; returns its URL (also set as YAHOO_BASE_URL)."""
+        port = int(self.env["SIM_EXCHANGE_PORT"])
+        process = ManagedProcess(
+            [
+                sys.executable,
+                "-m",
+                "workers.simulated_exchange",
+                "--port",
+                str(port),
+                "--latency-ms",
+                str(latency_ms),
+            ],
+            env=self.env,
+            log_path=self.directory / "exchange.log",
+        )
+        process.start()
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_http_ok(f"{url}/health", process)
+        return url
+
+    def start_worker(self, *, name: str, concurrency: int = 2) -> ManagedProcess:
+        """Start a prefork worker on every queue and wait for its ping."""
+        from tests.conftest import start_worker
+
+        process = start_worker(
+            self.env, log_path=self.directory / f"{name}.log", name=name, concurrency=concurrency
+        )
+        self.processes.append(process)
+        return process
+
+    def start_api(self, *, workers: int = 1) -> str:
+        """Start the API with `workers` processes; returns its URL."""
+        port = free_port()
+        process = ManagedProcess(
+            [sys.executable, "-m", "service.serve"],
+            env={**self.env, "API_PORT": str(port), "API_WORKERS": str(workers)},
+            log_path=self.directory / f"api-{port}.log",
+        )
+        process.start()
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_http_ok(f"{url}/health", process)
+        return url
+
+
+@contextmanager
+def running_stack(**extra_env: str) -> Iterator[Stack]:
+    """Start Postgres and Redis, apply migrations, yield; stop everything afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="findash-bench-"))
+    postgres = EmbeddedPostgres(directory / "postgres", durable=True)
+    redis = EmbeddedRedis(directory / "redis")
+    postgres.start()
+    redis.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FINDASH_", "CELERY_"))}
+    exchange_port = free_port()
+    env.update(
+        DATABASE_URL=postgres.url,
+        REDIS_URL=redis.url,
+        LOG_FORMAT="json",
+        LOG_LEVEL="WARNING",
+        YAHOO_BASE_URL=f"http://127.0.0.1:{exchange_port}",
+        SIM_EXCHANGE_PORT=str(exchange_port),
+        SUBMIT_RATE_LIMIT="1000000/minute",
+        PYTHONUNBUFFERED="1",
+        **extra_env,
+    )
+    asyncio.run(migrate(postgres.url))
+    stack = Stack(directory=directory, postgres=postgres, redis=redis, env=env)
+    try:
+        yield stack
+    finally:
+        for process in reversed(stack.processes):
+            process.stop()
+        postgres.stop()
+        redis.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def machine_description() -> str:
+    """One line naming this machine for the results table."""
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, Python {sys.version.split()[0]}"
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by nearest rank."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    """Poll `url` until it answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback URL
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)

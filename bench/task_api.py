@@ -1,0 +1,180 @@
+"""Task API benchmark: submit throughput and latency, and submit→SUCCESS round trips,
+each next to bare Celery on the same machine in the same run.
+
+- floor A: a script calling `send_task` in a loop (no HTTP, no auth, no registry);
+- ours A: concurrent HTTP submits to `POST /api/v1/tasks/market-data` (auth, validation,
+  rate limit, registry row, publish), closed loop, then open loop at 200 submits/s;
+- floor B: `send_task(...).get()` of a one-symbol `fetch_market_data`;
+- ours B: API submit of the same task, then polling its status until SUCCESS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from bench.stack import Stack, machine_description, percentile, running_stack
+from service.users import create_user
+from workers.celery_app import create_celery_app
+
+CLOSED_LOOP_SUBMITS = 1500
+CLOSED_LOOP_CONCURRENCY = 32
+OPEN_LOOP_RATE = 200
+OPEN_LOOP_SECONDS = 8
+FLOOR_SUBMITS = 1500
+ROUND_TRIPS = 40
+
+
+def _symbols() -> list[str]:
+    return [f"B{uuid.uuid4().hex[:8].upper()}"]
+
+
+def bare_publish_rate(stack: Stack) -> float:
+    """Floor A: sequential send_task calls per second."""
+    app = create_celery_app(stack.settings)
+    try:
+        app.send_task("fetch_market_data", kwargs={"symbols": _symbols()})  # warm the pool
+        started = time.perf_counter()
+        for _ in range(FLOOR_SUBMITS):
+            app.send_task("fetch_market_data", kwargs={"symbols": _symbols(), "period": "1mo"})
+        return FLOOR_SUBMITS / (time.perf_counter() - started)
+    finally:
+        app.control.purge()
+        app.close()
+
+
+async def _submit(session: aiohttp.ClientSession, url: str, key: str) -> float:
+    started = time.perf_counter()
+    async with session.post(
+        f"{url}/api/v1/tasks/market-data",
+        json={"symbols": _symbols(), "period": "1mo"},
+        headers={"Authorization": f"Bearer {key}"},
+    ) as response:
+        await response.read()
+        if response.status != 202:
+            raise RuntimeError(f"submit answered {response.status}")
+    return time.perf_counter() - started
+
+
+async def api_closed_loop(url: str, key: str) -> tuple[float, list[float]]:
+    """Ours A: submits/s and latencies with a fixed number of concurrent clients."""
+    latencies: list[float] = []
+    remaining = CLOSED_LOOP_SUBMITS
+    connector = aiohttp.TCPConnector(limit=CLOSED_LOOP_CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await _submit(session, url, key)
+
+        async def client() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                latencies.append(await _submit(session, url, key))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(CLOSED_LOOP_CONCURRENCY)))
+        elapsed = time.perf_counter() - started
+    return len(latencies) / elapsed, latencies
+
+
+async def api_open_loop(url: str, key: str) -> list[float]:
+    """Ours A': latencies when submits arrive at a steady OPEN_LOOP_RATE per second."""
+    connector = aiohttp.TCPConnector(limit=400)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        pending = []
+        for i in range(OPEN_LOOP_RATE * OPEN_LOOP_SECONDS):
+            delay = started + i / OPEN_LOOP_RATE - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            pending.append(asyncio.ensure_future(_submit(session, url, key)))
+        return list(await asyncio.gather(*pending))
+
+
+def bare_round_trips(stack: Stack) -> list[float]:
+    """Floor B: send_task(...).get() of a one-symbol fetch."""
+    app = create_celery_app(stack.settings)
+    samples = []
+    try:
+        for _ in range(ROUND_TRIPS):
+            started = time.perf_counter()
+            app.send_task("fetch_market_data", kwargs={"symbols": _symbols(), "period": "1mo"}).get(
+                timeout=30
+            )
+            samples.append(time.perf_counter() - started)
+    finally:
+        app.close()
+    return samples
+
+
+async def api_round_trips(url: str, key: str) -> list[float]:
+    """Ours B: submit through the API and poll status until SUCCESS."""
+    samples = []
+    headers = {"Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for _ in range(ROUND_TRIPS):
+            started = time.perf_counter()
+            async with session.post(
+                f"{url}/api/v1/tasks/market-data", json={"symbols": _symbols(), "period": "1mo"}
+            ) as response:
+                task_id = (await response.json())["task_id"]
+            while True:
+                async with session.get(f"{url}/api/v1/tasks/status/{task_id}") as response:
+                    state = (await response.json())["state"]
+                if state == "SUCCESS":
+                    break
+                if state in ("FAILURE", "REVOKED"):
+                    raise RuntimeError(state)
+                await asyncio.sleep(0.002)
+            samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def _new_key(database_url: str) -> str:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return (await create_user(connection, email=f"bench-{uuid.uuid4().hex[:6]}@x")).api_key
+    finally:
+        await connection.close()
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1000:.1f} ms"
+
+
+def _p50_p99(samples: list[float]) -> str:
+    return f"{_ms(percentile(samples, 50))} / {_ms(percentile(samples, 99))}"
+
+
+def run() -> dict[str, Any]:
+    """Run every measurement and return the numbers."""
+    with running_stack() as stack:
+        floor_rate = bare_publish_rate(stack)
+        url = stack.start_api()
+        key = asyncio.run(_new_key(stack.postgres.url))
+        rate, closed = asyncio.run(api_closed_loop(url, key))
+        opened = asyncio.run(api_open_loop(url, key))
+        url2 = stack.start_api(workers=2)
+        rate2, closed2 = asyncio.run(api_closed_loop(url2, key))
+        create_celery_app(stack.settings).control.purge()
+        stack.start_exchange(latency_ms=0)
+        stack.start_worker(name="bench", concurrency=2)
+        bare = bare_round_trips(stack)
+        ours = asyncio.run(api_round_trips(url, key))
+    results = {
+        "bare send_task loop (submits/s)": f"{floor_rate:.0f}",
+        f"API submits, {CLOSED_LOOP_CONCURRENCY} clients (submits/s)": f"{rate:.0f}",
+        "API submits: share of bare rate": f"{rate / floor_rate:.0%}",
+        "API closed loop p50 / p99": _p50_p99(closed),
+        "API_WORKERS=2: submits/s (share of bare)": f"{rate2:.0f} ({rate2 / floor_rate:.0%})",
+        "API_WORKERS=2: closed loop p50 / p99": _p50_p99(closed2),
+        f"API at {OPEN_LOOP_RATE}/s p50 / p99": _p50_p99(opened),
+        "bare send_task().get() round trip p50 / p99": _p50_p99(bare),
+        "API submit→SUCCESS round trip p50 / p99": _p50_p99(ours),
+        "round trip ratio (p50)": f"{percentile(ours, 50) / percentile(bare, 50):.2f}×",
+    }
+    return {"machine": machine_description(), "results": results}

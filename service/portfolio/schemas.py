@@ -1,0 +1,172 @@
+"""Request and response bodies of the portfolio API.
+
+Money and quantities arrive as JSON numbers and are decoded exactly into
+Decimal; responses carry them as JSON numbers again. Cross-field rules raise
+`ValueError("<field>: <message>")` so the problem details name the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from service.portfolio.positions import ZERO, TxType
+
+SYMBOL_PATTERN = r"^[A-Za-z0-9^][A-Za-z0-9.\-=^]{0,14}$"
+Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN, examples=["AAPL"])]
+Currency = Annotated[
+    str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code", examples=["USD"])
+]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+LIMIT = Decimal("1e12")
+EARLIEST = dt.date(1970, 1, 1)
+LATEST = dt.date(2100, 1, 1)
+_FIELDS_BY_TYPE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # type: (required, allowed besides fee)
+    "BUY": (frozenset({"symbol", "quantity", "price"}), frozenset({"symbol", "quantity", "price"})),
+    "SELL": (
+        frozenset({"symbol", "quantity", "price"}),
+        frozenset({"symbol", "quantity", "price"}),
+    ),
+    "DIVIDEND": (frozenset({"symbol", "amount"}), frozenset({"symbol", "amount"})),
+    "DEPOSIT": (frozenset({"amount"}), frozenset({"amount"})),
+    "WITHDRAWAL": (frozenset({"amount"}), frozenset({"amount"})),
+    "FEE": (frozenset({"amount"}), frozenset({"amount", "symbol"})),
+}
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base for request bodies: unknown fields are rejected."""
+
+
+class PortfolioCreate(Body):
+    """A new portfolio."""
+
+    name: Name
+    base_currency: Currency = "USD"
+
+    def __post_init__(self) -> None:
+        self.name = self.name.strip()
+        if not self.name:
+            raise ValueError("name: must not be blank")
+
+
+class PortfolioOut(msgspec.Struct, frozen=True):
+    """A portfolio."""
+
+    id: int
+    name: str
+    base_currency: str
+    created_at: dt.datetime
+
+
+class TransactionCreate(Body):
+    """A transaction; which fields are required depends on `type`."""
+
+    type: TxType
+    date: dt.date
+    symbol: Symbol | None = None
+    quantity: Decimal | None = None
+    price: Decimal | None = None
+    amount: Decimal | None = None
+    fee: Decimal = ZERO
+
+    def __post_init__(self) -> None:
+        if not EARLIEST <= self.date < LATEST:
+            raise ValueError(f"date: must be between {EARLIEST} and {LATEST}")
+        given = {
+            name
+            for name in ("symbol", "quantity", "price", "amount")
+            if getattr(self, name) is not None
+        }
+        required, allowed = _FIELDS_BY_TYPE[self.type]
+        for name in sorted(required - given):
+            raise ValueError(f"{name}: required for {self.type}")
+        for name in sorted(given - allowed):
+            raise ValueError(f"{name}: not used by {self.type}")
+        for name in ("quantity", "price", "amount", "fee"):
+            value: Decimal | None = getattr(self, name)
+            if value is not None and not (value.is_finite() and abs(value) < LIMIT):
+                raise ValueError(f"{name}: must be a finite number below {LIMIT:,.0f}")
+        if self.quantity is not None and self.quantity <= 0:
+            raise ValueError("quantity: must be greater than 0")
+        if self.price is not None and self.price < 0:
+            raise ValueError("price: must not be negative")
+        if self.amount is not None and self.amount <= 0:
+            raise ValueError("amount: must be greater than 0")
+        if self.fee < 0:
+            raise ValueError("fee: must not be negative")
+        if self.symbol is not None:
+            self.symbol = self.symbol.upper()
+
+
+class TransactionOut(msgspec.Struct, frozen=True):
+    """A recorded transaction; `id` orders same-date transactions."""
+
+    id: int
+    type: str
+    date: dt.date
+    symbol: str | None
+    quantity: float | None
+    price: float | None
+    amount: float | None
+    fee: float
+
+
+class HoldingOut(msgspec.Struct, frozen=True):
+    """A current position; price fields are null when no close is known."""
+
+    symbol: str
+    quantity: float
+    average_cost: float
+    cost_basis: float
+    close: float | None
+    price_date: dt.date | None
+    market_value: float | None
+    unrealized_pnl: float | None
+    weight: float | None
+
+
+class HoldingsOut(msgspec.Struct, frozen=True):
+    """Positions and cash as of the latest closes; totals are null if any price is missing."""
+
+    portfolio_id: int
+    as_of: dt.date
+    cash: float
+    market_value: float | None
+    total_value: float | None
+    realized_pnl: float
+    income: float
+    fees: float
+    net_invested: float
+    holdings: list[HoldingOut]
+    missing_prices: list[str]
+
+
+class SnapshotOut(msgspec.Struct, frozen=True):
+    """One stored daily snapshot."""
+
+    date: dt.date
+    total_value: float
+    market_value: float
+    cash: float
+    cost_basis: float
+    unrealized_pnl: float
+    realized_pnl: float
+    income: float
+    fees: float
+    net_invested: float
+    net_flow: float
+    day_change: float
+    holdings: list[dict[str, Any]]
+
+
+ReportFormat = Literal["json", "html"]
+
+
+def number(value: Decimal | None) -> float | None:
+    """A Decimal as a JSON number (None stays None)."""
+    return None if value is None else float(value)

@@ -1,0 +1,265 @@
+"""The portfolio API through the real app: owner scoping, validation, holdings, results."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from service.users import IssuedKey
+from tests.api_client import Api
+from tests.portfolio_data import put_closes
+
+NewUser = Callable[..., Awaitable[IssuedKey]]
+
+
+@pytest.fixture
+async def alice(api_url: str, http: aiohttp.ClientSession, new_user: NewUser) -> Api:
+    return Api(http, api_url, (await new_user()).api_key)
+
+
+@pytest.fixture
+async def bob(api_url: str, http: aiohttp.ClientSession, new_user: NewUser) -> Api:
+    return Api(http, api_url, (await new_user()).api_key)
+
+
+async def _portfolio(api: Api, name: str = "main") -> int:
+    status, body, _ = await api.request("POST", "/api/v1/portfolios", body={"name": name})
+    assert status == 201, body
+    portfolio_id: int = body["id"]
+    return portfolio_id
+
+
+async def _tx(api: Api, portfolio_id: int, **fields: Any) -> tuple[int, Any]:
+    status, body, _ = await api.request(
+        "POST", f"/api/v1/portfolios/{portfolio_id}/transactions", body=fields
+    )
+    return status, body
+
+
+class TestPortfolios:
+    async def test_create_list_get_delete(self, alice: Api) -> None:
+        """A created portfolio is listed, fetched and deleted; a duplicate name is 409."""
+        portfolio_id = await _portfolio(alice, "growth")
+        status, listed, _ = await alice.request("GET", "/api/v1/portfolios")
+        assert status == 200
+        assert [(p["id"], p["name"], p["base_currency"]) for p in listed] == [
+            (portfolio_id, "growth", "USD")
+        ]
+        status, _, _ = await alice.request("POST", "/api/v1/portfolios", body={"name": "growth"})
+        assert status == 409
+        status, _, _ = await alice.request("DELETE", f"/api/v1/portfolios/{portfolio_id}")
+        assert status == 204
+        status, _, _ = await alice.request("GET", f"/api/v1/portfolios/{portfolio_id}")
+        assert status == 404
+
+    @pytest.mark.parametrize(
+        ("method", "suffix", "body"),
+        [
+            ("GET", "", None),
+            ("DELETE", "", None),
+            ("GET", "/transactions", None),
+            ("POST", "/transactions", {"type": "DEPOSIT", "date": "2024-01-02", "amount": 5}),
+            ("GET", "/holdings", None),
+            ("GET", "/snapshots", None),
+            ("GET", "/performance", None),
+        ],
+    )
+    async def test_someone_elses_portfolio_is_404(
+        self, alice: Api, bob: Api, method: str, suffix: str, body: Any
+    ) -> None:
+        """Every route answers 404 for another user's portfolio and leaves it untouched."""
+        portfolio_id = await _portfolio(alice)
+        status, problem, _ = await bob.request(
+            method, f"/api/v1/portfolios/{portfolio_id}{suffix}", body=body
+        )
+        assert status == 404
+        assert problem["detail"] == f"no portfolio {portfolio_id}"
+        status, _, _ = await alice.request("GET", f"/api/v1/portfolios/{portfolio_id}")
+        assert status == 200
+
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("GET", "/api/v1/portfolios/502015972163067526471267385344"),
+            ("DELETE", "/api/v1/portfolios/1/transactions/35011098804291850953818112"),
+            ("GET", "/api/v1/reports/99999999999999999999"),
+        ],
+    )
+    async def test_ids_beyond_bigint_are_client_errors(
+        self, alice: Api, method: str, path: str
+    ) -> None:
+        """An id too large for the database is a 400, never a server error."""
+        status, problem, _ = await alice.request(method, path)
+        assert status == 400, problem
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"name": ""}, "name"),
+            ({"name": "x", "base_currency": "usd"}, "base_currency"),
+            ({"name": "x", "colour": "red"}, "colour"),
+        ],
+    )
+    async def test_invalid_portfolio_is_400(self, alice: Api, body: Any, field: str) -> None:
+        """Invalid bodies answer 400 problem details naming the field."""
+        status, problem, _ = await alice.request("POST", "/api/v1/portfolios", body=body)
+        assert status == 400
+        assert field in [e["field"] for e in problem["errors"]]
+
+
+class TestTransactions:
+    @pytest.mark.parametrize(
+        ("fields", "field"),
+        [
+            ({"type": "BUY", "date": "2024-01-02", "quantity": 1, "price": 1}, "symbol"),
+            (
+                {"type": "BUY", "date": "2024-01-02", "symbol": "A", "quantity": 0, "price": 1},
+                "quantity",
+            ),
+            (
+                {"type": "SELL", "date": "2024-01-02", "symbol": "A", "quantity": 1, "price": -1},
+                "price",
+            ),
+            ({"type": "DEPOSIT", "date": "2024-01-02", "amount": 0}, "amount"),
+            ({"type": "DEPOSIT", "date": "2024-01-02"}, "amount"),
+            ({"type": "DIVIDEND", "date": "2024-01-02", "amount": 3}, "symbol"),
+            ({"type": "DEPOSIT", "date": "2024-01-02", "amount": 3, "quantity": 1}, "quantity"),
+            ({"type": "GIFT", "date": "2024-01-02", "amount": 3}, "type"),
+            ({"type": "FEE", "date": "2024-01-02", "amount": 3, "fee": -1}, "fee"),
+        ],
+    )
+    async def test_required_fields_per_type(
+        self, alice: Api, fields: dict[str, Any], field: str
+    ) -> None:
+        """Each type's required fields and ranges are enforced with a 400 naming the field."""
+        status, problem = await _tx(alice, await _portfolio(alice), **fields)
+        assert status == 400, problem
+        assert field in [e["field"] for e in problem["errors"]]
+
+    async def test_overselling_is_refused(self, alice: Api) -> None:
+        """A sell of more than is held, or deleting the buy it relies on, answers 422."""
+        portfolio_id = await _portfolio(alice)
+        status, buy = await _tx(
+            alice, portfolio_id, type="BUY", date="2024-01-02", symbol="APIA", quantity=5, price=10
+        )
+        assert status == 201
+        status, problem = await _tx(
+            alice, portfolio_id, type="SELL", date="2024-01-03", symbol="APIA", quantity=6, price=1
+        )
+        assert status == 422
+        assert "only 5 held" in problem["detail"]
+        await _tx(
+            alice, portfolio_id, type="SELL", date="2024-01-03", symbol="APIA", quantity=5, price=1
+        )
+        status, problem, _ = await alice.request(
+            "DELETE", f"/api/v1/portfolios/{portfolio_id}/transactions/{buy['id']}"
+        )
+        assert status == 422
+
+    async def test_foreign_currency_asset_is_refused(self, alice: Api, pool: asyncpg.Pool) -> None:
+        """Buying an asset quoted in another currency answers 422, never a silent mix."""
+        await put_closes(pool, "APIEUR", {date(2024, 1, 2): 10.0}, currency="EUR")
+        status, problem = await _tx(
+            alice,
+            await _portfolio(alice),
+            type="BUY",
+            date="2024-01-02",
+            symbol="apieur",
+            quantity=1,
+            price=10,
+        )
+        assert status == 422
+        assert "quoted in EUR" in problem["detail"]
+
+    async def test_numbers_round_trip_and_same_date_order(self, alice: Api) -> None:
+        """Money comes back as JSON numbers exactly; same-date transactions list in recorded
+        order."""
+        portfolio_id = await _portfolio(alice)
+        await _tx(alice, portfolio_id, type="DEPOSIT", date="2024-01-03", amount=100.25)
+        await _tx(alice, portfolio_id, type="DEPOSIT", date="2024-01-02", amount=0.1)
+        await _tx(alice, portfolio_id, type="WITHDRAWAL", date="2024-01-03", amount=50.5)
+        status, listed, _ = await alice.request(
+            "GET", f"/api/v1/portfolios/{portfolio_id}/transactions"
+        )
+        assert status == 200
+        assert [(t["type"], t["date"], t["amount"]) for t in listed] == [
+            ("DEPOSIT", "2024-01-02", 0.1),
+            ("DEPOSIT", "2024-01-03", 100.25),
+            ("WITHDRAWAL", "2024-01-03", 50.5),
+        ]
+
+
+class TestHoldingsAndResults:
+    async def test_holdings_value_at_last_close(self, alice: Api, pool: asyncpg.Pool) -> None:
+        """Holdings replay the transactions and value them at the last close; an unpriced
+        position makes the totals null rather than zero."""
+        await put_closes(pool, "APIH1", {date(2024, 1, 2): 10.0, date(2024, 1, 5): 12.5})
+        portfolio_id = await _portfolio(alice)
+        await _tx(alice, portfolio_id, type="DEPOSIT", date="2024-01-02", amount=1000)
+        await _tx(
+            alice,
+            portfolio_id,
+            type="BUY",
+            date="2024-01-02",
+            symbol="APIH1",
+            quantity=40,
+            price=10,
+            fee=2,
+        )
+        path = f"/api/v1/portfolios/{portfolio_id}/holdings?as_of=2024-01-08"
+        status, holdings, _ = await alice.request("GET", path)
+        assert status == 200
+        assert (holdings["cash"], holdings["market_value"], holdings["total_value"]) == (
+            598.0,
+            500.0,
+            1098.0,
+        )
+        position = holdings["holdings"][0]
+        assert (position["price_date"], position["average_cost"], position["unrealized_pnl"]) == (
+            "2024-01-05",
+            10.05,
+            98.0,
+        )
+        await _tx(
+            alice,
+            portfolio_id,
+            type="BUY",
+            date="2024-01-03",
+            symbol="APINOPRICE",
+            quantity=1,
+            price=1,
+        )
+        status, holdings, _ = await alice.request("GET", path)
+        assert holdings["total_value"] is None
+        assert holdings["missing_prices"] == ["APINOPRICE"]
+
+    async def test_performance_404_until_computed_and_report_scoped(
+        self, alice: Api, bob: Api, pool: asyncpg.Pool
+    ) -> None:
+        """Performance is 404 before any result exists; a report is served with its media type
+        to its owner only."""
+        portfolio_id = await _portfolio(alice)
+        status, problem, _ = await alice.request(
+            "GET", f"/api/v1/portfolios/{portfolio_id}/performance"
+        )
+        assert status == 404
+        assert "no performance computed yet" in problem["detail"]
+        report_id = await pool.fetchval(
+            "INSERT INTO portfolio_reports (portfolio_id, task_id, format, start_date, end_date, "
+            "body) VALUES ($1, $2, 'html', '2024-01-02', '2024-02-02', '<p>hi</p>') RETURNING id",
+            portfolio_id,
+            f"api-test-{portfolio_id}",
+        )
+        async with alice.session.get(
+            f"{alice.base_url}/api/v1/reports/{report_id}", headers=alice.headers()
+        ) as response:
+            assert response.status == 200
+            assert response.content_type == "text/html"
+            assert await response.text() == "<p>hi</p>"
+        status, _, _ = await bob.request("GET", f"/api/v1/reports/{report_id}")
+        assert status == 404

@@ -1,0 +1,203 @@
+"""Daily portfolio snapshots: build rows (pure) and upsert them in bulk (one statement per batch).
+
+A portfolio's rows are computed in full before anything is written, and a
+portfolio that fails (a missing close, a foreign-currency asset, an
+impossible transaction) contributes no rows: all or nothing per portfolio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from service.logs import get_logger
+from service.portfolio.positions import LedgerError, Transaction, replay
+from service.portfolio.valuation import MissingPrice, Valuation, valuations
+from service.trading_calendar import NYSE
+from workers.analytics.portfolio_reads import (
+    MarketData,
+    PortfolioRow,
+    load_market_data,
+    load_transactions,
+    symbols_of,
+)
+
+log = get_logger(__name__)
+BATCH_PORTFOLIOS = 250
+SNAPSHOT_COLUMNS = (
+    "portfolio_id",
+    "date",
+    "total_value",
+    "market_value",
+    "cash",
+    "cost_basis",
+    "unrealized_pnl",
+    "realized_pnl",
+    "income",
+    "fees",
+    "net_invested",
+    "net_flow",
+    "day_change",
+    "holdings",
+)
+_VALUE_COLUMNS = SNAPSHOT_COLUMNS[2:]
+Progress = Callable[[int, int], Awaitable[None]]
+
+
+class CurrencyMismatch(ValueError):
+    """An asset quoted in a currency other than the portfolio's base currency."""
+
+
+@dataclass(slots=True)
+class SnapshotOutcome:
+    """What a snapshot run did."""
+
+    portfolios: int = 0
+    rows: int = 0
+    changed: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+def check_currencies(portfolio: PortfolioRow, symbols: set[str], market: MarketData) -> None:
+    """Refuse assets quoted in another currency: values are never mixed silently."""
+    for symbol in sorted(symbols):
+        currency = market.currencies.get(symbol)
+        if currency is not None and currency != portfolio.base_currency:
+            raise CurrencyMismatch(
+                f"{symbol} is quoted in {currency} but the portfolio's base currency is "
+                f"{portfolio.base_currency}; only base-currency assets are supported"
+            )
+
+
+def portfolio_valuations(
+    portfolio: PortfolioRow,
+    transactions: Sequence[Transaction],
+    market: MarketData,
+    *,
+    dates: Sequence[date],
+    previous: date | None,
+) -> list[Valuation]:
+    """Every snapshot of one portfolio for `dates`; raises on any problem."""
+    check_currencies(portfolio, symbols_of(transactions), market)
+    splits = [s for symbol in symbols_of(transactions) for s in market.splits.get(symbol, ())]
+    states = replay(transactions, splits)
+    return valuations(
+        states, dates=dates, previous=previous, prices=market.prices, splits=market.splits
+    )
+
+
+def _json_number(value: Decimal) -> float:
+    return float(value)
+
+
+def snapshot_record(portfolio_id: int, row: Valuation) -> tuple[Any, ...]:
+    """One COPY record for portfolio_snapshots."""
+    holdings = [
+        {
+            "symbol": h.symbol,
+            "quantity": _json_number(h.quantity),
+            "close": _json_number(h.close),
+            "price_date": h.price_date.isoformat(),
+            "market_value": _json_number(h.market_value),
+            "cost_basis": _json_number(h.cost_basis),
+            "unrealized_pnl": _json_number(h.unrealized_pnl),
+        }
+        for h in row.holdings
+    ]
+    return (
+        portfolio_id,
+        row.date,
+        row.total_value,
+        row.market_value,
+        row.cash,
+        row.cost_basis,
+        row.unrealized_pnl,
+        row.realized_pnl,
+        row.income,
+        row.fees,
+        row.net_invested,
+        row.net_flow,
+        row.day_change,
+        holdings,
+    )
+
+
+def previous_valuation_date(first: date) -> date:
+    """The trading day before `first`: day change and flows of the first row count from it."""
+    return NYSE.last_trading_day_on_or_before(first - timedelta(days=1))
+
+
+async def upsert_snapshots(
+    connection: asyncpg.Connection, records: Sequence[tuple[Any, ...]]
+) -> int:
+    """Merge snapshot records (COPY into a temp table, one INSERT … ON CONFLICT); rows changed."""
+    if not records:
+        return 0
+    await connection.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS incoming_snapshots "
+        "(LIKE portfolio_snapshots INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    await connection.copy_records_to_table(
+        "incoming_snapshots", records=records, columns=SNAPSHOT_COLUMNS
+    )
+    columns = ", ".join(SNAPSHOT_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _VALUE_COLUMNS)
+    current = ", ".join(f"t.{c}" for c in _VALUE_COLUMNS)
+    incoming = ", ".join(f"excluded.{c}" for c in _VALUE_COLUMNS)
+    status: str = await connection.execute(
+        f"""
+        INSERT INTO portfolio_snapshots AS t ({columns})
+        SELECT {columns} FROM incoming_snapshots
+        ON CONFLICT (portfolio_id, date) DO UPDATE SET {updates}, computed_at = now()
+        WHERE ({current}) IS DISTINCT FROM ({incoming})
+        """  # noqa: S608 - column names are constants of this module
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def snapshot_portfolios(
+    pool: asyncpg.Pool,
+    portfolios: Sequence[PortfolioRow],
+    *,
+    dates: Sequence[date],
+    progress: Progress | None = None,
+) -> SnapshotOutcome:
+    """Compute and upsert snapshots of `portfolios` for `dates`, in batches."""
+    outcome = SnapshotOutcome(portfolios=len(portfolios))
+    if not dates or not portfolios:
+        return outcome
+    previous = previous_valuation_date(dates[0])
+    for offset in range(0, len(portfolios), BATCH_PORTFOLIOS):
+        batch = portfolios[offset : offset + BATCH_PORTFOLIOS]
+        async with pool.acquire() as connection:
+            transactions = await load_transactions(connection, [p.id for p in batch])
+            symbols = set().union(*(symbols_of(t) for t in transactions.values()))
+            market = await load_market_data(
+                connection, sorted(symbols), start=previous, end=dates[-1]
+            )
+            records: list[tuple[Any, ...]] = []
+            for portfolio in batch:
+                try:
+                    rows = portfolio_valuations(
+                        portfolio,
+                        transactions.get(portfolio.id, []),
+                        market,
+                        dates=dates,
+                        previous=previous,
+                    )
+                except (MissingPrice, LedgerError, CurrencyMismatch) as exc:
+                    outcome.failed[portfolio.id] = str(exc)
+                    log.warning("snapshot skipped", portfolio_id=portfolio.id, reason=str(exc))
+                    continue
+                records.extend(snapshot_record(portfolio.id, row) for row in rows)
+            async with connection.transaction():
+                outcome.changed += await upsert_snapshots(connection, records)
+            outcome.rows += len(records)
+        if progress is not None:
+            await progress(min(offset + BATCH_PORTFOLIOS, len(portfolios)), len(portfolios))
+    return outcome

@@ -1,0 +1,111 @@
+"""The analytics task bodies: validate kwargs, pick portfolios, delegate, summarise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from service.logs import get_logger
+from workers.analytics.params import (
+    PerformanceParams,
+    ReportParams,
+    SnapshotParams,
+    exchange_today,
+    performance_window,
+)
+from workers.analytics.performance_run import calculate_performance
+from workers.analytics.portfolio_reads import select_portfolios
+from workers.analytics.report_run import generate_report
+from workers.analytics.snapshots import snapshot_portfolios
+from workers.runtime import TaskContext
+
+log = get_logger(__name__)
+
+
+class PortfolioNotFound(LookupError):
+    """The portfolio does not exist (or is not the given user's)."""
+
+
+async def create_portfolio_snapshot(ctx: TaskContext, **kwargs: Any) -> dict[str, Any]:
+    """Snapshot the portfolios (named, the user's, or all) for one date or a range."""
+    params = msgspec.convert(kwargs, SnapshotParams, strict=False)
+    dates = params.valuation_dates(today=exchange_today())
+    async with ctx.pool.acquire() as connection:
+        portfolios = await select_portfolios(
+            connection, portfolio_ids=params.portfolio_ids, user_id=params.user_id
+        )
+    if params.portfolio_ids is not None and len(portfolios) != len(set(params.portfolio_ids)):
+        missing = sorted(set(params.portfolio_ids) - {p.id for p in portfolios})
+        raise PortfolioNotFound(f"portfolios not found: {missing}")
+
+    async def progress(done: int, total: int) -> None:
+        await ctx.report_progress(current=done, total=total, message="portfolios snapshotted")
+
+    outcome = await snapshot_portfolios(ctx.pool, portfolios, dates=dates, progress=progress)
+    log.info(
+        "snapshots written",
+        portfolios=outcome.portfolios,
+        rows=outcome.rows,
+        changed=outcome.changed,
+        failed=len(outcome.failed),
+    )
+    return {
+        "portfolios": outcome.portfolios,
+        "dates": len(dates),
+        "start": dates[0].isoformat() if dates else None,
+        "end": dates[-1].isoformat() if dates else None,
+        "snapshots": outcome.rows,
+        "changed": outcome.changed,
+        "failed": {str(pid): reason for pid, reason in outcome.failed.items()},
+    }
+
+
+async def calculate_portfolio_performance(ctx: TaskContext, **kwargs: Any) -> dict[str, Any]:
+    """Compute and store the performance of one portfolio or of all a user's."""
+    params = msgspec.convert(kwargs, PerformanceParams, strict=False)
+    base, end = params.window(today=exchange_today())
+    async with ctx.pool.acquire() as connection:
+        portfolios = await select_portfolios(
+            connection,
+            portfolio_ids=[params.portfolio_id] if params.portfolio_id else None,
+            user_id=params.user_id,
+        )
+    if params.portfolio_id is not None and not portfolios:
+        raise PortfolioNotFound(f"portfolio {params.portfolio_id} not found")
+    await ctx.report_progress(current=0, total=len(portfolios), message="computing")
+    results = await calculate_performance(
+        ctx.pool,
+        portfolios,
+        base=base,
+        end=end,
+        benchmark_symbol=ctx.settings.benchmark_symbol,
+        risk_free_rate=ctx.settings.risk_free_rate,
+    )
+    await ctx.report_progress(current=len(portfolios), total=len(portfolios), message="stored")
+    return {
+        "start": base.isoformat(),
+        "end": end.isoformat(),
+        "results": [results[p.id] for p in portfolios],
+    }
+
+
+async def generate_portfolio_report(ctx: TaskContext, **kwargs: Any) -> dict[str, Any]:
+    """Build a JSON or HTML report for one portfolio and store it; returns the report id."""
+    params = msgspec.convert(kwargs, ReportParams, strict=False)
+    base, end = performance_window(days=params.days, start=None, end=None, today=exchange_today())
+    async with ctx.pool.acquire() as connection:
+        portfolios = await select_portfolios(
+            connection, portfolio_ids=[params.portfolio_id], user_id=params.user_id
+        )
+    if not portfolios:
+        raise PortfolioNotFound(f"portfolio {params.portfolio_id} not found")
+    return await generate_report(
+        ctx.pool,
+        ctx.settings,
+        portfolios[0],
+        base=base,
+        end=end,
+        report_format=params.format,
+        task_id=ctx.task_id,
+    )
