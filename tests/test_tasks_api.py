@@ -223,12 +223,11 @@ class TestSubmitAndFollow:
         assert states[-1] == "SUCCESS"
         assert states.count("SUCCESS") == 1
 
-    async def test_unimplemented_task_is_501(self, alice: Api) -> None:
-        """A task type whose body has not landed answers 501 problem details."""
-        status, problem = await alice.submit("asset-info", {"symbol": "AAPL"})
-        assert status == 501
-        assert problem["status"] == 501
-        assert "fetch_asset_info" in problem["detail"]
+    async def test_asset_info_is_accepted(self, alice: Api) -> None:
+        """fetch_asset_info, the last body to land (issue 4), is accepted like the others."""
+        status, answer = await alice.submit("asset-info", {"symbol": "AAPL"})
+        assert status == 202, answer
+        assert answer["status"] == "submitted"
 
 
 class TestIsolation:
