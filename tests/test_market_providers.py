@@ -312,6 +312,28 @@ class TestFailoverAndBreaker:
             "tiingo",
         ]
 
+    async def test_quotes_retry_only_the_symbols_that_failed(
+        self,
+        base_env: dict[str, str],
+        sim: Sim,
+        http: aiohttp.ClientSession,
+        redis_client: aioredis.Redis,
+    ) -> None:
+        """A quote that met a 500 is asked for again on the same provider; the others are not."""
+        settings = market_settings(base_env, sim.url, MARKET_DATA_PROVIDERS="yahoo")
+        chain = failover(settings, session=http, redis=redis_client)
+        sim.configure(faults=["500"], fault_rate=1.0, fault_symbols=["QFLAKY"])
+        errors = sim.count("500")
+        requests = sim.count("yahoo:total")
+        fetch = asyncio.ensure_future(chain.quotes(["QFLAKY", "QSTEADY1", "QSTEADY2"]))
+        while sim.count("500") == errors:  # noqa: ASYNC110 - the server is in this loop
+            await asyncio.sleep(0.01)
+        sim.configure()
+        found, failed = await fetch
+        assert sorted(found) == ["QFLAKY", "QSTEADY1", "QSTEADY2"]
+        assert failed == {}
+        assert sim.count("yahoo:total") - requests == 4
+
     async def test_breaker_opens_fails_over_and_recovers(
         self,
         base_env: dict[str, str],

@@ -9,6 +9,7 @@ provider's reason.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,7 +17,7 @@ from datetime import date
 from typing import TypeVar
 
 from service.logs import get_logger
-from workers.backoff import call_with_retries
+from workers.backoff import call_with_retries, next_delay
 from workers.providers.base import AssetInfo, ErrorKind, History, ProviderError, Quote
 from workers.providers.registry import ProviderSlot
 
@@ -66,6 +67,10 @@ async def guarded(slot: ProviderSlot, call: Callable[[], Awaitable[T]]) -> T:
     return result
 
 
+def _retryable(answer: Quote | ProviderError) -> bool:
+    return isinstance(answer, ProviderError) and answer.retryable
+
+
 class Failover:
     """Providers in order, with a per-symbol retry budget."""
 
@@ -76,18 +81,21 @@ class Failover:
         self.budget = budget
         self._rng = rng or random.Random()
 
+    async def _attempts(self, slot: ProviderSlot, call: Callable[[], Awaitable[T]]) -> T:
+        """`call` through `slot`'s breaker, retried within the budget."""
+
+        async def attempt() -> T:
+            return await guarded(slot, call)
+
+        return await call_with_retries(attempt, budget=self.budget, rng=self._rng)
+
     async def _first(
         self, make_call: Callable[[ProviderSlot], Callable[[], Awaitable[T]]]
     ) -> tuple[T, str]:
         errors: list[ProviderError] = []
         for slot in self.slots:
-            call = make_call(slot)
             try:
-                result = await call_with_retries(
-                    lambda slot=slot, call=call: guarded(slot, call),  # type: ignore[misc]
-                    budget=self.budget,
-                    rng=self._rng,
-                )
+                result = await self._attempts(slot, make_call(slot))
             except ProviderError as error:
                 errors.append(error)
                 continue
@@ -104,6 +112,36 @@ class Failover:
         """`symbol`'s reference data from the first provider that has it."""
         return await self._first(lambda slot: lambda: slot.provider.asset_info(symbol))
 
+    async def _quotes_from(
+        self, slot: ProviderSlot, symbols: list[str]
+    ) -> dict[str, Quote | ProviderError]:
+        """One provider's quotes; symbols that met a retryable error are asked again (only
+        those) with backoff, within the budget."""
+        answers: dict[str, Quote | ProviderError] = {}
+        pending = list(symbols)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+
+            async def ask(batch: list[str] = pending) -> dict[str, Quote | ProviderError]:
+                return await slot.provider.quotes(batch)
+
+            answers.update(await self._attempts(slot, ask))
+            retry = [s for s in pending if _retryable(answers[s])]
+            if not retry:
+                return answers
+            delay = next_delay(
+                ProviderError(ErrorKind.TRANSIENT, "quotes"),
+                attempt=attempt,
+                elapsed=time.monotonic() - started,
+                budget=self.budget,
+                rng=self._rng,
+            )
+            if delay is None:
+                return answers
+            await asyncio.sleep(delay)
+            pending, attempt = retry, attempt + 1
+
     async def quotes(
         self, symbols: Sequence[str]
     ) -> tuple[dict[str, tuple[Quote, str]], dict[str, SymbolFailed]]:
@@ -116,13 +154,7 @@ class Failover:
                 break
             batch = list(pending)
             try:
-                answers = await call_with_retries(
-                    lambda slot=slot, batch=batch: guarded(  # type: ignore[misc]
-                        slot, lambda: slot.provider.quotes(batch)
-                    ),
-                    budget=self.budget,
-                    rng=self._rng,
-                )
+                answers = await self._quotes_from(slot, batch)
             except ProviderError as error:
                 for symbol in batch:
                     errors[symbol].append(error)
