@@ -103,6 +103,9 @@ def main() -> None:
         environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
         settings = Settings.from_env(environ)
         environ.setdefault("YAHOO_BASE_URL", settings.sim_exchange_url)
+        if environ["YAHOO_BASE_URL"] == settings.sim_exchange_url:
+            # The local exchange takes far more than the polite default meant for Yahoo.
+            environ.setdefault("YAHOO_RATE_LIMIT", "500/second")
         settings = Settings.from_env(environ)
         configure_logging(service="dev", level=settings.log_level, fmt=settings.log_format)
         asyncio.run(migrate(settings.database_url))
