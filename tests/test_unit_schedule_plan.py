@@ -100,7 +100,7 @@ class TestFireTimes:
     def test_extended_hours_window(
         self, day: date, count: int, first_local: time, last_local: time
     ) -> None:
-        """Extended hours fire every 30 minutes, inclusive of both ends, until 17:00 on early closes."""
+        """Extended hours fire every 30 min, both ends included, until 17:00 on early closes."""
         fires = fires_on("extended-hours-update", day)
         local = [fire.astimezone(EXCHANGE_TZ).time() for fire in fires]
         assert (len(fires), local[0], local[-1]) == (count, first_local, last_local)
@@ -225,7 +225,7 @@ class TestNextFires:
 
 class TestJobs:
     def test_table_ids(self) -> None:
-        """The market table holds exactly the four jobs the dashboard relies on, in tie-break order."""
+        """The market table holds the four jobs the dashboard relies on, in tie-break order."""
         assert list(BEAT_SCHEDULE) == [
             "hourly-price-update",
             "daily-snapshot",

@@ -29,6 +29,7 @@ TASK_QUEUES: dict[str, str] = {
     "create_portfolio_snapshot": QUEUE_ANALYTICS,
     "generate_portfolio_report": QUEUE_ANALYTICS,
     "cleanup": QUEUE_ANALYTICS,
+    "scheduler_probe": QUEUE_MARKET_DATA,
 }
 
 _REDIS_SOCKET_OPTIONS: dict[str, Any] = {

@@ -8,8 +8,10 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from service.logs import get_logger
+from workers.cleanup import cleanup
 from workers.demo import demo_fetch
 from workers.runtime import AsyncRuntime, TaskBody, TaskCancelled
+from workers.schedule.probe import scheduler_probe
 
 log = get_logger(__name__)
 
@@ -48,3 +50,5 @@ def register_async_task(app: Celery, runtime: AsyncRuntime, *, name: str, body: 
 def register_tasks(app: Celery, runtime: AsyncRuntime) -> None:
     """Register every findash task on `app`."""
     register_async_task(app, runtime, name="demo_fetch", body=demo_fetch)
+    register_async_task(app, runtime, name="cleanup", body=cleanup)
+    register_async_task(app, runtime, name="scheduler_probe", body=scheduler_probe)

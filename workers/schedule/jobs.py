@@ -71,7 +71,7 @@ SCHEDULES: dict[ScheduleName, dict[str, dict[str, Any]]] = {
 
 
 def jobs_from_beat_schedule(schedule: Mapping[str, Mapping[str, Any]]) -> list[Job]:
-    """The table's entries as `Job`s, in table order (which breaks ties between coinciding fires)."""
+    """The entries as `Job`s, in table order (which breaks ties between coinciding fires)."""
     return [
         Job(
             id=job_id,
