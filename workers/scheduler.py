@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 from service.logs import configure_logging, get_logger
@@ -30,6 +31,8 @@ def main() -> None:
     """Run the scheduler until SIGINT or SIGTERM."""
     settings = Settings.from_env()
     configure_logging(service="scheduler", level=settings.log_level, fmt=settings.log_format)
+    # APScheduler only wakes the leader; our own lines name each claim and send.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log.info("scheduler configuration", schedule=settings.scheduler_schedule)
 
     async def run() -> None:
