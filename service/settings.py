@@ -70,7 +70,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     # fault-injection pause between claim and send, for failover tests only.
     scheduler_schedule: Literal["market", "probe"] = "market"
     scheduler_heartbeat_seconds: Annotated[float, msgspec.Meta(ge=0.2, le=3)] = 2.0
-    scheduler_election_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=10)] = 1.0
+    scheduler_election_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3)] = 1.0
     scheduler_session_timeout_seconds: Annotated[int, msgspec.Meta(ge=5, le=600)] = 10
     scheduler_catchup_seconds: Annotated[float, msgspec.Meta(ge=1, le=600)] = 30.0
     scheduler_fault_pause_after_claim_seconds: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.0

@@ -275,6 +275,32 @@ class TestFailover:
         replicas.stop_all()
         await assert_every_fire_ran_once(pool, until=until)
 
+    @pytest.mark.timeout(60)
+    async def test_catch_up_after_outage(self, pool: asyncpg.Pool, replicas: Replicas) -> None:
+        """With no replica running for 6 s, the next leader claims every fire missed within
+        the grace window, and each runs once."""
+        epoch0, _ = await leader_pid(pool)
+        first = replicas.start()
+        epoch, _, _ = await wait_for_leader(pool, replicas, after_epoch=epoch0, within=20)
+        await wait_for_sent(pool, count=2, within=20)
+        first.stop(timeout=10)
+        stopped = datetime.now(UTC)
+        await asyncio.sleep(6)
+        second = replicas.start()
+        await wait_for_leader(pool, replicas, after_epoch=epoch, within=20)
+        await asyncio.sleep(2)
+        until = datetime.now(UTC) - timedelta(seconds=1)
+        replicas.stop_all()
+        await assert_every_fire_ran_once(pool, until=until)
+        caught_up = await pool.fetchval(
+            "SELECT count(*) FROM schedule_fires WHERE scheduled_for > $1 AND scheduled_for < $2"
+            " AND claimed_by LIKE $3",
+            stopped + timedelta(seconds=1),
+            stopped + timedelta(seconds=5),
+            f"%:{second.pid}",
+        )
+        assert caught_up >= 2
+
 
 @pytest.mark.usefixtures("worker", "fresh_ledger")
 class TestScheduleCli:

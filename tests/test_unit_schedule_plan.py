@@ -20,6 +20,7 @@ from workers.schedule.plan import (
     next_fires,
     wake_times,
 )
+from workers.schedule.process import wake_trigger
 
 NYSE = TradingCalendar()
 JOBS = {job.id: job for job in jobs_for("market")}
@@ -271,3 +272,26 @@ class TestJobs:
     def test_wake_times_cover_every_fire(self) -> None:
         """The cron wake-up of the hourly job covers 09-16 on the hour."""
         assert wake_times(JOBS["hourly-price-update"].rule) == (tuple(range(9, 17)), (0,))
+
+
+class TestWakeTrigger:
+    @pytest.mark.parametrize("job_id", list(BEAT_SCHEDULE))
+    @pytest.mark.parametrize(
+        "day", [date(2026, 3, 8), date(2026, 3, 9), date(2026, 11, 1), date(2026, 11, 27)]
+    )
+    def test_cron_wake_ups_cover_every_planned_fire(self, job_id: str, day: date) -> None:
+        """APScheduler's cron trigger for a job wakes the leader at every fire the planner plans."""
+        job = JOBS[job_id]
+        trigger = wake_trigger(job.rule)
+        start, end = local_day(day)
+        wakes: list[datetime] = []
+        previous = None
+        now = start - timedelta(microseconds=1)
+        while True:
+            wake = trigger.get_next_fire_time(previous, now)
+            if wake is None or wake >= end:
+                break
+            wakes.append(wake.astimezone(UTC))
+            previous, now = wake, wake
+        planned = fire_times(job, NYSE, start=start, end=end)
+        assert set(planned) <= set(wakes)
