@@ -111,7 +111,10 @@ def list_jobs(next_count: int, last_count: int) -> None:
         console.print(
             f"leader {leader['leader']} epoch {leader['epoch']}"
             f" since {leader['acquired_at']:%Y-%m-%d %H:%M:%S %Z}"
+            " (the last to win the lock; it may have stopped since)"
         )
+    else:
+        console.print("no scheduler has led yet")
     table = Table("job", "task", "next fires (New York)", "last fires (state / task state)")
     for view in views:
         last = [
@@ -143,3 +146,7 @@ def run_job(job_id: str, wait_seconds: float) -> None:
     click.echo(f"{job_id} fire {fire.scheduled_for.isoformat()} task {fire.task_id}: {state}")
     if state == "claimed":
         click.echo("no leader sent it yet; the next leader will, within the job's grace window")
+
+
+if __name__ == "__main__":
+    schedule_group()

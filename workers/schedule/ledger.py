@@ -211,7 +211,12 @@ async def recent_fires(
     connection: asyncpg.Connection, *, job_id: str, limit: int
 ) -> list[LedgerRow]:
     """The job's latest fires, newest first, with the task registry's state when it exists."""
-    has_registry = await connection.fetchval("SELECT to_regclass('tasks') IS NOT NULL")
+    # The task registry (issue 3) may be absent in a branch or an older database.
+    has_registry = await connection.fetchval(
+        "SELECT count(*) = 2 FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = 'tasks'"
+        " AND column_name IN ('id', 'state')"
+    )
     task_state = (
         "(SELECT t.state::text FROM tasks t WHERE t.id::text = f.task_id::text)"
         if has_registry
