@@ -9,13 +9,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 import pytest
 from celery import Celery
 
+from service.embedded import free_port
 from service.settings import Settings
-from workers.celery_app import create_celery_app
 from workers.schedule.jobs import jobs_for
-from workers.schedule.process import Scheduler
+from workers.schedule.process import Scheduler, create_publisher
 
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -23,22 +24,29 @@ LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def publisher(settings: Settings) -> Iterator[Celery]:
     """A publishing-only Celery app on the session's Redis."""
-    app = create_celery_app(settings)
+    app = create_publisher(settings)
     yield app
     app.close()
 
 
 async def run_leader_at(
-    pool: asyncpg.Pool, settings: Settings, publisher: Celery, *, now: datetime
+    pool: asyncpg.Pool,
+    settings: Settings,
+    publisher: Celery,
+    *,
+    now: datetime,
+    fresh: bool = True,
 ) -> list[tuple[str, str, str]]:
     """Run one replica whose clock says `now` until its first pass is done; return the ledger
-    as (job id, scheduled time, state) rows."""
-    await pool.execute("TRUNCATE schedule_fires, scheduler_jobs, scheduler_probe_runs")
-    await pool.execute(
-        "INSERT INTO scheduler_jobs (job_id, first_seen_at) SELECT unnest($1::text[]), $2",
-        [job.id for job in jobs_for("market")],
-        LONG_AGO,
-    )
+    as (job id, scheduled time, state) rows. `fresh` starts from a ledger of a scheduler
+    deployed long ago that never fired."""
+    if fresh:
+        await pool.execute("TRUNCATE schedule_fires, scheduler_jobs, scheduler_probe_runs")
+        await pool.execute(
+            "INSERT INTO scheduler_jobs (job_id, first_seen_at) SELECT unnest($1::text[]), $2",
+            [job.id for job in jobs_for("market")],
+            LONG_AGO,
+        )
     epoch0 = await pool.fetchval("SELECT epoch FROM scheduler_leader")
     scheduler = Scheduler(
         settings, jobs=jobs_for("market"), publisher=publisher, name="fake-clock", clock=lambda: now
@@ -96,3 +104,26 @@ class TestMarketPass:
             pool, settings, publisher, now=datetime(2026, 11, 26, 17, 0, tzinfo=UTC)
         )
         assert ledger == []
+
+    async def test_broker_down_keeps_fire_claimed_until_a_leader_can_send(
+        self, pool: asyncpg.Pool, settings: Settings, publisher: Celery
+    ) -> None:
+        """With the broker unreachable the fire stays claimed; the next leader that reaches the
+        broker sends it under the same task id."""
+        now = datetime(2026, 3, 9, 20, 35, tzinfo=UTC)
+        dead_url = f"redis://127.0.0.1:{free_port()}/0"
+        dead = msgspec.structs.replace(
+            settings, celery_broker_url=dead_url, celery_result_backend=dead_url
+        )
+        unreachable = create_publisher(dead)
+        try:
+            first = await run_leader_at(pool, settings, unreachable, now=now)
+        finally:
+            unreachable.close()
+        second = await run_leader_at(pool, settings, publisher, now=now, fresh=False)
+        # The failed send ends the pass (heartbeats go on), so 16:30's extended fire waits too.
+        assert first == [("daily-snapshot", "2026-03-09T20:30:00+00:00", "claimed")]
+        assert second == [
+            ("daily-snapshot", "2026-03-09T20:30:00+00:00", "sent"),
+            ("extended-hours-update", "2026-03-09T20:30:00+00:00", "sent"),
+        ]

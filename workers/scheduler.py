@@ -8,16 +8,15 @@ import signal
 
 from service.logs import configure_logging, get_logger
 from service.settings import Settings
-from workers.celery_app import create_celery_app
 from workers.schedule.jobs import jobs_for
-from workers.schedule.process import Scheduler
+from workers.schedule.process import Scheduler, create_publisher
 
 log = get_logger(__name__)
 
 
 async def run_scheduler(settings: Settings, *, stop: asyncio.Event) -> None:
     """Run one replica of the configured schedule until `stop` is set."""
-    publisher = create_celery_app(settings)
+    publisher = create_publisher(settings)
     try:
         scheduler = Scheduler(
             settings, jobs=jobs_for(settings.scheduler_schedule), publisher=publisher

@@ -30,6 +30,7 @@ from service.logs import get_logger
 from service.market_closures import load_trading_calendar
 from service.settings import Settings
 from service.trading_calendar import EXCHANGE_TZ
+from workers.celery_app import create_celery_app
 from workers.schedule import ledger
 from workers.schedule.leader import LeadershipLost, heartbeat, open_lock_connection, try_acquire
 from workers.schedule.plan import EPOCH, Every, Fire, Job, MarketTimes, Rule, due_fires, wake_times
@@ -50,6 +51,19 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def create_publisher(settings: Settings) -> Celery:
+    """The Celery app the leader sends with: the shared configuration, minus a result backend.
+
+    The scheduler never reads results; with the Redis backend configured, every `send_task`
+    would subscribe this process to the task's result channel (a subscription kept until
+    someone calls `.get()`, and a 20-retry reconnect loop inside `send_task` when Redis is
+    down). Workers still store results under their own configuration.
+    """
+    app = create_celery_app(settings)
+    app.conf.result_backend = "disabled"
+    return app
+
+
 def wake_trigger(rule: Rule) -> BaseTrigger:
     """An APScheduler trigger that wakes the leader at (a superset of) the rule's fire times."""
     if isinstance(rule, Every):
@@ -62,6 +76,10 @@ def wake_trigger(rule: Rule) -> BaseTrigger:
         minute=",".join(map(str, minutes)),
         timezone=EXCHANGE_TZ,
     )
+
+
+class _BrokerUnavailable(Exception):
+    """A send failed; the fire stays claimed and the pass stops so heartbeats go on."""
 
 
 class Scheduler:
@@ -91,13 +109,17 @@ class Scheduler:
         log.info("scheduler started", replica=self._name, jobs=[job.id for job in self._jobs])
         while not stop.is_set():
             connection: asyncpg.Connection | None = None
+            epoch: int | None = None
             try:
                 connection = await open_lock_connection(self._settings, name=self._name)
                 epoch = await self._follow(connection, stop)
                 if epoch is not None:
                     await self._lead(connection, epoch, stop)
             except Exception as exc:  # noqa: BLE001 - any error ends the term; we follow again
-                log.warning("stepping down", replica=self._name, error=repr(exc))
+                if epoch is not None:
+                    log.warning("stepping down", leader=self._name, epoch=epoch, error=repr(exc))
+                else:
+                    log.warning("election failed", replica=self._name, error=repr(exc))
             finally:
                 if connection is not None:
                     connection.terminate()
@@ -175,7 +197,19 @@ class Scheduler:
     ) -> None:
         """One pass: send pending claims, then claim and send every new due fire."""
         now = self._clock()
-        await self._send_pending(connection, epoch, now)
+        try:
+            await self._send_pending(connection, epoch, now)
+            await self._claim_due(connection, epoch, first_seen, now)
+        except _BrokerUnavailable:
+            self._retry_soon = True
+
+    async def _claim_due(
+        self,
+        connection: asyncpg.Connection,
+        epoch: int,
+        first_seen: dict[str, datetime],
+        now: datetime,
+    ) -> None:
         calendar = await load_trading_calendar(connection)
         due = due_fires(self._jobs, calendar, now=now, first_seen=first_seen)
         if not due:
@@ -228,7 +262,9 @@ class Scheduler:
     ) -> None:
         """Send claimed-but-unsent fires (a dead leader's, or the CLI's) under their task ids."""
         longest = max(job.grace for job in self._jobs)
-        for pending in await ledger.pending_fires(connection):
+        pending_list = await ledger.pending_fires(connection)
+        self._last_proof = time.monotonic()
+        for pending in pending_list:
             job = self._jobs_by_id.get(pending.job_id)
             grace = job.grace if job is not None else longest
             if pending.scheduled_for + grace < now:
@@ -282,10 +318,9 @@ class Scheduler:
                 task_id=task_id,
                 expires=expires,
             )
-        except Exception as exc:  # noqa: BLE001 - any broker failure leaves the claim for a retry
+        except Exception as exc:  # kombu, redis-py and socket errors alike: retry later
             log.error("fire send failed; stays claimed", error=repr(exc), **fields)
-            self._retry_soon = True
-            return
+            raise _BrokerUnavailable from exc
         await ledger.mark_sent(connection, task_id=task_id, epoch=epoch)
         self._last_proof = time.monotonic()
         log.info("fire sent", task_name=task_name, **fields)
