@@ -145,9 +145,14 @@ class Scheduler:
         log.info("became leader", leader=self._name, epoch=epoch)
         first_seen = await ledger.register_jobs(connection, list(self._jobs_by_id))
         clock = AsyncIOScheduler(timezone=UTC)
+
+        async def wake() -> None:
+            # A coroutine, so APScheduler's AsyncIOExecutor runs it on this loop, not a thread.
+            self._wake.set()
+
         for job in self._jobs:
             clock.add_job(
-                self._wake.set,
+                wake,
                 wake_trigger(job.rule),
                 id=job.id,
                 misfire_grace_time=None,
