@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 BENCHMARKS = {
     "task_api": "bench.task_api",
     "analytics": "bench.analytics",
+    "scheduler_failover": "bench.scheduler_failover",
 }
 
 

@@ -14,9 +14,11 @@ from workers.analytics.tasks import (
     create_portfolio_snapshot,
     generate_portfolio_report,
 )
+from workers.cleanup import cleanup
 from workers.demo import demo_fetch
 from workers.history_fetch import fetch_market_data
 from workers.runtime import AsyncRuntime, TaskBody, TaskCancelled, TaskSkipped
+from workers.schedule.probe import scheduler_probe
 
 log = get_logger(__name__)
 
@@ -70,3 +72,5 @@ def register_tasks(app: Celery, runtime: AsyncRuntime) -> None:
         app, runtime, name="generate_portfolio_report", body=generate_portfolio_report
     )
     register_async_task(app, runtime, name="fetch_market_data", body=fetch_market_data)
+    register_async_task(app, runtime, name="cleanup", body=cleanup)
+    register_async_task(app, runtime, name="scheduler_probe", body=scheduler_probe)
