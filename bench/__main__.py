@@ -14,6 +14,7 @@ BENCHMARKS = {
     "task_api": "bench.task_api",
     "analytics": "bench.analytics",
     "market_data": "bench.market_data",
+    "scheduler_failover": "bench.scheduler_failover",
 }
 
 

@@ -27,7 +27,7 @@ from service.rate_limit import RateLimiter, parse_rate
 from service.request_context import request_context_middleware
 from service.settings import Settings
 from service.tasks_api import TaskController
-from workers.celery_app import create_celery_app
+from workers.celery_app import create_publisher_app
 
 log = get_logger(__name__)
 
@@ -73,7 +73,7 @@ def create_app(settings: Settings) -> Litestar:
             socket_connect_timeout=2,
             health_check_interval=25,
         )
-        celery_app = create_celery_app(settings)
+        celery_app = create_publisher_app(settings)
         app.state.publisher = TaskPublisher(
             celery_app, timeout_seconds=settings.publish_timeout_seconds
         )

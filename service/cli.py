@@ -25,6 +25,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from service import users
+from service.cli_schedule import schedule_group
 from service.settings import Settings
 
 DEV_ENV_FILE = Path(__file__).resolve().parent.parent / ".dev" / "env"
@@ -430,6 +431,9 @@ def users_revoke_key(ctx: click.Context, key_id: int) -> None:
         errors.print(f"no active key {key_id}")
         sys.exit(EXIT_REFUSED)
     console.print(f"key {key_id} revoked")
+
+
+main.add_command(schedule_group)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,18 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     market_data_breaker_failures: PositiveInt = 5
     market_data_breaker_cooldown_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
 
+    # Scheduler (issue 6). `SCHEDULER_SCHEDULE=probe` swaps the market jobs for second-level
+    # probe jobs (tests, smoke checks); `SCHEDULER_FAULT_PAUSE_AFTER_CLAIM_SECONDS` is a
+    # fault-injection pause between claim and send, for failover tests only.
+    scheduler_schedule: Literal["market", "probe"] = "market"
+    scheduler_heartbeat_seconds: Annotated[float, msgspec.Meta(ge=0.2, le=3)] = 2.0
+    scheduler_election_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3)] = 1.0
+    scheduler_session_timeout_seconds: Annotated[int, msgspec.Meta(ge=5, le=600)] = 10
+    scheduler_catchup_seconds: Annotated[float, msgspec.Meta(ge=1, le=600)] = 30.0
+    scheduler_fault_pause_after_claim_seconds: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.0
+    scheduler_ledger_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 90
+    cleanup_task_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 30
+
     def __post_init__(self) -> None:
         if not self.celery_broker_url:
             msgspec.structs.force_setattr(self, "celery_broker_url", self.redis_url)

@@ -30,6 +30,7 @@ TASK_QUEUES: dict[str, str] = {
     "create_portfolio_snapshot": QUEUE_ANALYTICS,
     "generate_portfolio_report": QUEUE_ANALYTICS,
     "cleanup": QUEUE_ANALYTICS,
+    "scheduler_probe": QUEUE_MARKET_DATA,
 }
 
 _REDIS_SOCKET_OPTIONS: dict[str, Any] = {
@@ -98,4 +99,18 @@ def create_celery_app(settings: Settings) -> Celery:
     """A configured Celery app with no tasks registered (publishers use `send_task`)."""
     app = Celery("findash", set_as_current=False)
     app.conf.update(celery_config(settings))
+    return app
+
+
+def create_publisher_app(settings: Settings) -> Celery:
+    """The app publishers (API, scheduler) send with: the shared configuration without a
+    result backend.
+
+    Publishers never read Celery results (the task registry answers status). With the Redis
+    backend configured, every `send_task` would subscribe the process to that task's result
+    channel until someone calls `.get()`, and retry reconnecting inside `send_task` when
+    Redis is down. Workers still store results under their own configuration.
+    """
+    app = create_celery_app(settings)
+    app.conf.result_backend = "disabled"
     return app

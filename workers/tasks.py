@@ -14,6 +14,7 @@ from workers.analytics.tasks import (
     create_portfolio_snapshot,
     generate_portfolio_report,
 )
+from workers.cleanup import cleanup
 from workers.demo import demo_fetch
 from workers.market_data_tasks import (
     fetch_asset_info,
@@ -22,6 +23,7 @@ from workers.market_data_tasks import (
     update_portfolio_prices,
 )
 from workers.runtime import AsyncRuntime, TaskBody, TaskCancelled, TaskSkipped
+from workers.schedule.probe import scheduler_probe
 
 log = get_logger(__name__)
 
@@ -78,3 +80,5 @@ def register_tasks(app: Celery, runtime: AsyncRuntime) -> None:
     register_async_task(app, runtime, name="fetch_market_data_chunk", body=fetch_market_data_chunk)
     register_async_task(app, runtime, name="update_portfolio_prices", body=update_portfolio_prices)
     register_async_task(app, runtime, name="fetch_asset_info", body=fetch_asset_info)
+    register_async_task(app, runtime, name="cleanup", body=cleanup)
+    register_async_task(app, runtime, name="scheduler_probe", body=scheduler_probe)

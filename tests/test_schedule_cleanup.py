@@ -1,0 +1,68 @@
+"""The weekly `cleanup` task on a real worker prunes settled ledger fires and probe runs by age."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from celery import Celery
+
+from service.settings import Settings
+from tests.processes import ManagedProcess
+from workers.celery_app import create_celery_app
+from workers.schedule import ledger
+from workers.schedule.jobs import jobs_for
+from workers.schedule.leader import open_lock_connection, try_acquire
+from workers.schedule.plan import Fire
+
+JOB = next(job for job in jobs_for("market") if job.id == "daily-snapshot")
+
+
+@pytest.fixture(scope="module")
+def publisher(settings: Settings) -> Iterator[Celery]:
+    """A publishing-only Celery app."""
+    app = create_celery_app(settings)
+    yield app
+    app.close()
+
+
+class TestCleanupTask:
+    async def test_prunes_old_settled_rows_only(
+        self, worker: ManagedProcess, publisher: Celery, pool: asyncpg.Pool, settings: Settings
+    ) -> None:
+        """Old sent fires and old probe runs go; recent fires and unsent claims stay."""
+        await pool.execute("TRUNCATE schedule_fires, scheduler_jobs, scheduler_probe_runs")
+        now = datetime.now(UTC)
+        old_sent = Fire(scheduled_for=now - timedelta(days=100), job_id=JOB.id)
+        old_claimed = Fire(scheduled_for=now - timedelta(days=99), job_id=JOB.id)
+        recent = Fire(scheduled_for=now - timedelta(days=1), job_id=JOB.id)
+        connection = await open_lock_connection(settings, name="cleanup-test")
+        try:
+            epoch = await try_acquire(connection, name="cleanup-test")
+            assert epoch is not None
+            for fire in (old_sent, old_claimed, recent):
+                await ledger.claim_fire(connection, job=JOB, fire=fire, epoch=epoch, claimed_by="t")
+            for fire in (old_sent, recent):
+                await ledger.mark_sent(connection, task_id=fire.task_id, epoch=epoch)
+        finally:
+            connection.terminate()
+        await pool.execute(
+            "INSERT INTO scheduler_probe_runs (task_id, runs, last_run_at) VALUES"
+            " (gen_random_uuid(), 1, now() - interval '100 days'), (gen_random_uuid(), 1, now())"
+        )
+        result = publisher.send_task("cleanup", kwargs={"ledger_retention_days": 90})
+        counts: dict[str, Any] = result.get(timeout=30)
+        left = await pool.fetch("SELECT task_id::text AS task_id FROM schedule_fires")
+        assert counts["fires"] == 1
+        assert counts["probe_runs"] == 1
+        assert {row["task_id"] for row in left} == {old_claimed.task_id, recent.task_id}
+        assert await pool.fetchval("SELECT count(*) FROM scheduler_probe_runs") == 1
+
+    def test_unknown_kwarg_fails_the_task(self, worker: ManagedProcess, publisher: Celery) -> None:
+        """An unknown parameter is refused rather than silently ignored."""
+        result = publisher.send_task("cleanup", kwargs={"retention": 1})
+        with pytest.raises(Exception, match="retention"):
+            result.get(timeout=30)
