@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from service.users import IssuedKey
+from tests.processes import ManagedProcess
 
 pytestmark = pytest.mark.usefixtures("worker")
 NewUser = Callable[..., Awaitable[IssuedKey]]
@@ -144,6 +145,7 @@ class TestFetchMarketData:
         pool: asyncpg.Pool,
         http: aiohttp.ClientSession,
         exchange_config: str,
+        worker: ManagedProcess,
     ) -> None:
         """Cancelling a large fetch ends it REVOKED, and no chunk keeps writing afterwards."""
         async with http.put(f"{exchange_config}/_sim/config", json={"latency_ms": 40}) as resp:
@@ -161,7 +163,7 @@ class TestFetchMarketData:
         await asyncio.sleep(1.0)
         settled = sum((await _stored(pool, symbols)).values())
         await asyncio.sleep(1.5)
-        assert sum((await _stored(pool, symbols)).values()) == settled
+        assert sum((await _stored(pool, symbols)).values()) == settled, worker.log_tail(12000)
         assert settled < 1500 * 23
 
 

@@ -348,6 +348,7 @@ class TestFailoverAndBreaker:
             sim.url,
             MARKET_DATA_PROVIDERS="yahoo,polygon",
             MARKET_DATA_RETRY_BUDGET_SECONDS="0.5",
+            MARKET_DATA_BREAKER_COOLDOWN_SECONDS="3",
         )
         chain = failover(settings, session=http, redis=redis_client)
         yahoo_slot = chain.slots[0]
@@ -362,7 +363,7 @@ class TestFailoverAndBreaker:
         assert provider == "polygon"
         assert sim.count("yahoo:total") == yahoo_requests  # open circuit: Yahoo not asked
         sim.configure()
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(3.1)
         _, provider = await chain.history("RECOVERED", start=start, end=end)
         assert provider == "yahoo"
         assert yahoo_slot.breaker.state(time.monotonic()) is BreakerState.CLOSED

@@ -116,8 +116,10 @@ class ChunkFetcher:
         wanted: Window,
         *,
         on_symbol: Callable[[], Awaitable[None]] | None = None,
+        before_write: Callable[[], Awaitable[None]] | None = None,
     ) -> FetchResult:
-        """Fetch and store `symbols` over `wanted`; call `on_symbol` as each one finishes."""
+        """Fetch and store `symbols` over `wanted`; call `on_symbol` as each one finishes and
+        `before_write` before each batch is written (it raises to stop the fetch)."""
         async with self._pool.acquire() as connection:
             ranges = await stored_ranges(connection, symbols)
             splits, dividends = await known_events(connection, symbols)
@@ -141,10 +143,14 @@ class ChunkFetcher:
                 outcome = await next_done
                 self._add(outcome, batch, result, stored=ranges.get(outcome.symbol))
                 if len(batch.bars) >= self._batch_rows:
+                    if before_write is not None:
+                        await before_write()
                     result.rows_written += await _write(self._pool, batch)
                     batch.clear()
                 if on_symbol is not None:
                     await on_symbol()
+            if before_write is not None:
+                await before_write()
             result.rows_written += await _write(self._pool, batch)
         finally:
             for task in tasks:

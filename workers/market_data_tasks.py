@@ -42,6 +42,10 @@ QUOTE_BATCH = 200
 _publisher: dict[int, Celery] = {}
 
 
+class JobCancelled(Exception):
+    """The fetch job this chunk belongs to was cancelled."""
+
+
 def _celery(settings: Settings) -> Celery:
     """A publishing Celery app for this process (created on first use)."""
     key = id(settings)
@@ -212,7 +216,13 @@ async def _work_through(
             async def tick() -> None:
                 await job.add_done()
 
-            result = await fetcher.run(symbols, wanted, on_symbol=tick)
+            async def still_wanted() -> None:
+                # A helper's own cancel flag is polled every 0.2 s by its runtime; checking
+                # the job's flag right before each write closes that window.
+                if await ctx.redis.exists(cancel_key(job.job_id)):
+                    raise JobCancelled(job.job_id)
+
+            result = await fetcher.run(symbols, wanted, on_symbol=tick, before_write=still_wanted)
         finally:
             renewer.cancel()
         await job.complete(
@@ -241,7 +251,11 @@ async def fetch_market_data_chunk(ctx: TaskContext, *, job_id: str) -> dict[str,
     if spec is None or await ctx.redis.exists(cancel_key(job_id)):
         return {"job_id": job_id, "chunks": 0}
     wanted = Window(date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"]))
-    ran = await _work_through(ctx, job, wanted, wait_for_others=False)
+    try:
+        ran = await _work_through(ctx, job, wanted, wait_for_others=False)
+    except JobCancelled:
+        log.info("fetch job cancelled: helper stops", job_id=job_id)
+        return {"job_id": job_id, "chunks": 0, "cancelled": True}
     return {"job_id": job_id, "chunks": ran}
 
 
