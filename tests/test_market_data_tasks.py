@@ -148,7 +148,7 @@ class TestFetchMarketData:
         worker: ManagedProcess,
     ) -> None:
         """Cancelling a large fetch ends it REVOKED, and no chunk keeps writing afterwards."""
-        async with http.put(f"{exchange_config}/_sim/config", json={"latency_ms": 40}) as resp:
+        async with http.put(f"{exchange_config}/_sim/config", json={"latency_ms": 100}) as resp:
             assert resp.status == 200
         symbols = _symbols("K", 1500)
         task_id = await client.submit("market-data", {"symbols": symbols, "period": "1mo"})

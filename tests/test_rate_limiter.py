@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+import time
 import uuid
 
 import redis.asyncio as aioredis
@@ -37,6 +38,7 @@ class TestSharedLimiter:
             name,
             f"{RATE_PER_SECOND}/second",
             str(PER_PROCESS),
+            str(time.time() + 3),  # both start together, whatever their start-up time
         ]
         probes = [
             subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(2)
