@@ -211,10 +211,17 @@ async def _work_through(
             continue
         index, symbols = claimed
         renewer = asyncio.ensure_future(_renew(job, index))
+        unreported = 0
+        reported_at = time.monotonic()
         try:
 
             async def tick() -> None:
-                await job.add_done()
+                # Progress is shown every 0.25 s, so count symbols locally in between.
+                nonlocal unreported, reported_at
+                unreported += 1
+                if time.monotonic() - reported_at >= PROGRESS_INTERVAL_SECONDS:
+                    await job.add_done(unreported)
+                    unreported, reported_at = 0, time.monotonic()
 
             async def still_wanted() -> None:
                 # A helper's own cancel flag is polled every 0.2 s by its runtime; checking
@@ -225,6 +232,7 @@ async def _work_through(
             result = await fetcher.run(symbols, wanted, on_symbol=tick, before_write=still_wanted)
         finally:
             renewer.cancel()
+        await job.add_done(unreported)
         await job.complete(
             index,
             {
