@@ -8,40 +8,31 @@ same bars twice (Celery redelivers) leaves identical rows and touches nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
+from datetime import date
 
 import asyncpg
 
 from workers.yahoo_chart import Bar
 
 BarRow = tuple[
-    str,
-    object,
-    Decimal | None,
-    Decimal | None,
-    Decimal | None,
-    Decimal,
-    Decimal | None,
-    int | None,
-    str,
+    str, date, float | None, float | None, float | None, float, float | None, int | None, str
 ]
 BAR_COLUMNS = ("symbol", "date", "open", "high", "low", "close", "adj_close", "volume", "source")
-_SIX_PLACES = Decimal("0.000001")
+_PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
 
 
 def bar_rows(symbol: str, bars: Iterable[Bar], *, source: str) -> list[BarRow]:
-    """Database rows for `bars`, prices as Decimals rounded as the column stores them."""
-    # Hot path (hundreds of thousands of values per fetch): local names, no helper calls.
-    dec, six, none = Decimal, _SIX_PLACES, None
+    """Database rows for `bars`; prices stay floats until Postgres casts them (see
+    `upsert_bars`)."""
     return [
         (
             symbol,
             bar.date,
-            none if bar.open is None else dec(repr(bar.open)).quantize(six),
-            none if bar.high is None else dec(repr(bar.high)).quantize(six),
-            none if bar.low is None else dec(repr(bar.low)).quantize(six),
-            dec(repr(bar.close)).quantize(six),
-            none if bar.adj_close is None else dec(repr(bar.adj_close)).quantize(six),
+            bar.open,
+            bar.high,
+            bar.low,
+            bar.close,
+            bar.adj_close,
             bar.volume,
             source,
         )
@@ -95,15 +86,35 @@ async def copy_upsert(
 
 
 async def upsert_bars(connection: asyncpg.Connection, rows: Sequence[BarRow]) -> int:
-    """Merge `rows` into daily_prices in one transaction; return how many rows changed."""
+    """Merge `rows` into daily_prices in one transaction; return how many rows changed.
+
+    Prices are COPYed as float8 and cast to the columns' numeric(20, 6) in the merge:
+    Postgres turns a float8 into numeric through its 15 significant digits, so 123.4567
+    is stored as 123.456700, and binary float8 is far cheaper to send than Decimals.
+    """
     if not rows:
         return 0
+    columns = ", ".join(BAR_COLUMNS)
+    staged = ", ".join(f"{c}::numeric(20, 6)" if c in _PRICE_COLUMNS else c for c in BAR_COLUMNS)
+    values = [c for c in BAR_COLUMNS if c not in ("symbol", "date")]
+    current = ", ".join(f"t.{c}" for c in values)
+    proposed = ", ".join(f"excluded.{c}" for c in values)
     async with connection.transaction():
         await ensure_assets(connection, sorted({row[0] for row in rows}))
-        return await copy_upsert(
-            connection,
-            table="daily_prices",
-            columns=BAR_COLUMNS,
-            key=("symbol", "date"),
-            records=rows,
+        await connection.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS incoming_bar_floats (symbol text, date date, "
+            "open float8, high float8, low float8, close float8, adj_close float8, "
+            "volume bigint, source text) ON COMMIT DELETE ROWS"
         )
+        await connection.copy_records_to_table(
+            "incoming_bar_floats", records=rows, columns=BAR_COLUMNS
+        )
+        status: str = await connection.execute(
+            f"INSERT INTO daily_prices AS t ({columns}) "  # noqa: S608 - constant identifiers
+            f"SELECT DISTINCT ON (symbol, date) {staged} FROM incoming_bar_floats "
+            "ORDER BY symbol, date "
+            "ON CONFLICT (symbol, date) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in values)
+            + f", updated_at = now() WHERE ({current}) IS DISTINCT FROM ({proposed})"
+        )
+    return int(status.rsplit(" ", 1)[-1])

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+
+T = TypeVar("T")
 
 
 class ChartErrorKind(StrEnum):
@@ -152,8 +155,10 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("America/New_York")
 
 
-def _at(index: int, values: list[float | None]) -> float | None:
-    return values[index] if index < len(values) else None
+def _padded(values: list[T], length: int) -> list[T | None]:
+    """`values` extended with None to `length` (Yahoo's arrays can be shorter)."""
+    missing = length - len(values)
+    return [*values, *([None] * missing)] if missing > 0 else list(values)
 
 
 def parse_chart(body: bytes, *, status: int = 200) -> Chart:
@@ -182,19 +187,27 @@ def _build_chart(result: _Result) -> Chart:
     quote = result.indicators.quote[0] if result.indicators.quote else _Quote()
     adjclose = result.indicators.adjclose[0].adjclose if result.indicators.adjclose else []
     by_date: dict[date, Bar] = {}
-    for i, stamp in enumerate(result.timestamp):
-        close = _at(i, quote.close)
+    stamps = result.timestamp
+    columns = zip(
+        stamps,
+        _padded(quote.open, len(stamps)),
+        _padded(quote.high, len(stamps)),
+        _padded(quote.low, len(stamps)),
+        _padded(quote.close, len(stamps)),
+        _padded(adjclose, len(stamps)),
+        _padded(quote.volume, len(stamps)),
+        strict=False,
+    )
+    for stamp, open_, high, low, close, adj, volume in columns:
         if close is None:
             continue
         day = datetime.fromtimestamp(stamp, tz=zone).date()
-        volume = _at(i, quote.volume)
-        adj = _at(i, adjclose)
         # A later element on the same exchange date is the live bar: it wins.
         by_date[day] = Bar(
             date=day,
-            open=_at(i, quote.open),
-            high=_at(i, quote.high),
-            low=_at(i, quote.low),
+            open=open_,
+            high=high,
+            low=low,
             close=close,
             adj_close=close if adj is None else adj,
             volume=None if volume is None else int(volume),
