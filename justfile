@@ -75,3 +75,15 @@ user email *flags:
 # Follow a task until it ends.
 follow task_id:
     {{python}} -m service.cli status {{task_id}} --wait
+
+# Fetch a year of daily bars for symbols and follow the task: `just fetch AAPL MSFT`.
+fetch +symbols:
+    {{python}} -m service.cli fetch-market-data {{ prepend("-s ", symbols) }} --wait
+
+# List your unfinished tasks.
+active:
+    {{python}} -m service.cli list-active
+
+# Show the scheduler's jobs, next fires and last fires.
+schedule:
+    {{python}} -m service.cli schedule list

@@ -30,7 +30,7 @@ from service.trading_calendar import NYSE
 from service.users import create_user
 from workers.analytics.performance_run import calculate_performance
 from workers.analytics.portfolio_reads import select_portfolios
-from workers.analytics.snapshots import snapshot_portfolios
+from workers.analytics.snapshots import SNAPSHOT_COLUMNS, snapshot_portfolios
 
 PORTFOLIOS, HOLDINGS, SYMBOLS = 1000, 20, 400
 PERF_PORTFOLIOS, PERF_YEARS = 10, 5
@@ -221,22 +221,7 @@ async def _seed_performance_case(pool: asyncpg.Pool, owner: int, end: date) -> l
         await connection.copy_records_to_table(
             "portfolio_snapshots",
             records=records,
-            columns=(
-                "portfolio_id",
-                "date",
-                "total_value",
-                "market_value",
-                "cash",
-                "cost_basis",
-                "unrealized_pnl",
-                "realized_pnl",
-                "income",
-                "fees",
-                "net_invested",
-                "net_flow",
-                "day_change",
-                "holdings",
-            ),
+            columns=SNAPSHOT_COLUMNS,
         )
         bench = 400 * np.exp(np.cumsum(rng.normal(0.0003, 0.01, len(days))))
         await connection.execute(

@@ -6,8 +6,9 @@ import re
 from typing import Any
 
 import msgspec
-from litestar import MediaType, Request, Response
+from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from service.logs import get_logger
@@ -68,6 +69,19 @@ class ProblemException(HTTPException):
     ) -> None:
         super().__init__(detail=detail, status_code=status, headers=headers)
         self.problem_type = problem_type
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries documenting the problem body for each of `statuses`."""
+    return {
+        status: ResponseSpec(
+            Problem,
+            description=_TITLES.get(status, "Error"),
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
 
 
 def problem_type_for(status: int) -> str:
@@ -165,4 +179,3 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: handle_http,
     Exception: handle_unexpected,
 }
-_ = MediaType

@@ -27,7 +27,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from service import idempotency, task_registry
 from service.auth import admin_only
 from service.cancellation import request_cancel
-from service.problems import ProblemException
+from service.problems import ProblemException, problem_responses
 from service.publisher import BrokerUnavailable, TaskPublisher
 from service.rate_limit import RateLimiter
 from service.task_registry import ACTIVE_STATES, TERMINAL_STATES, TaskStatus
@@ -45,6 +45,7 @@ from service.task_schemas import (
 from service.users import User
 from workers.worker_heartbeat import heartbeat_age, heartbeat_key
 
+PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 501, 503)
 # Task names whose bodies are deployed; the rest answer 501 until their work lands.
 IMPLEMENTED_TASKS = frozenset(
     {
@@ -161,14 +162,19 @@ class TaskController(Controller):
                 )
         return Response(body, status_code=status_code)
 
-    @post("/market-data", status_code=202, summary="Fetch daily history for many symbols")
+    @post(
+        "/market-data",
+        status_code=202,
+        summary="Fetch daily history for many symbols",
+        responses=PROBLEMS,
+    )
     async def market_data(
         self, request: Request[User, int, State], data: MarketDataRequest
     ) -> Response[Submitted]:
         """Queue `fetch_market_data`; 200 with the existing id if an identical one is unfinished."""
         return await self._submit(request, name="fetch_market_data", kwargs=data.task_kwargs())
 
-    @post("/portfolio-prices", status_code=202, summary="Refresh latest prices")
+    @post("/portfolio-prices", status_code=202, summary="Refresh latest prices", responses=PROBLEMS)
     async def portfolio_prices(
         self, request: Request[User, int, State], data: PortfolioPricesRequest | None = None
     ) -> Response[Submitted]:
@@ -178,14 +184,24 @@ class TaskController(Controller):
             request, name="update_portfolio_prices", kwargs={**kwargs, "user_id": request.user.id}
         )
 
-    @post("/asset-info", status_code=202, summary="Fetch one asset's reference data")
+    @post(
+        "/asset-info",
+        status_code=202,
+        summary="Fetch one asset's reference data",
+        responses=PROBLEMS,
+    )
     async def asset_info(
         self, request: Request[User, int, State], data: AssetInfoRequest
     ) -> Response[Submitted]:
         """Queue `fetch_asset_info`."""
         return await self._submit(request, name="fetch_asset_info", kwargs=data.task_kwargs())
 
-    @post("/portfolio-performance", status_code=202, summary="Calculate performance metrics")
+    @post(
+        "/portfolio-performance",
+        status_code=202,
+        summary="Calculate performance metrics",
+        responses=PROBLEMS,
+    )
     async def portfolio_performance(
         self, request: Request[User, int, State], data: PerformanceRequest
     ) -> Response[Submitted]:
@@ -196,7 +212,12 @@ class TaskController(Controller):
         kwargs = {**data.task_kwargs(), "user_id": data.user_id or user.id}
         return await self._submit(request, name="calculate_portfolio_performance", kwargs=kwargs)
 
-    @post("/portfolio-snapshot", status_code=202, summary="Create or backfill snapshots")
+    @post(
+        "/portfolio-snapshot",
+        status_code=202,
+        summary="Create or backfill snapshots",
+        responses=PROBLEMS,
+    )
     async def portfolio_snapshot(
         self, request: Request[User, int, State], data: SnapshotRequest | None = None
     ) -> Response[Submitted]:
@@ -204,7 +225,7 @@ class TaskController(Controller):
         kwargs = {**(data or SnapshotRequest()).task_kwargs(), "user_id": request.user.id}
         return await self._submit(request, name="create_portfolio_snapshot", kwargs=kwargs)
 
-    @post("/portfolio-report", status_code=202, summary="Generate a report")
+    @post("/portfolio-report", status_code=202, summary="Generate a report", responses=PROBLEMS)
     async def portfolio_report(
         self, request: Request[User, int, State], data: ReportRequest
     ) -> Response[Submitted]:
@@ -212,7 +233,7 @@ class TaskController(Controller):
         kwargs = {**data.task_kwargs(), "user_id": request.user.id}
         return await self._submit(request, name="generate_portfolio_report", kwargs=kwargs)
 
-    @get("/status/{task_id:str}", summary="A task's state, progress and result")
+    @get("/status/{task_id:str}", summary="A task's state, progress and result", responses=PROBLEMS)
     async def status(self, request: Request[User, int, State], task_id: str) -> TaskStatus:
         """The task's status; 404 if it is not the caller's."""
         async with request.app.state.pool.acquire() as connection:
@@ -223,7 +244,12 @@ class TaskController(Controller):
             raise ProblemException(status=404, detail=f"no task {task_id}")
         return found
 
-    @delete("/cancel/{task_id:str}", status_code=202, summary="Cancel a queued or running task")
+    @delete(
+        "/cancel/{task_id:str}",
+        status_code=202,
+        summary="Cancel a queued or running task",
+        responses=PROBLEMS,
+    )
     async def cancel(self, request: Request[User, int, State], task_id: str) -> CancelAccepted:
         """A queued task never runs; a running one stops within 2 s; a finished one is 409."""
         state = request.app.state
@@ -247,7 +273,7 @@ class TaskController(Controller):
             )
         return CancelAccepted(task_id=task_id, state=current.state if current else found.state)
 
-    @get("/active", summary="The caller's unfinished tasks")
+    @get("/active", summary="The caller's unfinished tasks", responses=PROBLEMS)
     async def active(self, request: Request[User, int, State]) -> list[TaskStatus]:
         """PENDING, STARTED, PROGRESS and RETRY tasks, newest first."""
         async with request.app.state.pool.acquire() as connection:
@@ -260,7 +286,7 @@ class TaskController(Controller):
                 before=None,
             )
 
-    @get("/", summary="The caller's task history, newest first")
+    @get("/", summary="The caller's task history, newest first", responses=PROBLEMS)
     async def history(
         self,
         request: Request[User, int, State],
@@ -270,8 +296,17 @@ class TaskController(Controller):
         name: Annotated[str | None, Parameter(query="name", max_length=100)] = None,
         limit: Annotated[int, Parameter(query="limit", ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Parameter(query="cursor", max_length=400)] = None,
+        user_id: Annotated[
+            int | None,
+            Parameter(query="user_id", ge=1, le=2**62, description="Another user's (admin only)"),
+        ] = None,
     ) -> TaskPage:
         """One page of tasks; `next_cursor` is null on the last page."""
+        owner_id = request.user.id
+        if user_id is not None and user_id != owner_id:
+            if not request.user.is_admin:
+                raise ProblemException(status=403, detail="user_id needs an admin API key")
+            owner_id = user_id
         states = [s.strip().upper() for s in state_filter.split(",")] if state_filter else None
         if states and not set(states) <= STATE_NAMES:
             raise _bad_field("state", f"must be among {', '.join(sorted(STATE_NAMES))}")
@@ -282,7 +317,7 @@ class TaskController(Controller):
         async with request.app.state.pool.acquire() as connection:
             page = await task_registry.list_statuses(
                 connection,
-                owner_id=request.user.id,
+                owner_id=owner_id,
                 states=states,
                 name=name,
                 limit=limit + 1,
@@ -292,7 +327,11 @@ class TaskController(Controller):
         page = page[:limit]
         return TaskPage(tasks=page, next_cursor=encode_cursor(page[-1]) if more else None)
 
-    @get("/{task_id:str}/events", summary="Server-sent events until the task ends")
+    @get(
+        "/{task_id:str}/events",
+        summary="Server-sent events until the task ends",
+        responses=PROBLEMS,
+    )
     async def events(self, request: Request[User, int, State], task_id: str) -> ServerSentEvent:
         """`status` events on every state or progress change; the stream ends with the task."""
         pool: asyncpg.Pool = request.app.state.pool
@@ -303,7 +342,7 @@ class TaskController(Controller):
             raise ProblemException(status=404, detail=f"no task {task_id}")
         return ServerSentEvent(_status_stream(pool, first, owner_id=owner_id))
 
-    @get("/workers", guards=[admin_only], summary="Celery workers (admin)")
+    @get("/workers", guards=[admin_only], summary="Celery workers (admin)", responses=PROBLEMS)
     async def workers(self, request: Request[User, int, State]) -> list[WorkerInfo]:
         """Each worker's pool, concurrency, active and processed counts, queues, heartbeat age."""
         state = request.app.state

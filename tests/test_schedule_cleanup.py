@@ -1,7 +1,9 @@
-"""The weekly `cleanup` task on a real worker prunes settled ledger fires and probe runs by age."""
+"""The weekly `cleanup` task on a real worker prunes finished registry rows, settled ledger
+fires and probe runs by age."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,13 +55,31 @@ class TestCleanupTask:
             "INSERT INTO scheduler_probe_runs (task_id, runs, last_run_at) VALUES"
             " (gen_random_uuid(), 1, now() - interval '100 days'), (gen_random_uuid(), 1, now())"
         )
-        result = publisher.send_task("cleanup", kwargs={"ledger_retention_days": 90})
+        old_task, recent_task, unfinished_task = (str(uuid.uuid4()) for _ in range(3))
+        await pool.execute(
+            "INSERT INTO tasks (id, name, params_hash, state, finished_at) VALUES"
+            " ($1, 'demo_fetch', 'h1', 'SUCCESS', now() - interval '100 days'),"
+            " ($2, 'demo_fetch', 'h2', 'FAILURE', now() - interval '1 day'),"
+            " ($3, 'demo_fetch', 'h3', 'PENDING', NULL)",
+            old_task,
+            recent_task,
+            unfinished_task,
+        )
+        result = publisher.send_task(
+            "cleanup", kwargs={"ledger_retention_days": 90, "task_retention_days": 30}
+        )
         counts: dict[str, Any] = result.get(timeout=30)
         left = await pool.fetch("SELECT task_id::text AS task_id FROM schedule_fires")
         assert counts["fires"] == 1
         assert counts["probe_runs"] == 1
         assert {row["task_id"] for row in left} == {old_claimed.task_id, recent.task_id}
         assert await pool.fetchval("SELECT count(*) FROM scheduler_probe_runs") == 1
+        kept = await pool.fetch(
+            "SELECT id FROM tasks WHERE id = ANY($1::text[])",
+            [old_task, recent_task, unfinished_task],
+        )
+        assert {row["id"] for row in kept} == {recent_task, unfinished_task}
+        assert counts["tasks"] >= 1
 
     def test_unknown_kwarg_fails_the_task(self, worker: ManagedProcess, publisher: Celery) -> None:
         """An unknown parameter is refused rather than silently ignored."""

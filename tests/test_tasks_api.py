@@ -247,6 +247,30 @@ class TestIsolation:
         await alice.wait_finished(task_id)
 
 
+class TestAdminListing:
+    async def test_cross_user_history_needs_admin(
+        self,
+        alice: Api,
+        bob: Api,
+        api_url: str,
+        http: aiohttp.ClientSession,
+        new_user: NewUser,
+        pool: asyncpg.Pool,
+    ) -> None:
+        """Listing another user's tasks is 403 for a plain key and works for an admin."""
+        _, answer = await alice.submit("market-data", {"symbols": unique_symbols(1)})
+        alice_id = await pool.fetchval(
+            "SELECT owner_id FROM tasks WHERE id = $1", answer["task_id"]
+        )
+        status, _, _ = await bob.request("GET", f"/api/v1/tasks?user_id={alice_id}")
+        assert status == 403
+        admin = Api(http, api_url, (await new_user(admin=True)).api_key)
+        status, page, _ = await admin.request("GET", f"/api/v1/tasks?user_id={alice_id}")
+        assert status == 200
+        assert answer["task_id"] in [t["task_id"] for t in page["tasks"]]
+        await alice.wait_finished(answer["task_id"])
+
+
 class TestIdempotency:
     async def test_same_key_same_body_replays(self, alice: Api) -> None:
         """A repeated Idempotency-Key with the same body returns the first answer."""

@@ -1,4 +1,5 @@
-"""The `cleanup` task (weekly): prune old task-registry rows, scheduler ledger rows and probe runs.
+"""The `cleanup` task (weekly): prune old task-registry rows, expired idempotency keys,
+scheduler ledger rows and probe runs.
 
 Celery results in Redis expire by themselves (`CELERY_RESULT_EXPIRES`); this
 prunes what lives in Postgres. Every delete is by age, so running twice is harmless.
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from service import idempotency
 from service.logs import get_logger
 from workers.runtime import TaskContext
 from workers.schedule.ledger import prune_fires
@@ -41,20 +43,19 @@ async def cleanup(ctx: TaskContext, **kwargs: Any) -> dict[str, int]:
         days=params.ledger_retention_days or settings.scheduler_ledger_retention_days
     )
     async with ctx.pool.acquire() as connection:
-        tasks = 0
-        if await connection.fetchval("SELECT to_regclass('tasks') IS NOT NULL"):
-            tasks = _deleted(
-                await connection.execute(
-                    "DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1",
-                    task_cutoff,
-                )
+        tasks = _deleted(
+            await connection.execute(
+                "DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1",
+                task_cutoff,
             )
+        )
+        keys = await idempotency.prune(connection)
         fires = await prune_fires(connection, before=ledger_cutoff)
         probes = _deleted(
             await connection.execute(
                 "DELETE FROM scheduler_probe_runs WHERE last_run_at < $1", ledger_cutoff
             )
         )
-    counts = {"tasks": tasks, "fires": fires, "probe_runs": probes}
+    counts = {"tasks": tasks, "idempotency_keys": keys, "fires": fires, "probe_runs": probes}
     log.info("cleanup done", **counts)
     return counts

@@ -64,7 +64,8 @@ async def delete_portfolio(
     return status == "DELETE 1"
 
 
-def _transaction(row: asyncpg.Record) -> Transaction:
+def transaction_from_row(row: asyncpg.Record) -> Transaction:
+    """A `transactions` row as the pure core's Transaction."""
     return Transaction(
         id=row["id"],
         type=row["type"],
@@ -84,7 +85,7 @@ async def list_transactions(connection: asyncpg.Connection, portfolio_id: int) -
         "FROM transactions WHERE portfolio_id = $1 ORDER BY date, id",
         portfolio_id,
     )
-    return [_transaction(row) for row in rows]
+    return [transaction_from_row(row) for row in rows]
 
 
 async def insert_transaction(
@@ -114,7 +115,7 @@ async def insert_transaction(
         fee,
     )
     assert row is not None
-    return _transaction(row)
+    return transaction_from_row(row)
 
 
 async def delete_transaction(

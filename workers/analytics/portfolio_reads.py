@@ -14,7 +14,7 @@ from decimal import Decimal
 import asyncpg
 
 from service.portfolio.positions import Split, Transaction
-from service.portfolio.store import load_splits
+from service.portfolio.store import load_splits, transaction_from_row
 from service.portfolio.valuation import PriceHistory
 
 
@@ -70,18 +70,7 @@ async def load_transactions(
     )
     by_portfolio: dict[int, list[Transaction]] = defaultdict(list)
     for row in rows:
-        by_portfolio[row["portfolio_id"]].append(
-            Transaction(
-                id=row["id"],
-                type=row["type"],
-                date=row["date"],
-                symbol=row["symbol"],
-                quantity=row["quantity"],
-                price=row["price"],
-                amount=row["amount"],
-                fee=row["fee"],
-            )
-        )
+        by_portfolio[row["portfolio_id"]].append(transaction_from_row(row))
     return by_portfolio
 
 
