@@ -45,18 +45,7 @@ from service.task_schemas import (
 from service.users import User
 from workers.worker_heartbeat import heartbeat_age, heartbeat_key
 
-PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 501, 503)
-# Task names whose bodies are deployed; the rest answer 501 until their work lands.
-IMPLEMENTED_TASKS = frozenset(
-    {
-        "fetch_market_data",
-        "calculate_portfolio_performance",
-        "create_portfolio_snapshot",
-        "generate_portfolio_report",
-        "update_portfolio_prices",
-        "fetch_asset_info",
-    }
-)
+PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 EVENTS_POLL_SECONDS = 0.25
 EVENTS_KEEPALIVE_SECONDS = 15.0
 EVENTS_MAX_SECONDS = 3600.0
@@ -104,8 +93,6 @@ class TaskController(Controller):
     ) -> Response[Any]:
         state = request.app.state
         user = request.user
-        if name not in IMPLEMENTED_TASKS:
-            raise ProblemException(status=501, detail=f"{name} is not available yet")
         limiter: RateLimiter = state.submit_limiter
         retry_after = await limiter.hit(str(user.key_id))
         if retry_after is not None:
