@@ -11,14 +11,35 @@ import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from celery import Celery
 
+from service.broker_transport import TRANSPORT_PATH
 from service.logs import get_logger
+from service.settings import Settings
+from workers.celery_app import create_celery_app
 
 PUBLISH_CONCURRENCY = 16
 log = get_logger(__name__)
 T = TypeVar("T")
+
+
+def create_publisher_app(settings: Settings) -> Celery:
+    """A Celery app for processes that publish but never wait for results.
+
+    With the Redis result backend, every `send_task` subscribes to the task's result
+    channel and unsubscribes when the returned `AsyncResult` is dropped: two extra broker
+    commands per publish for an answer nobody reads (status comes from the registry).
+    The backend is a client-side setting, so workers still store results as before.
+    On a plain `redis://` broker the publisher also reuses its Redis clients
+    (`service.broker_transport`); `rediss://` and Sentinel URLs keep kombu's own transport.
+    """
+    app = create_celery_app(settings)
+    app.conf.result_backend = "disabled"
+    if urlsplit(settings.celery_broker_url).scheme == "redis":
+        app.conf.broker_transport = TRANSPORT_PATH
+    return app
 
 
 class BrokerUnavailable(Exception):
