@@ -45,15 +45,17 @@ def _symbols() -> list[str]:
     return [f"B{uuid.uuid4().hex[:8].upper()}"]
 
 
-def bare_publish_rate(stack: Stack, *, publisher_app: bool = False) -> float:
-    """Floor A: sequential send_task calls per second (stock app, or the API's)."""
+def bare_publish_rate(stack: Stack, *, publisher_app: bool = False) -> tuple[float, float]:
+    """Floor A: sequential send_task calls per second (stock app, or the API's), and this
+    process's CPU seconds per call."""
     app = (create_publisher_app if publisher_app else create_celery_app)(stack.settings)
     try:
         app.send_task("fetch_market_data", kwargs={"symbols": _symbols()})  # warm the pool
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for _ in range(FLOOR_SUBMITS):
             app.send_task("fetch_market_data", kwargs={"symbols": _symbols(), "period": "1mo"})
-        return FLOOR_SUBMITS / (time.perf_counter() - started)
+        cpu = (time.process_time() - cpu_started) / FLOOR_SUBMITS
+        return FLOOR_SUBMITS / (time.perf_counter() - started), cpu
     finally:
         app.control.purge()
         app.close()
@@ -164,14 +166,17 @@ def _p50_p99(samples: list[float]) -> str:
 def run() -> dict[str, Any]:
     """Run every measurement and return the numbers."""
     with running_stack() as stack:
-        floor_rate = bare_publish_rate(stack)
-        strict_floor = bare_publish_rate(stack, publisher_app=True)
+        floor_before, floor_cpu = bare_publish_rate(stack)
+        strict_floor, strict_cpu = bare_publish_rate(stack, publisher_app=True)
         url = stack.start_api()
         key = asyncio.run(_new_key(stack.postgres.url))
         api_pid = stack.processes[-1].pid
         cpu_before = process_cpu_seconds(api_pid)
         rate, closed = asyncio.run(api_closed_loop(url, key))
         api_cpu = (process_cpu_seconds(api_pid) - cpu_before) / len(closed)
+        # The machine's load drifts: the floor is the mean of one reading on each side.
+        floor_after, _ = bare_publish_rate(stack)
+        floor_rate = (floor_before + floor_after) / 2
         busy_before = machine_cpu()
         opened = asyncio.run(api_open_loop(url, key))
         busy = machine_cpu().since(busy_before)
@@ -183,8 +188,13 @@ def run() -> dict[str, Any]:
         bare = bare_round_trips(stack)
         ours = asyncio.run(api_round_trips(url, key))
     results = {
-        "bare send_task loop (submits/s)": f"{floor_rate:.0f}",
+        "bare send_task loop (submits/s; before, after)": (
+            f"{floor_rate:.0f} ({floor_before:.0f}, {floor_after:.0f})"
+        ),
         "bare send_task loop, API's publisher app (submits/s)": f"{strict_floor:.0f}",
+        "bare send_task CPU per call (stock; publisher app)": (
+            f"{_ms(floor_cpu)}; {_ms(strict_cpu)}"
+        ),
         f"API submits, {CLOSED_LOOP_CONCURRENCY} clients (submits/s)": f"{rate:.0f}",
         "API submits: share of bare rate (of the stricter floor)": (
             f"{rate / floor_rate:.0%} ({rate / strict_floor:.0%})"
