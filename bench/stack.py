@@ -131,6 +131,56 @@ def machine_description() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, Python {sys.version.split()[0]}"
 
 
+@dataclass(frozen=True)
+class CpuTimes:
+    """Machine-wide CPU seconds (all cores) from /proc/stat, and the wall clock."""
+
+    busy: float
+    steal: float
+    wall: float
+
+    def since(self, earlier: CpuTimes) -> CpuUse:
+        """Average cores in use between `earlier` and this reading."""
+        wall = self.wall - earlier.wall
+        return CpuUse(
+            busy_cores=(self.busy - earlier.busy) / wall,
+            steal_cores=(self.steal - earlier.steal) / wall,
+        )
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """Cores busy (user, system, interrupts; any process) and cores stolen by the host."""
+
+    busy_cores: float
+    steal_cores: float
+
+
+def machine_cpu() -> CpuTimes:
+    """Read /proc/stat now (zeros where it does not exist)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat = Path("/proc/stat")
+    fields = [0] * 8
+    if stat.exists():
+        fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return CpuTimes(
+        busy=(user + nice + system + irq + softirq) / ticks,
+        steal=steal / ticks,
+        wall=time.monotonic(),
+    )
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process `pid` (all its threads); 0 if unknown."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return 0.0
+    # Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    fields = stat.read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(samples: list[float], q: float) -> float:
     """The q-th percentile (0..100) by nearest rank."""
     ordered = sorted(samples)

@@ -1,7 +1,9 @@
 """Task API benchmark: submit throughput and latency, and submit→SUCCESS round trips,
 each next to bare Celery on the same machine in the same run.
 
-- floor A: a script calling `send_task` in a loop (no HTTP, no auth, no registry);
+- floor A: a script calling `send_task` in a loop (no HTTP, no auth, no registry), once
+  with the stock Celery app and once with the API's own publisher app (no result
+  subscription, reused Redis clients), the stricter floor;
 - ours A: concurrent HTTP submits to `POST /api/v1/tasks/market-data` (auth, validation,
   rate limit, registry row, publish), closed loop, then open loop at 200 submits/s;
 - floor B: `send_task(...).get()` of a one-symbol `fetch_market_data`;
@@ -11,6 +13,7 @@ each next to bare Celery on the same machine in the same run.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from typing import Any
@@ -18,9 +21,16 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.stack import Stack, machine_description, percentile, running_stack
+from bench.stack import (
+    Stack,
+    machine_cpu,
+    machine_description,
+    percentile,
+    process_cpu_seconds,
+    running_stack,
+)
 from service.users import create_user
-from workers.celery_app import create_celery_app
+from workers.celery_app import create_celery_app, create_publisher_app
 
 CLOSED_LOOP_SUBMITS = 1500
 CLOSED_LOOP_CONCURRENCY = 32
@@ -34,15 +44,17 @@ def _symbols() -> list[str]:
     return [f"B{uuid.uuid4().hex[:8].upper()}"]
 
 
-def bare_publish_rate(stack: Stack) -> float:
-    """Floor A: sequential send_task calls per second."""
-    app = create_celery_app(stack.settings)
+def bare_publish_rate(stack: Stack, *, publisher_app: bool = False) -> tuple[float, float]:
+    """Floor A: sequential send_task calls per second (stock app, or the API's), and this
+    process's CPU seconds per call."""
+    app = (create_publisher_app if publisher_app else create_celery_app)(stack.settings)
     try:
         app.send_task("fetch_market_data", kwargs={"symbols": _symbols()})  # warm the pool
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for _ in range(FLOOR_SUBMITS):
             app.send_task("fetch_market_data", kwargs={"symbols": _symbols(), "period": "1mo"})
-        return FLOOR_SUBMITS / (time.perf_counter() - started)
+        cpu = (time.process_time() - cpu_started) / FLOOR_SUBMITS
+        return FLOOR_SUBMITS / (time.perf_counter() - started), cpu
     finally:
         app.control.purge()
         app.close()
@@ -153,11 +165,20 @@ def _p50_p99(samples: list[float]) -> str:
 def run() -> dict[str, Any]:
     """Run every measurement and return the numbers."""
     with running_stack() as stack:
-        floor_rate = bare_publish_rate(stack)
+        floor_before, floor_cpu = bare_publish_rate(stack)
+        strict_floor, strict_cpu = bare_publish_rate(stack, publisher_app=True)
         url = stack.start_api()
         key = asyncio.run(_new_key(stack.postgres.url))
+        api_pid = stack.processes[-1].pid
+        cpu_before = process_cpu_seconds(api_pid)
         rate, closed = asyncio.run(api_closed_loop(url, key))
+        api_cpu = (process_cpu_seconds(api_pid) - cpu_before) / len(closed)
+        # The machine's load drifts: the floor is the mean of one reading on each side.
+        floor_after, _ = bare_publish_rate(stack)
+        floor_rate = (floor_before + floor_after) / 2
+        busy_before = machine_cpu()
         opened = asyncio.run(api_open_loop(url, key))
+        busy = machine_cpu().since(busy_before)
         url2 = stack.start_api(workers=2)
         rate2, closed2 = asyncio.run(api_closed_loop(url2, key))
         create_celery_app(stack.settings).control.purge()
@@ -166,13 +187,25 @@ def run() -> dict[str, Any]:
         bare = bare_round_trips(stack)
         ours = asyncio.run(api_round_trips(url, key))
     results = {
-        "bare send_task loop (submits/s)": f"{floor_rate:.0f}",
+        "bare send_task loop (submits/s; before, after)": (
+            f"{floor_rate:.0f} ({floor_before:.0f}, {floor_after:.0f})"
+        ),
+        "bare send_task loop, API's publisher app (submits/s)": f"{strict_floor:.0f}",
+        "bare send_task CPU per call (stock; publisher app)": (
+            f"{_ms(floor_cpu)}; {_ms(strict_cpu)}"
+        ),
         f"API submits, {CLOSED_LOOP_CONCURRENCY} clients (submits/s)": f"{rate:.0f}",
-        "API submits: share of bare rate": f"{rate / floor_rate:.0%}",
+        "API submits: share of bare rate (of the stricter floor)": (
+            f"{rate / floor_rate:.0%} ({rate / strict_floor:.0%})"
+        ),
         "API closed loop p50 / p99": _p50_p99(closed),
+        "API process CPU per submit": _ms(api_cpu),
         "API_WORKERS=2: submits/s (share of bare)": f"{rate2:.0f} ({rate2 / floor_rate:.0%})",
         "API_WORKERS=2: closed loop p50 / p99": _p50_p99(closed2),
         f"API at {OPEN_LOOP_RATE}/s p50 / p99": _p50_p99(opened),
+        f"machine CPU busy during the {OPEN_LOOP_RATE}/s run (cores; steal)": (
+            f"{busy.busy_cores:.2f} of {os.cpu_count()}; {busy.steal_cores:.2f}"
+        ),
         "bare send_task().get() round trip p50 / p99": _p50_p99(bare),
         "API submit→SUCCESS round trip p50 / p99": _p50_p99(ours),
         "round trip ratio (p50)": f"{percentile(ours, 50) / percentile(bare, 50):.2f}×",

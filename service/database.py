@@ -25,13 +25,27 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(settings: Settings, *, application_name: str) -> asyncpg.Pool:
-    """Open the pool described by `settings`; the caller closes it."""
+async def _rollback_only(_: asyncpg.Connection) -> None:
+    # asyncpg has already rolled back any open transaction before calling this.
+    return None
+
+
+async def create_pool(
+    settings: Settings, *, application_name: str, stateless_sessions: bool = False
+) -> asyncpg.Pool:
+    """Open the pool described by `settings`; the caller closes it.
+
+    By default a released connection runs asyncpg's reset query (`RESET ALL`, `UNLISTEN *`,
+    advisory unlocks): one more round trip per checkout. A caller whose queries keep no
+    session state (no `SET`, `LISTEN`, session advisory locks) passes
+    `stateless_sessions=True` and gets only the rollback of an open transaction.
+    """
     pool: asyncpg.Pool = await asyncpg.create_pool(
         settings.database_url,
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
         init=_init_connection,
+        reset=_rollback_only if stateless_sessions else None,
         command_timeout=60,
         server_settings={"application_name": application_name},
     )

@@ -121,6 +121,9 @@ def configure_logging(
 
     structlog.configure(
         processors=[
+            # Drop events below the level before any processor runs (the per-request line
+            # otherwise costs its timestamp and context merge even when filtered out).
+            structlog.stdlib.filter_by_level,
             *shared[:-1],
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,

@@ -16,6 +16,12 @@ from service.logs import get_logger
 
 log = get_logger(__name__)
 _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
+# One atomic round trip (EVALSHA) instead of a MULTI/INCR/EXPIRE/EXEC pipeline.
+_HIT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +53,14 @@ class RateLimiter:
         self._redis = redis_client
         self._rate = rate
         self._namespace = namespace
+        self._hit_script = redis_client.register_script(_HIT_SCRIPT)
 
     async def hit(self, key: str) -> int | None:
         """Count one request; None if allowed, else the seconds to wait (Retry-After)."""
         start, retry_after = window_of(time.time(), self._rate)
         redis_key = f"findash:rl:{self._namespace}:{key}:{start}"
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(redis_key)
-                pipe.expire(redis_key, self._rate.window_seconds + 1)
-                count, _ = await pipe.execute()
+            count = await self._hit_script(keys=[redis_key], args=[self._rate.window_seconds + 1])
         except (aioredis.RedisError, OSError) as exc:
             log.warning("rate limiter unavailable; allowing request", error=str(exc))
             return None

@@ -104,9 +104,6 @@ class TaskController(Controller):
         idem_key = request.headers.get("idempotency-key")
         if idem_key is not None and not 1 <= len(idem_key) <= idempotency.MAX_KEY_LENGTH:
             raise _bad_field("Idempotency-Key", "must be 1 to 200 characters")
-        fingerprint = idempotency.request_fingerprint(
-            method=request.method, path=request.url.path, body=await request.body()
-        )
         publisher: TaskPublisher = state.publisher
         request_id = structlog.contextvars.get_contextvars().get("request_id", "")
         async with state.pool.acquire() as connection:
@@ -120,6 +117,9 @@ class TaskController(Controller):
                     request_id=request_id,
                 )
                 return Response(body, status_code=status_code)
+            fingerprint = idempotency.request_fingerprint(
+                method=request.method, path=request.url.path, body=await request.body()
+            )
             # With a key, the whole submit runs in one transaction holding a lock on the key.
             async with connection.transaction():
                 await idempotency.lock_key(connection, api_key_id=user.key_id, key=idem_key)

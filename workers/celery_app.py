@@ -8,10 +8,12 @@ task bodies) and by publishers (the API, the scheduler), which only need
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 from kombu.entity import Queue
 
+from service.broker_transport import TRANSPORT_PATH as PUBLISHER_TRANSPORT
 from service.settings import Settings
 
 QUEUE_MARKET_DATA = "market_data"
@@ -110,7 +112,11 @@ def create_publisher_app(settings: Settings) -> Celery:
     backend configured, every `send_task` would subscribe the process to that task's result
     channel until someone calls `.get()`, and retry reconnecting inside `send_task` when
     Redis is down. Workers still store results under their own configuration.
+    On a plain `redis://` broker the publisher also reuses its Redis clients
+    (`service.broker_transport`); `rediss://` and Sentinel URLs keep kombu's own transport.
     """
     app = create_celery_app(settings)
     app.conf.result_backend = "disabled"
+    if urlsplit(settings.celery_broker_url).scheme == "redis":
+        app.conf.broker_transport = PUBLISHER_TRANSPORT
     return app

@@ -52,13 +52,7 @@ def replica_name() -> str:
 
 
 def create_publisher(settings: Settings) -> Celery:
-    """The Celery app the leader sends with: the shared configuration, minus a result backend.
-
-    The scheduler never reads results; with the Redis backend configured, every `send_task`
-    would subscribe this process to the task's result channel (a subscription kept until
-    someone calls `.get()`, and a 20-retry reconnect loop inside `send_task` when Redis is
-    down). Workers still store results under their own configuration.
-    """
+    """The Celery app the leader sends with (see `create_publisher_app`)."""
     return create_publisher_app(settings)
 
 
