@@ -48,7 +48,8 @@ class TestReadiness:
     async def test_ready_reflects_redis(
         self, base_env: dict[str, str], scratch_dir: Path, http: aiohttp.ClientSession
     ) -> None:
-        """/ready is 200 with both services up and 503 naming redis once Redis stops."""
+        """/ready is 200 with both services up and 503 naming redis once Redis stops; every
+        line the API prints meanwhile, shutdown included, is JSON."""
         own_redis = EmbeddedRedis(scratch_dir / "ready-redis")
         own_redis.start()
         port = free_port()
@@ -72,6 +73,10 @@ class TestReadiness:
             assert body["down"] == ["redis"]
             assert body["checks"]["postgres"] == "ok"
             assert time.monotonic() - started < 5
+            api.stop()
+            lines = api.json_lines()  # raises on any line that is not JSON
+            assert lines
+            assert all(line["service"] == "api" for line in lines)
         finally:
             api.stop()
             own_redis.stop()

@@ -9,31 +9,35 @@ import redis.asyncio as aioredis
 from service.embedded import free_port
 from service.rate_limit import Rate, RateLimiter
 
+# Day-long fixed windows: a window boundary falling between a test's hits (which would
+# reset the count) is then a once-a-day event, not one run in a few hundred.
+DAY = 86_400
+
 
 class TestRateLimiter:
     async def test_limit_then_retry_after(self, redis_client: aioredis.Redis) -> None:
         """Hits up to the limit pass; the next one gets the seconds until the window ends."""
-        limiter = RateLimiter(redis_client, Rate(limit=2, window_seconds=60), namespace="t")
+        limiter = RateLimiter(redis_client, Rate(limit=2, window_seconds=DAY), namespace="t")
         key = uuid.uuid4().hex
         assert await limiter.hit(key) is None
         assert await limiter.hit(key) is None
         retry_after = await limiter.hit(key)
         assert retry_after is not None
-        assert 1 <= retry_after <= 60
+        assert 1 <= retry_after <= DAY
 
     async def test_window_key_expires(self, redis_client: aioredis.Redis) -> None:
         """The window's counter carries a TTL of one window plus a second, set on first hit."""
-        limiter = RateLimiter(redis_client, Rate(limit=5, window_seconds=60), namespace="ttl")
+        limiter = RateLimiter(redis_client, Rate(limit=5, window_seconds=DAY), namespace="ttl")
         key = uuid.uuid4().hex
         await limiter.hit(key)
         await limiter.hit(key)
         [redis_key] = await redis_client.keys(f"findash:rl:ttl:{key}:*")
-        assert 59 <= await redis_client.ttl(redis_key) <= 61
+        assert DAY - 1 <= await redis_client.ttl(redis_key) <= DAY + 1
         assert await redis_client.get(redis_key) in (b"2", "2")
 
     async def test_survives_script_flush(self, redis_client: aioredis.Redis) -> None:
         """After Redis forgets the script (restart, SCRIPT FLUSH) the limiter loads it again."""
-        limiter = RateLimiter(redis_client, Rate(limit=1, window_seconds=60), namespace="flush")
+        limiter = RateLimiter(redis_client, Rate(limit=1, window_seconds=DAY), namespace="flush")
         key = uuid.uuid4().hex
         assert await limiter.hit(key) is None
         await redis_client.script_flush()

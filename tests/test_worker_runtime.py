@@ -3,8 +3,10 @@ cooperative cancellation, and JSON logs carrying task and request ids."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,8 +15,10 @@ import redis.asyncio as aioredis
 from celery import Celery
 from celery.result import AsyncResult
 
+from service import task_registry
 from service.cancellation import request_cancel
 from service.settings import Settings
+from tests.conftest import start_worker
 from tests.processes import ManagedProcess, wait_for
 from workers.celery_app import create_celery_app
 
@@ -104,3 +108,37 @@ class TestAsyncRuntime:
         assert own
         assert all(line.get("request_id") == "req-logs-1" for line in own)
         assert all(line["service"] == "worker" for line in lines)
+
+
+class TestDeadline:
+    async def test_task_past_its_time_limit_ends_failure_in_the_registry(
+        self, base_env: dict[str, str], exchange: str, scratch_dir: Path, pool: asyncpg.Pool
+    ) -> None:
+        """A body still running at Celery's soft time limit ends FAILURE in the registry
+        at once, rather than staying "running" until the lost-task sweep."""
+        # A broker of its own (another Redis database), so the session worker cannot take it.
+        env = {
+            **base_env,
+            "REDIS_URL": base_env["REDIS_URL"].rsplit("/", 1)[0] + "/5",
+            "CELERY_TASK_TIME_LIMIT": "8",  # soft limit 3 s
+        }
+        process = start_worker(env, log_path=scratch_dir / "deadline-worker.log", name="deadline")
+        app = create_celery_app(Settings.from_env(env))
+        try:
+            result = app.send_task("demo_fetch", kwargs={"symbol": "SLOW", "hold_seconds": 30})
+            status = None
+            for _ in range(200):  # at most 20 s, far below the 30 s hold
+                async with pool.acquire() as connection:
+                    status = await task_registry.get_status(
+                        connection, task_id=result.id, owner_id=None
+                    )
+                if status is not None and status.state in task_registry.TERMINAL_STATES:
+                    break
+                await asyncio.sleep(0.1)
+            assert status is not None
+            assert status.state == "FAILURE", status
+            assert status.error is not None
+            assert "deadline" in status.error.message
+        finally:
+            app.close()
+            process.stop()

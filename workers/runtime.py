@@ -23,6 +23,7 @@ from typing import Any, Literal
 import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
+from celery.exceptions import SoftTimeLimitExceeded
 
 from service import task_registry
 from service.cancellation import cancel_key
@@ -192,10 +193,30 @@ class AsyncRuntime:
         )
         try:
             return future.result()
+        except SoftTimeLimitExceeded:
+            # Celery's soft limit can fire (in this thread) before the loop's own deadline;
+            # the cancelled coroutine records nothing, so the registry is told here.
+            future.cancel()
+            self._record_deadline(task_id=task_id, task_name=task_name, seconds=deadline_seconds)
+            raise
         except BaseException:
-            # e.g. Celery's SoftTimeLimitExceeded raised in this thread: stop the coroutine too.
+            # e.g. a cold shutdown: stop the coroutine too, and leave the row for redelivery.
             future.cancel()
             raise
+
+    def _record_deadline(self, *, task_id: str, task_name: str, seconds: float) -> None:
+        error = task_registry.TaskError(
+            type=TaskDeadlineExceeded.__name__,
+            message=f"{task_name} exceeded its {seconds:.0f} s deadline",
+        )
+
+        async def record() -> None:
+            await self._finish(await self.resources(), task_id, "FAILURE", error=error)
+
+        try:
+            self.submit(record()).result(timeout=HEARTBEAT_SECONDS * 2)
+        except Exception as exc:  # noqa: BLE001 - the lost-task sweep still ends the row
+            log.warning("deadline not recorded", error=repr(exc))
 
     async def _supervise(
         self,
