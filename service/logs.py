@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
@@ -25,6 +26,9 @@ Service = Literal["api", "worker", "scheduler", "cli", "exchange", "dev"]
 _SECRET_KEYS = frozenset(
     {"authorization", "api_key", "apikey", "password", "token", "secret", "cookie", "x-api-key"}
 )
+# Our API keys (`service.users.KEY_PREFIX` + token) are masked wherever they appear in text.
+_API_KEY_PREFIX = "fdk_"
+_API_KEY = re.compile(r"fdk_[A-Za-z0-9_\-]+")
 _NOISY_LOGGERS = {"asyncio": "WARNING", "aiohttp.access": "WARNING", "uvicorn.access": "WARNING"}
 
 
@@ -45,7 +49,11 @@ def _redact_mapping(mapping: MutableMapping[str, Any]) -> MutableMapping[str, An
 
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
-        return redact_secrets(value) if "://" in value else value
+        if "://" in value:
+            value = redact_secrets(value)
+        if _API_KEY_PREFIX in value:
+            value = _API_KEY.sub(_API_KEY_PREFIX + "***", value)
+        return value
     if isinstance(value, dict):
         return _redact_mapping(dict(value))
     if isinstance(value, list | tuple):
@@ -81,24 +89,23 @@ def configure_logging(
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         _add_service(service),
-        _drop_color_message,
-        structlog.stdlib.ExtraAdder(),
     ]
-    final: list[Processor] = [
-        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-        redact_processor,
-    ]
+    # Stdlib records only: their `extra` fields, then without uvicorn's coloured duplicate.
+    foreign = [*shared, structlog.stdlib.ExtraAdder(), _drop_color_message]
+    final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if fmt == "json":
         final += [
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
+            # After the exception is rendered, so its messages are masked too.
+            redact_processor,
             structlog.processors.JSONRenderer(default=str),
         ]
     else:
-        final += [structlog.dev.ConsoleRenderer(colors=False)]
+        final += [redact_processor, structlog.dev.ConsoleRenderer(colors=False)]
 
-    formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final)
+    formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=foreign, processors=final)
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(formatter)
     root = logging.getLogger()
@@ -124,7 +131,7 @@ def configure_logging(
             # Drop events below the level before any processor runs (the per-request line
             # otherwise costs its timestamp and context merge even when filtered out).
             structlog.stdlib.filter_by_level,
-            *shared[:-1],
+            *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],

@@ -61,9 +61,31 @@ class TestLogging:
             api_key="fd_abc",
         )
         logging.getLogger("kombu").info("Connected to postgresql://u:hunter3@h/db")
+        get_logger("x").info("retrying with Bearer fdk_AbC-12_xyz", headers={"X-Key": "fdk_Q9"})
         text = captured.getvalue()
-        for secret in ("hunter2", "sk_live", "fd_abc", "hunter3"):
+        for secret in ("hunter2", "sk_live", "fd_abc", "hunter3", "fdk_AbC-12_xyz", "fdk_Q9"):
             assert secret not in text
+
+    def test_exception_messages_are_masked(self, captured: io.StringIO) -> None:
+        """A URL password or an API key inside an exception's message is masked too."""
+        try:
+            raise ConnectionError("cannot reach redis://:hunter4@h:1/0 with fdk_secret9")
+        except ConnectionError:
+            get_logger("x").exception("failed")
+        text = captured.getvalue()
+        assert "hunter4" not in text
+        assert "fdk_secret9" not in text
+        assert "ConnectionError" in text
+
+    def test_uvicorn_colour_duplicate_is_dropped(self, captured: io.StringIO) -> None:
+        """uvicorn's `color_message` extra (ANSI codes) is dropped; other extras are kept."""
+        logging.getLogger("uvicorn.error").info(
+            "Started server process [%d]", 7, extra={"color_message": "\x1b[36m%d", "port": 1}
+        )
+        (line,) = _lines(captured)
+        assert line["event"] == "Started server process [7]"
+        assert "color_message" not in line
+        assert line["port"] == 1
 
     def test_exceptions_are_structured(self, captured: io.StringIO) -> None:
         """An exception is a structured field, without local variables."""
