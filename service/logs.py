@@ -91,7 +91,7 @@ def configure_logging(
         _add_service(service),
     ]
     # Stdlib records only: their `extra` fields, then without uvicorn's coloured duplicate.
-    foreign = [*shared, structlog.stdlib.ExtraAdder(), _drop_color_message]
+    foreign: list[Processor] = [*shared, structlog.stdlib.ExtraAdder(), _drop_color_message]
     final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if fmt == "json":
         final += [
