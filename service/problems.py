@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import asyncpg
 import msgspec
+import redis.exceptions
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
@@ -166,6 +168,36 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     )
 
 
+# Failures of Postgres or Redis themselves (down, restarting, out of connections, timing
+# out): the request may succeed later, so they are 503s, never 500s.
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def handle_dependency_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """503 with Retry-After when the database or Redis cannot serve the request."""
+    log.warning(
+        "dependency unavailable",
+        path=request.url.path,
+        error_type=type(exc).__name__,
+        error=str(exc)[:500],
+    )
+    return problem_response(
+        request,
+        status=503,
+        detail="a backing service (database or Redis) is unavailable; retry shortly",
+        headers={"Retry-After": "5"},
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """Log the failure with its traceback; answer 500 without leaking internals."""
     log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
@@ -177,5 +209,6 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationException: handle_validation,
     HTTPException: handle_http,
+    **dict.fromkeys(DEPENDENCY_ERRORS, handle_dependency_down),
     Exception: handle_unexpected,
 }

@@ -8,15 +8,18 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
 
-from service.embedded import EmbeddedRedis, free_port
-from service.users import IssuedKey
+from service import task_registry
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.migrations import migrate
+from service.users import IssuedKey, create_user
 from tests.api_client import Api
 from tests.processes import ManagedProcess, wait_until_http_ok
 
@@ -32,6 +35,16 @@ async def alice(api_url: str, http: aiohttp.ClientSession, new_user: NewUser) ->
 @pytest.fixture
 async def bob(api_url: str, http: aiohttp.ClientSession, new_user: NewUser) -> Api:
     return Api(http, api_url, (await new_user()).api_key)
+
+
+@asynccontextmanager
+async def own_db_pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on another database than the session's."""
+    own = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        yield own
+    finally:
+        await own.close()
 
 
 def unique_symbols(n: int) -> list[str]:
@@ -463,6 +476,93 @@ class TestResilience:
         finally:
             api.stop()
             own_redis.stop()
+
+    async def test_redis_down_cancel_is_503(
+        self,
+        base_env: dict[str, str],
+        scratch_dir: Path,
+        new_user: NewUser,
+        pool: asyncpg.Pool,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        """With Redis down, cancelling (which sets the task's cancel flag) is a 503 problem
+        with Retry-After, not a 500, and the task is left as it was."""
+        own_redis = EmbeddedRedis(scratch_dir / "cancel-down-redis")
+        own_redis.start()
+        port = free_port()
+        api = ManagedProcess(
+            [sys.executable, "-m", "service.serve"],
+            env={**base_env, "REDIS_URL": own_redis.url, "API_PORT": str(port)},
+            log_path=scratch_dir / "cancel-down-api.log",
+        )
+        api.start()
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_http_ok(f"{url}/health", api)
+            issued = await new_user()
+            async with pool.acquire() as connection:
+                task_id, _ = await task_registry.record_submission(
+                    connection,
+                    task_id=str(uuid.uuid4()),
+                    owner_id=issued.user_id,
+                    name="fetch_market_data",
+                    params={"symbols": unique_symbols(1)},
+                    request_id=None,
+                )
+            own_redis.stop()
+            client = Api(http, url, issued.api_key)
+            status, problem, headers = await client.request(
+                "DELETE", f"/api/v1/tasks/cancel/{task_id}"
+            )
+            assert status == 503, problem
+            assert headers["Content-Type"].startswith("application/problem+json")
+            assert headers["Retry-After"]
+            assert (await client.status_of(task_id))[1]["state"] == "PENDING"
+        finally:
+            api.stop()
+            own_redis.stop()
+
+    async def test_postgres_down_is_503(
+        self,
+        base_env: dict[str, str],
+        scratch_dir: Path,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        """With Postgres down, an authenticated route (the key check needs the database) is a
+        503 problem, not a 500; /ready names postgres."""
+        own_postgres = EmbeddedPostgres(scratch_dir / "down-postgres", durable=False)
+        own_postgres.start()
+        port = free_port()
+        api = ManagedProcess(
+            [sys.executable, "-m", "service.serve"],
+            env={**base_env, "DATABASE_URL": own_postgres.url, "API_PORT": str(port)},
+            log_path=scratch_dir / "postgres-down-api.log",
+        )
+        try:
+            await migrate(own_postgres.url)
+            api.start()
+            url = f"http://127.0.0.1:{port}"
+            wait_until_http_ok(f"{url}/health", api)
+            async with own_db_pool(own_postgres.url) as own_pool, own_pool.acquire() as db:
+                issued = await create_user(db, email="down@test.findash", is_admin=False)
+            client = Api(http, url, issued.api_key)
+            assert (await client.request("GET", "/api/v1/tasks/active"))[0] == 200
+            own_postgres.stop()
+            for method, path in (
+                ("GET", "/api/v1/tasks/active"),
+                ("POST", "/api/v1/tasks/market-data"),
+            ):
+                status, problem, headers = await client.request(
+                    method, path, body={"symbols": ["AAPL"]}
+                )
+                assert status == 503, (path, problem)
+                assert headers["Content-Type"].startswith("application/problem+json")
+            async with http.get(f"{url}/ready") as response:
+                assert response.status == 503
+                assert (await response.json())["down"] == ["postgres"]
+        finally:
+            api.stop()
+            own_postgres.stop()
 
     async def test_rate_limit_per_key(
         self,
