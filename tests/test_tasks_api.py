@@ -21,7 +21,7 @@ from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from service.migrations import migrate
 from service.users import IssuedKey, create_user
 from tests.api_client import Api
-from tests.processes import ManagedProcess, wait_until_http_ok
+from tests.processes import ManagedProcess, wait_for, wait_until_http_ok
 
 NewUser = Callable[..., Awaitable[IssuedKey]]
 pytestmark = pytest.mark.usefixtures("worker")
@@ -241,6 +241,25 @@ class TestSubmitAndFollow:
         }
         assert polled["started_at"] is not None
         assert polled["finished_at"] is not None
+
+    async def test_request_id_reaches_the_task_logs(
+        self, alice: Api, worker: ManagedProcess
+    ) -> None:
+        """The X-Request-ID of a submit travels in the Celery message to the worker, and every
+        worker line of that task carries it."""
+        request_id = f"req-{uuid.uuid4().hex}"
+        status, answer = await alice.submit(
+            "market-data", {"symbols": unique_symbols(2)}, headers={"X-Request-ID": request_id}
+        )
+        assert status == 202
+        task_id = answer["task_id"]
+        assert (await alice.wait_finished(task_id))["state"] == "SUCCESS"
+
+        def task_lines() -> list[dict[str, object]]:
+            return [line for line in worker.json_lines() if line.get("task_id") == task_id]
+
+        assert wait_for(lambda: bool(task_lines()), timeout=10)
+        assert {line.get("request_id") for line in task_lines()} == {request_id}
 
     async def test_events_stream_shows_progress(self, alice: Api) -> None:
         """The events stream sends PROGRESS updates and ends with the final state."""
