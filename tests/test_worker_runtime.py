@@ -59,9 +59,8 @@ class TestAsyncRuntime:
             by_pid.setdefault(outcome["pid"], set()).add(
                 (outcome["session_id"], outcome["pool_id"])
             )
-        assert any(len(outcomes_of_pid) for outcomes_of_pid in by_pid.values())
         assert all(len(ids) == 1 for ids in by_pid.values()), by_pid
-        assert sum(1 for o in outcomes if by_pid[o["pid"]]) == 8
+        # 8 tasks on 2 child processes: some process ran several, so the sharing is real.
         assert max(sum(1 for o in outcomes if o["pid"] == pid) for pid in by_pid) >= 2
 
     async def test_running_task_stops_within_two_seconds(
