@@ -141,3 +141,30 @@ class TestDeadline:
         finally:
             app.close()
             process.stop()
+
+
+class TestJsonOnly:
+    async def test_pickled_message_is_refused(
+        self, worker: ManagedProcess, settings: Settings, pool: asyncpg.Pool
+    ) -> None:
+        """A pickle-serialised message (code execution on load) is refused unread and never
+        runs, while the JSON message sent after it does."""
+        sender = create_celery_app(settings)
+        sender.conf.accept_content = ["json", "pickle"]
+        try:
+            pickled = sender.send_task(
+                "demo_fetch", kwargs={"symbol": "PICKLED"}, serializer="pickle"
+            )
+            after = sender.send_task("demo_fetch", kwargs={"symbol": "AFTERPICKLE"})
+            after.get(timeout=30)
+        finally:
+            sender.close()
+        assert wait_for(
+            lambda: any(
+                "untrusted content" in str(line.get("event")) for line in worker.json_lines()
+            ),
+            timeout=10,
+        )
+        ran = await pool.fetchval("SELECT count(*) FROM tasks WHERE id = $1", pickled.id)
+        stored = await pool.fetchval("SELECT count(*) FROM daily_prices WHERE symbol = 'PICKLED'")
+        assert (ran, stored) == (0, 0)
