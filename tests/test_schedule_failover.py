@@ -330,6 +330,13 @@ class TestScheduleCli:
             )
             await asyncio.sleep(0.1)
         assert runs == 1
+        # The probe counts its run just before its outcome is recorded; wait for that, so the
+        # listing cannot catch the task between the two ("sent / STARTED").
+        while time.monotonic() < deadline:
+            state = await pool.fetchval("SELECT state FROM tasks WHERE id = $1", task_id)
+            if state == "SUCCESS":
+                break
+            await asyncio.sleep(0.1)
         listing = await asyncio.to_thread(
             runner.invoke, schedule_group, ["list", "--last", "50"], env=env
         )
