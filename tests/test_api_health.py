@@ -80,3 +80,43 @@ class TestReadiness:
         finally:
             api.stop()
             own_redis.stop()
+
+
+class TestCors:
+    async def test_allowed_origin_only(
+        self, base_env: dict[str, str], scratch_dir: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """With CORS_ORIGINS set, a preflight from that origin is allowed (Authorization
+        included) and one from another origin gets no allow header."""
+        port = free_port()
+        api = ManagedProcess(
+            [sys.executable, "-m", "service.serve"],
+            env={**base_env, "CORS_ORIGINS": "https://dash.example", "API_PORT": str(port)},
+            log_path=scratch_dir / "cors-api.log",
+        )
+        api.start()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_http_ok(f"{url}/health", api)
+            cases = (("https://dash.example", True), ("https://evil.example", False))
+            for origin, allowed in cases:
+                async with http.options(
+                    f"{url}/api/v1/tasks/active",
+                    headers={
+                        "Origin": origin,
+                        "Access-Control-Request-Method": "GET",
+                        "Access-Control-Request-Headers": "authorization",
+                    },
+                ) as response:
+                    allow = response.headers.get("Access-Control-Allow-Origin")
+                    if allowed:
+                        assert response.status in (200, 204)
+                        assert allow == origin
+                        assert (
+                            "authorization"
+                            in response.headers.get("Access-Control-Allow-Headers", "").lower()
+                        )
+                    else:
+                        assert allow is None
+        finally:
+            api.stop()
