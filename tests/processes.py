@@ -7,10 +7,11 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,24 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, interval: float =
             return True
         time.sleep(interval)
     return predicate()
+
+
+@contextlib.contextmanager
+def serve_api(env: dict[str, str], *, log_path: Path) -> Iterator[tuple[str, ManagedProcess]]:
+    """The API (`service.serve`) with `env` on a free port, until the block ends; yields its
+    base URL and process."""
+    from service.embedded import free_port
+
+    port = free_port()
+    process = ManagedProcess(
+        [sys.executable, "-m", "service.serve"],
+        env={**env, "API_PORT": str(port)},
+        log_path=log_path,
+    )
+    process.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_http_ok(f"{url}/health", process)
+        yield url, process
+    finally:
+        process.stop()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 
-from service.embedded import EmbeddedRedis, free_port
-from tests.processes import ManagedProcess, wait_until_http_ok
+from service.embedded import EmbeddedRedis
+from tests.processes import serve_api
 
 
 class TestHealth:
@@ -52,33 +51,26 @@ class TestReadiness:
         line the API prints meanwhile, shutdown included, is JSON."""
         own_redis = EmbeddedRedis(scratch_dir / "ready-redis")
         own_redis.start()
-        port = free_port()
-        api = ManagedProcess(
-            [sys.executable, "-m", "service.serve"],
-            env={**base_env, "REDIS_URL": own_redis.url, "API_PORT": str(port)},
-            log_path=scratch_dir / "ready-api.log",
-        )
-        api.start()
-        url = f"http://127.0.0.1:{port}/ready"
         try:
-            wait_until_http_ok(url, api)
-            async with http.get(url) as response:
-                assert response.status == 200
-                assert (await response.json())["checks"] == {"postgres": "ok", "redis": "ok"}
-            own_redis.stop()
-            started = time.monotonic()
-            async with http.get(url) as response:
-                body = await response.json()
-                assert response.status == 503
-            assert body["down"] == ["redis"]
-            assert body["checks"]["postgres"] == "ok"
-            assert time.monotonic() - started < 5
-            api.stop()
-            lines = api.json_lines()  # raises on any line that is not JSON
-            assert lines
-            assert all(line["service"] == "api" for line in lines)
+            with serve_api(
+                {**base_env, "REDIS_URL": own_redis.url}, log_path=scratch_dir / "ready-api.log"
+            ) as (url, api):
+                async with http.get(f"{url}/ready") as response:
+                    assert response.status == 200
+                    assert (await response.json())["checks"] == {"postgres": "ok", "redis": "ok"}
+                own_redis.stop()
+                started = time.monotonic()
+                async with http.get(f"{url}/ready") as response:
+                    body = await response.json()
+                    assert response.status == 503
+                assert body["down"] == ["redis"]
+                assert body["checks"]["postgres"] == "ok"
+                assert time.monotonic() - started < 5
+                api.stop()
+                lines = api.json_lines()  # raises on any line that is not JSON
+                assert lines
+                assert all(line["service"] == "api" for line in lines)
         finally:
-            api.stop()
             own_redis.stop()
 
 
@@ -88,16 +80,10 @@ class TestCors:
     ) -> None:
         """With CORS_ORIGINS set, a preflight from that origin is allowed (Authorization
         included) and one from another origin gets no allow header."""
-        port = free_port()
-        api = ManagedProcess(
-            [sys.executable, "-m", "service.serve"],
-            env={**base_env, "CORS_ORIGINS": "https://dash.example", "API_PORT": str(port)},
+        with serve_api(
+            {**base_env, "CORS_ORIGINS": "https://dash.example"},
             log_path=scratch_dir / "cors-api.log",
-        )
-        api.start()
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_http_ok(f"{url}/health", api)
+        ) as (url, _):
             cases = (("https://dash.example", True), ("https://evil.example", False))
             for origin, allowed in cases:
                 async with http.options(
@@ -118,5 +104,3 @@ class TestCors:
                         )
                     else:
                         assert allow is None
-        finally:
-            api.stop()

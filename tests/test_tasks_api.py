@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,11 +16,11 @@ import asyncpg
 import pytest
 
 from service import task_registry
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from service.embedded import EmbeddedPostgres, EmbeddedRedis
 from service.migrations import migrate
 from service.users import IssuedKey, create_user
 from tests.api_client import Api
-from tests.processes import ManagedProcess, wait_for, wait_until_http_ok
+from tests.processes import ManagedProcess, serve_api, wait_for
 
 NewUser = Callable[..., Awaitable[IssuedKey]]
 pytestmark = pytest.mark.usefixtures("worker")
@@ -472,28 +471,22 @@ class TestResilience:
         """With Redis (broker and limiter) down, a submit is a 503 problem within 2 s."""
         own_redis = EmbeddedRedis(scratch_dir / "broker-down-redis")
         own_redis.start()
-        port = free_port()
-        api = ManagedProcess(
-            [sys.executable, "-m", "service.serve"],
-            env={**base_env, "REDIS_URL": own_redis.url, "API_PORT": str(port)},
-            log_path=scratch_dir / "broker-down-api.log",
-        )
-        api.start()
         try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until_http_ok(f"{url}/health", api)
-            client = Api(http, url, (await new_user()).api_key)
-            own_redis.stop()
-            started = time.monotonic()
-            status, problem = await client.submit("market-data", {"symbols": ["AAPL"]})
-            elapsed = time.monotonic() - started
-            assert status == 503, problem
-            assert problem["status"] == 503
-            assert elapsed < 2.5
-            _, history, _ = await client.request("GET", "/api/v1/tasks")
-            assert history["tasks"] == []
+            with serve_api(
+                {**base_env, "REDIS_URL": own_redis.url},
+                log_path=scratch_dir / "broker-down-api.log",
+            ) as (url, _):
+                client = Api(http, url, (await new_user()).api_key)
+                own_redis.stop()
+                started = time.monotonic()
+                status, problem = await client.submit("market-data", {"symbols": ["AAPL"]})
+                elapsed = time.monotonic() - started
+                assert status == 503, problem
+                assert problem["status"] == 503
+                assert elapsed < 2.5
+                _, history, _ = await client.request("GET", "/api/v1/tasks")
+                assert history["tasks"] == []
         finally:
-            api.stop()
             own_redis.stop()
 
     async def test_redis_down_cancel_is_503(
@@ -508,37 +501,52 @@ class TestResilience:
         with Retry-After, not a 500, and the task is left as it was."""
         own_redis = EmbeddedRedis(scratch_dir / "cancel-down-redis")
         own_redis.start()
-        port = free_port()
-        api = ManagedProcess(
-            [sys.executable, "-m", "service.serve"],
-            env={**base_env, "REDIS_URL": own_redis.url, "API_PORT": str(port)},
-            log_path=scratch_dir / "cancel-down-api.log",
-        )
-        api.start()
         try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until_http_ok(f"{url}/health", api)
-            issued = await new_user()
-            async with pool.acquire() as connection:
-                task_id, _ = await task_registry.record_submission(
-                    connection,
-                    task_id=str(uuid.uuid4()),
-                    owner_id=issued.user_id,
-                    name="fetch_market_data",
-                    params={"symbols": unique_symbols(1)},
-                    request_id=None,
+            with serve_api(
+                {**base_env, "REDIS_URL": own_redis.url},
+                log_path=scratch_dir / "cancel-down-api.log",
+            ) as (url, _):
+                issued = await new_user()
+                async with pool.acquire() as connection:
+                    task_id, _ = await task_registry.record_submission(
+                        connection,
+                        task_id=str(uuid.uuid4()),
+                        owner_id=issued.user_id,
+                        name="fetch_market_data",
+                        params={"symbols": unique_symbols(1)},
+                        request_id=None,
+                    )
+                own_redis.stop()
+                client = Api(http, url, issued.api_key)
+                status, problem, headers = await client.request(
+                    "DELETE", f"/api/v1/tasks/cancel/{task_id}"
                 )
-            own_redis.stop()
-            client = Api(http, url, issued.api_key)
-            status, problem, headers = await client.request(
-                "DELETE", f"/api/v1/tasks/cancel/{task_id}"
-            )
-            assert status == 503, problem
-            assert headers["Content-Type"].startswith("application/problem+json")
-            assert headers["Retry-After"]
-            assert (await client.status_of(task_id))[1]["state"] == "PENDING"
+                assert status == 503, problem
+                assert headers["Content-Type"].startswith("application/problem+json")
+                assert headers["Retry-After"]
+                assert (await client.status_of(task_id))[1]["state"] == "PENDING"
         finally:
-            api.stop()
+            own_redis.stop()
+
+    async def test_no_workers_is_an_empty_list(
+        self,
+        base_env: dict[str, str],
+        scratch_dir: Path,
+        new_user: NewUser,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        """With no worker on its broker, /tasks/workers answers 200 with an empty list."""
+        own_redis = EmbeddedRedis(scratch_dir / "no-workers-redis")
+        own_redis.start()
+        try:
+            with serve_api(
+                {**base_env, "REDIS_URL": own_redis.url},
+                log_path=scratch_dir / "no-workers-api.log",
+            ) as (url, _):
+                admin = Api(http, url, (await new_user(admin=True)).api_key)
+                status, workers, _ = await admin.request("GET", "/api/v1/tasks/workers")
+                assert (status, workers) == (200, [])
+        finally:
             own_redis.stop()
 
     async def test_postgres_down_is_503(
@@ -551,36 +559,30 @@ class TestResilience:
         503 problem, not a 500; /ready names postgres."""
         own_postgres = EmbeddedPostgres(scratch_dir / "down-postgres", durable=False)
         own_postgres.start()
-        port = free_port()
-        api = ManagedProcess(
-            [sys.executable, "-m", "service.serve"],
-            env={**base_env, "DATABASE_URL": own_postgres.url, "API_PORT": str(port)},
-            log_path=scratch_dir / "postgres-down-api.log",
-        )
         try:
             await migrate(own_postgres.url)
-            api.start()
-            url = f"http://127.0.0.1:{port}"
-            wait_until_http_ok(f"{url}/health", api)
-            async with own_db_pool(own_postgres.url) as own_pool, own_pool.acquire() as db:
-                issued = await create_user(db, email="down@test.findash", is_admin=False)
-            client = Api(http, url, issued.api_key)
-            assert (await client.request("GET", "/api/v1/tasks/active"))[0] == 200
-            own_postgres.stop()
-            for method, path in (
-                ("GET", "/api/v1/tasks/active"),
-                ("POST", "/api/v1/tasks/market-data"),
-            ):
-                status, problem, headers = await client.request(
-                    method, path, body={"symbols": ["AAPL"]}
-                )
-                assert status == 503, (path, problem)
-                assert headers["Content-Type"].startswith("application/problem+json")
-            async with http.get(f"{url}/ready") as response:
-                assert response.status == 503
-                assert (await response.json())["down"] == ["postgres"]
+            with serve_api(
+                {**base_env, "DATABASE_URL": own_postgres.url},
+                log_path=scratch_dir / "postgres-down-api.log",
+            ) as (url, _):
+                async with own_db_pool(own_postgres.url) as own_pool, own_pool.acquire() as db:
+                    issued = await create_user(db, email="down@test.findash", is_admin=False)
+                client = Api(http, url, issued.api_key)
+                assert (await client.request("GET", "/api/v1/tasks/active"))[0] == 200
+                own_postgres.stop()
+                for method, path in (
+                    ("GET", "/api/v1/tasks/active"),
+                    ("POST", "/api/v1/tasks/market-data"),
+                ):
+                    status, problem, headers = await client.request(
+                        method, path, body={"symbols": ["AAPL"]}
+                    )
+                    assert status == 503, (path, problem)
+                    assert headers["Content-Type"].startswith("application/problem+json")
+                async with http.get(f"{url}/ready") as response:
+                    assert response.status == 503
+                    assert (await response.json())["down"] == ["postgres"]
         finally:
-            api.stop()
             own_postgres.stop()
 
     async def test_rate_limit_per_key(
@@ -591,17 +593,10 @@ class TestResilience:
         http: aiohttp.ClientSession,
     ) -> None:
         """Past SUBMIT_RATE_LIMIT a key gets 429 with Retry-After; another key is unaffected."""
-        port = free_port()
-        api = ManagedProcess(
-            [sys.executable, "-m", "service.serve"],
-            # A day-long window, so no window boundary falls between the submits.
-            env={**base_env, "SUBMIT_RATE_LIMIT": "3/day", "API_PORT": str(port)},
-            log_path=scratch_dir / "rate-limit-api.log",
-        )
-        api.start()
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until_http_ok(f"{url}/health", api)
+        # A day-long window, so no window boundary falls between the submits.
+        with serve_api(
+            {**base_env, "SUBMIT_RATE_LIMIT": "3/day"}, log_path=scratch_dir / "rate-limit-api.log"
+        ) as (url, _):
             first = Api(http, url, (await new_user()).api_key)
             second = Api(http, url, (await new_user()).api_key)
             codes = [
@@ -616,5 +611,3 @@ class TestResilience:
             assert status == 429
             assert int(headers["Retry-After"]) >= 1
             assert (await second.submit("market-data", {"symbols": unique_symbols(1)}))[0] == 202
-        finally:
-            api.stop()
