@@ -130,11 +130,6 @@ async def record_submission(
     raise RuntimeError("could not record task submission")
 
 
-async def forget_submission(connection: asyncpg.Connection, *, task_id: str) -> None:
-    """Remove a PENDING row whose publish failed, so a retry is not taken for a duplicate."""
-    await connection.execute("DELETE FROM tasks WHERE id = $1 AND state = 'PENDING'", task_id)
-
-
 async def get_status(
     connection: asyncpg.Connection, *, task_id: str, owner_id: int | None
 ) -> TaskStatus | None:

@@ -108,14 +108,17 @@ class TaskController(Controller):
         request_id = structlog.contextvars.get_contextvars().get("request_id", "")
         async with state.pool.acquire() as connection:
             if idem_key is None:
-                body, status_code = await _record_and_publish(
-                    connection,
-                    publisher,
-                    user=user,
-                    name=name,
-                    kwargs=kwargs,
-                    request_id=request_id,
-                )
+                try:
+                    body, status_code = await _record_and_publish(
+                        connection,
+                        publisher,
+                        user=user,
+                        name=name,
+                        kwargs=kwargs,
+                        request_id=request_id,
+                    )
+                except PublishFailed as failed:
+                    raise failed.problem from None
                 return Response(body, status_code=status_code)
             fingerprint = idempotency.request_fingerprint(
                 method=request.method, path=request.url.path, body=await request.body()
@@ -131,22 +134,31 @@ class TaskController(Controller):
                             detail="this Idempotency-Key was used with a different request",
                         )
                     return Response(stored.body, status_code=stored.status_code)
-                body, status_code = await _record_and_publish(
-                    connection,
-                    publisher,
-                    user=user,
-                    name=name,
-                    kwargs=kwargs,
-                    request_id=request_id,
-                )
-                await idempotency.store(
-                    connection,
-                    api_key_id=user.key_id,
-                    key=idem_key,
-                    request_hash=fingerprint,
-                    status_code=status_code,
-                    body=msgspec.to_builtins(body),
-                )
+                try:
+                    body, status_code = await _record_and_publish(
+                        connection,
+                        publisher,
+                        user=user,
+                        name=name,
+                        kwargs=kwargs,
+                        request_id=request_id,
+                    )
+                except PublishFailed as failed:
+                    # Commit the FAILURE row but store no answer: a retry with this key
+                    # may succeed once the broker is back.
+                    publish_failure: ProblemException | None = failed.problem
+                else:
+                    publish_failure = None
+                    await idempotency.store(
+                        connection,
+                        api_key_id=user.key_id,
+                        key=idem_key,
+                        request_hash=fingerprint,
+                        status_code=status_code,
+                        body=msgspec.to_builtins(body),
+                    )
+            if publish_failure is not None:
+                raise publish_failure
         return Response(body, status_code=status_code)
 
     @post(
@@ -351,6 +363,14 @@ class TaskController(Controller):
         return infos
 
 
+class PublishFailed(Exception):
+    """The broker did not take a new task; `problem` is the 503 to answer with."""
+
+    def __init__(self, problem: ProblemException) -> None:
+        super().__init__(problem.detail)
+        self.problem = problem
+
+
 async def _record_and_publish(
     connection: asyncpg.Connection,
     publisher: TaskPublisher,
@@ -362,8 +382,10 @@ async def _record_and_publish(
 ) -> tuple[Submitted, int]:
     """Record the task (or find its unfinished twin) and publish it if new.
 
-    A publish that fails removes the row again (or rolls back with the caller's
-    transaction), so a retry after a broker outage is not mistaken for a duplicate.
+    A publish that fails or times out finishes the row as FAILURE (BrokerUnavailable) and
+    raises `PublishFailed`: the caller learns the truth from the 503 and from the task's
+    status, a retry is not mistaken for a duplicate, and a message that reaches the broker
+    after the deadline is dropped by the worker, since the task already finished.
     """
     task_id, created = await task_registry.record_submission(
         connection,
@@ -380,10 +402,18 @@ async def _record_and_publish(
             name=name, task_id=task_id, kwargs=kwargs, headers={"request_id": request_id}
         )
     except BrokerUnavailable as exc:
-        if not connection.is_in_transaction():
-            await task_registry.forget_submission(connection, task_id=task_id)
-        raise ProblemException(
-            status=503, detail=f"the task queue is unavailable: {exc}", headers={"Retry-After": "5"}
+        await task_registry.record_outcome(
+            connection,
+            task_id=task_id,
+            state="FAILURE",
+            error=task_registry.TaskError(type="BrokerUnavailable", message=str(exc)),
+        )
+        raise PublishFailed(
+            ProblemException(
+                status=503,
+                detail=f"the task queue is unavailable: {exc}",
+                headers={"Retry-After": "5"},
+            )
         ) from None
     return Submitted(task_id=task_id, status="submitted"), 202
 

@@ -468,7 +468,9 @@ class TestResilience:
         new_user: NewUser,
         http: aiohttp.ClientSession,
     ) -> None:
-        """With Redis (broker and limiter) down, a submit is a 503 problem within 2 s."""
+        """With Redis (broker and limiter) down, a submit is a 503 problem within 2 s, the task
+        is recorded as FAILURE (BrokerUnavailable), and a retry with the same
+        Idempotency-Key once Redis is back queues it."""
         own_redis = EmbeddedRedis(scratch_dir / "broker-down-redis")
         own_redis.start()
         try:
@@ -479,13 +481,21 @@ class TestResilience:
                 client = Api(http, url, (await new_user()).api_key)
                 own_redis.stop()
                 started = time.monotonic()
-                status, problem = await client.submit("market-data", {"symbols": ["AAPL"]})
+                key = {"Idempotency-Key": uuid.uuid4().hex}
+                body = {"symbols": ["AAPL"]}
+                status, problem = await client.submit("market-data", body, headers=key)
                 elapsed = time.monotonic() - started
                 assert status == 503, problem
                 assert problem["status"] == 503
                 assert elapsed < 2.5
                 _, history, _ = await client.request("GET", "/api/v1/tasks")
-                assert history["tasks"] == []
+                (failed,) = history["tasks"]
+                assert failed["state"] == "FAILURE"
+                assert failed["error"]["type"] == "BrokerUnavailable"
+                own_redis.start()
+                status, answer = await client.submit("market-data", body, headers=key)
+                assert status == 202, answer
+                assert answer["task_id"] != failed["task_id"]
         finally:
             own_redis.stop()
 
