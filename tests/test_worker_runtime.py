@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ from celery.result import AsyncResult
 
 from service import task_registry
 from service.cancellation import request_cancel
+from service.embedded import free_port
 from service.settings import Settings
 from tests.conftest import start_worker
 from tests.processes import ManagedProcess, wait_for
-from workers.celery_app import create_celery_app
+from workers.celery_app import create_celery_app, create_publisher_app
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +140,43 @@ class TestDeadline:
             assert status.state == "FAILURE", status
             assert status.error is not None
             assert "deadline" in status.error.message
+        finally:
+            app.close()
+            process.stop()
+
+
+class TestAdvisoryProgress:
+    async def test_result_backend_down_does_not_fail_the_task(
+        self, base_env: dict[str, str], exchange: str, scratch_dir: Path, pool: asyncpg.Pool
+    ) -> None:
+        """With Celery's result backend unreachable, progress still lands in the registry and
+        the task still succeeds there: progress is advisory, the registry is the truth."""
+        broker = base_env["REDIS_URL"].rsplit("/", 1)[0] + "/6"
+        env = {
+            **base_env,
+            "CELERY_BROKER_URL": broker,
+            "CELERY_RESULT_BACKEND": f"redis://127.0.0.1:{free_port()}/0",
+        }
+        process = start_worker(
+            env, log_path=scratch_dir / "no-backend-worker.log", name="nobackend"
+        )
+        app = create_publisher_app(Settings.from_env(env))
+        try:
+            task_id = str(uuid.uuid4())
+            app.send_task(
+                "demo_fetch", kwargs={"symbol": "NOBACKEND", "hold_seconds": 1}, task_id=task_id
+            )
+            row = None
+            for _ in range(300):  # at most 30 s
+                row = await pool.fetchrow(
+                    "SELECT state, progress FROM tasks WHERE id = $1", task_id
+                )
+                if row is not None and row["state"] in task_registry.TERMINAL_STATES:
+                    break
+                await asyncio.sleep(0.1)
+            assert row is not None
+            assert row["state"] == "SUCCESS"
+            assert row["progress"] == {"current": 10, "total": 10, "message": "holding"}
         finally:
             app.close()
             process.stop()

@@ -61,7 +61,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_retry_on_worker_lost": True,
         "task_reject_on_worker_lost": False,
         "worker_prefetch_multiplier": 1,
-        "task_track_started": True,
+        # STARTED lives in the task registry; a result-backend write before each body would
+        # only add a Redis round trip and a way for a backend outage to fail the task.
+        "task_track_started": False,
         "task_time_limit": settings.celery_task_time_limit,
         "task_soft_time_limit": settings.celery_soft_time_limit,
         "result_expires": settings.celery_result_expires,

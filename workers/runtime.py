@@ -78,15 +78,22 @@ class TaskContext:
         """Record `{current, total, message}` (state PROGRESS) in the registry and Celery.
 
         Calls closer together than 0.25 s are dropped, except the last one (current == total).
+        Progress is advisory: a Postgres or Redis hiccup while recording it is logged and the
+        task goes on.
         """
         now = time.monotonic()
         if current < total and now - self._last_progress_at < PROGRESS_MIN_INTERVAL_SECONDS:
             return
         self._last_progress_at = now
         progress = task_registry.Progress(current=current, total=total, message=message)
-        async with self.pool.acquire() as connection:
-            await task_registry.record_progress(connection, task_id=self.task_id, progress=progress)
-        await asyncio.to_thread(self.progress_sink, current, total, message)
+        try:
+            async with self.pool.acquire(timeout=HEARTBEAT_SECONDS) as connection:
+                await task_registry.record_progress(
+                    connection, task_id=self.task_id, progress=progress
+                )
+            await asyncio.to_thread(self.progress_sink, current, total, message)
+        except (asyncpg.PostgresError, aioredis.RedisError, OSError, TimeoutError) as exc:
+            log.warning("progress not recorded", error=str(exc) or type(exc).__name__)
 
 
 TaskBody = Callable[..., Coroutine[Any, Any, Any]]
