@@ -44,7 +44,7 @@ def current_holdings(
             valued.append((holding.symbol, holding.quantity, holding.cost_basis, None, None, None))
             continue
         price_date, close = found
-        close *= split_factor_after(splits.get(holding.symbol, ()), price_date)
+        close *= split_factor_after(splits.get(holding.symbol, ()), as_of)
         valued.append(
             (
                 holding.symbol,
