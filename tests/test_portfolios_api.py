@@ -131,6 +131,22 @@ class TestTransactions:
             ({"type": "DEPOSIT", "date": "2024-01-02", "amount": 3, "quantity": 1}, "quantity"),
             ({"type": "GIFT", "date": "2024-01-02", "amount": 3}, "type"),
             ({"type": "FEE", "date": "2024-01-02", "amount": 3, "fee": -1}, "fee"),
+            (
+                {"type": "BUY", "date": "2024-01-02", "symbol": "A", "quantity": 1e-11, "price": 1},
+                "quantity",
+            ),
+            ({"type": "DEPOSIT", "date": "2024-01-02", "amount": 0.0000001}, "amount"),
+            ({"type": "DEPOSIT", "date": "2024-01-02", "amount": 1, "fee": 0.1234567}, "fee"),
+            (
+                {
+                    "type": "BUY",
+                    "date": "2024-01-02",
+                    "symbol": "A",
+                    "quantity": 1,
+                    "price": 1.5e-7,
+                },
+                "price",
+            ),
         ],
     )
     async def test_required_fields_per_type(
