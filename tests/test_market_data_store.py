@@ -3,8 +3,9 @@ refresh, a refetch when a split appears, failures and fetch state, quotes and as
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from tests.market_sim import Sim, failover, market_settings, serve_exchange
 from workers.market_data_fetch import ChunkFetcher
 from workers.market_data_plan import Window
 from workers.market_store import upsert_asset_info, upsert_quotes
+from workers.providers.base import Quote
 from workers.simulated_exchange.series import build_series, symbol_seed
 
 
@@ -273,6 +275,23 @@ class TestQuotesAndInfo:
             assert await upsert_quotes(connection, list(found.values())) == 0
         price = await pool.fetchval("SELECT price FROM latest_quotes WHERE symbol = 'QUOTEA'")
         assert float(price) == pytest.approx(found["QUOTEA"][0].price)
+
+    async def test_an_older_quote_never_replaces_a_newer_one(self, pool: asyncpg.Pool) -> None:
+        """A late write (another provider's staler price, a redelivered task) cannot roll the
+        latest quote back; a newer one replaces it."""
+        now = datetime.now(UTC)
+        symbol = f"QT{uuid.uuid4().hex[:6].upper()}"
+
+        def quote(price: float, at: datetime | None) -> tuple[Quote, str]:
+            return Quote(symbol=symbol, price=price, market_time=at), "test"
+
+        async with pool.acquire() as connection:
+            assert await upsert_quotes(connection, [quote(10.0, now)]) == 1
+            assert await upsert_quotes(connection, [quote(9.0, now - timedelta(hours=1))]) == 0
+            assert await upsert_quotes(connection, [quote(8.0, None)]) == 0
+            assert await upsert_quotes(connection, [quote(11.0, now + timedelta(minutes=1))]) == 1
+        price = await pool.fetchval("SELECT price FROM latest_quotes WHERE symbol = $1", symbol)
+        assert float(price) == 11.0
 
     async def test_asset_info_is_stored(
         self,

@@ -77,7 +77,8 @@ async def upsert_events(
 
 
 async def upsert_quotes(connection: asyncpg.Connection, quotes: Sequence[tuple[Quote, str]]) -> int:
-    """Merge latest quotes (creating bare assets as needed); return how many changed."""
+    """Merge latest quotes (creating bare assets as needed), never replacing a quote with an
+    older one; return how many changed."""
     if not quotes:
         return 0
     async with connection.transaction():
@@ -88,6 +89,7 @@ async def upsert_quotes(connection: asyncpg.Connection, quotes: Sequence[tuple[Q
             columns=("symbol", "price", "currency", "market_time", "source"),
             key=("symbol",),
             records=quote_rows(quotes),
+            never_older="market_time",
         )
 
 
