@@ -80,6 +80,14 @@ def split_factor_after(splits: Sequence[Split], day: date) -> Decimal:
     return factor
 
 
+def close_for_shares_on(close: Decimal, splits: Sequence[Split], day: date) -> Decimal:
+    """A stored (split-adjusted as of today) close as the price of a share held on `day`.
+
+    The shares held on `day` reflect every split up to `day`, whatever the close's own date.
+    """
+    return close * split_factor_after(splits, day)
+
+
 def value_state(
     state: DayState,
     day: date,
@@ -95,8 +103,7 @@ def value_state(
         if found is None:
             raise MissingPrice(f"no close for {holding.symbol} on or before {day}")
         price_date, close = found
-        # The shares held at `day` reflect every split up to `day`, whatever the close's date.
-        close *= split_factor_after(splits.get(holding.symbol, ()), day)
+        close = close_for_shares_on(close, splits.get(holding.symbol, ()), day)
         market_value = holding.quantity * close
         values.append(
             HoldingValue(
