@@ -10,6 +10,7 @@ unreachable.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from service import users
+from service.cli_portfolios import portfolios_group
 from service.cli_schedule import schedule_group
 from service.settings import Settings
 
@@ -114,6 +116,8 @@ def main(ctx: click.Context, api_url: str | None, api_key: str | None, as_json: 
         "api_key": api_key or environment.get("FINDASH_API_KEY", ""),
         "json": as_json,
         "environment": environment,
+        "request": functools.partial(_request, ctx),
+        "print": functools.partial(_print, ctx),
     }
 
 
@@ -122,6 +126,14 @@ def _client(ctx: click.Context) -> ApiClient:
         errors.print("[red]no API key[/red]: set FINDASH_API_KEY (or run `just dev`)")
         sys.exit(EXIT_REFUSED)
     return ApiClient(base_url=ctx.obj["api_url"], api_key=ctx.obj["api_key"])
+
+
+def _request(ctx: click.Context, method: str, path: str, body: Any = None) -> Any:
+    """One API call; a refusal exits 2 with the problem."""
+    status, answer = _run(_client(ctx).call(method, path, body))
+    if not 200 <= status < 300:
+        _refuse(status, answer)
+    return answer
 
 
 def _print(ctx: click.Context, value: Any) -> None:
@@ -434,6 +446,7 @@ def users_revoke_key(ctx: click.Context, key_id: int) -> None:
 
 
 main.add_command(schedule_group)
+main.add_command(portfolios_group)
 
 
 if __name__ == "__main__":

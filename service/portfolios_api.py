@@ -17,7 +17,14 @@ from litestar.params import FromQuery, JSONBody, PathParameter
 
 from service.portfolio import store
 from service.portfolio.holdings import current_holdings
-from service.portfolio.positions import LedgerError, Transaction, replay, state_on
+from service.portfolio.positions import (
+    DayState,
+    LedgerError,
+    Split,
+    Transaction,
+    replay,
+    state_on,
+)
 from service.portfolio.schemas import (
     HoldingsOut,
     PortfolioCreate,
@@ -81,6 +88,19 @@ async def _check_ledger(connection: asyncpg.Connection, transactions: list[Trans
         replay(transactions, [s for items in splits.values() for s in items])
     except LedgerError as exc:
         raise ProblemException(status=422, detail=str(exc)) from None
+
+
+def _replay_stored(transactions: list[Transaction], splits: list[Split]) -> list[DayState]:
+    """Replay accepted transactions; a split stored since they were accepted can make them
+    impossible (a reverse split shrinking a position a later sell relies on): 409, not 500."""
+    try:
+        return replay(transactions, splits)
+    except LedgerError as exc:
+        raise ProblemException(
+            status=409,
+            detail=f"the recorded transactions no longer apply with the stored splits: {exc}; "
+            "correct or delete the transaction",
+        ) from None
 
 
 class PortfolioController(Controller):
@@ -203,7 +223,8 @@ class PortfolioController(Controller):
         portfolio_id: PathId,
         as_of: FromQuery[dt.date | None] = None,
     ) -> HoldingsOut:
-        """Positions at `as_of` (default today) valued at each symbol's last close."""
+        """Positions at `as_of` (default today) valued at each symbol's last close; 409 if a
+        split stored since makes the recorded transactions impossible."""
         day = as_of or dt.datetime.now(EXCHANGE_TZ).date()
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
@@ -211,7 +232,7 @@ class PortfolioController(Controller):
             symbols = sorted({tx.symbol for tx in transactions if tx.symbol})
             splits = await store.load_splits(connection, symbols)
             closes = await store.latest_closes(connection, symbols, on_or_before=day)
-        states = replay(transactions, [s for items in splits.values() for s in items])
+        states = _replay_stored(transactions, [s for items in splits.values() for s in items])
         return current_holdings(
             portfolio_id, state_on(states, day), as_of=day, closes=closes, splits=splits
         )

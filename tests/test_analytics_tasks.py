@@ -229,6 +229,38 @@ class TestPerformanceTask:
         assert "quoted in EUR" in by_id[scenario["foreign"]]["unavailable"]["mwr"]
         assert by_id[scenario["good"]]["metrics"]["twr"] is not None
 
+    async def test_portfolio_starting_inside_the_window_counts_its_first_day(
+        self,
+        worker: ManagedProcess,
+        celery_client: Celery,
+        pool: asyncpg.Pool,
+        scenario: dict[str, int],
+    ) -> None:
+        """Bought at 10 on 2019-06-25 (close 11) and held to a close of 15, a portfolio begun
+        inside the window returns 15/10 - 1 from its cost (not 15/11 - 1 from its first close),
+        measured from the trading day before."""
+        portfolio = await create_portfolio(pool, owner_id=await new_owner_id(pool), name="late")
+        await add_transactions(
+            pool,
+            portfolio,
+            [
+                {
+                    "type": "BUY",
+                    "date": D("2019-06-25"),
+                    "symbol": "AXA1",
+                    "quantity": 10,
+                    "price": 10,
+                }
+            ],
+        )
+        outcome = celery_client.send_task(
+            "calculate_portfolio_performance",
+            kwargs={"portfolio_id": portfolio, "start": "2019-06-20", "end": "2019-07-08"},
+        ).get(timeout=60)
+        (stored,) = outcome["results"]
+        assert stored["start"] == "2019-06-24"
+        assert stored["metrics"]["twr"] == pytest.approx(150 / 100 - 1)
+
     async def test_another_users_portfolio_is_not_found(
         self,
         worker: ManagedProcess,

@@ -131,3 +131,33 @@ class TestCli:
         plain = _create_user(cli_env)
         refused = findash("worker-stats", env={**cli_env, "FINDASH_API_KEY": plain["api_key"]})
         assert refused.returncode == 2
+
+    def test_portfolio_commands_record_and_read(self, cli_env: dict[str, str]) -> None:
+        """A user creates a portfolio, records a deposit and a buy, is refused an oversell
+        (exit 2 with the reason), lists transactions, reads holdings, then deletes it all."""
+        user = _create_user(cli_env)
+        env = {**cli_env, "FINDASH_API_KEY": user["api_key"]}
+
+        def run(*args: str) -> Any:
+            done = findash("--json", "portfolios", *args, env=env)
+            assert done.returncode == 0, done.stderr
+            return json.loads(done.stdout)
+
+        portfolio = str(run("create", "cli main")["id"])
+        run("add-tx", portfolio, "deposit", "2024-01-02", "--amount", "1000")
+        buy = run(
+            "add-tx", portfolio, "BUY", "2024-01-03", "-s", "clia", "-q", "2.5", "--price", "99.5"
+        )
+        assert buy == {**buy, "symbol": "CLIA", "quantity": 2.5, "price": 99.5}
+        refused = findash(
+            "portfolios", "add-tx", portfolio, "SELL", "2024-01-04", "-s", "CLIA", "-q", "3",
+            "--price", "10", env=env,
+        )  # fmt: skip
+        assert refused.returncode == 2
+        assert "only 2.5 held" in refused.stderr
+        assert [t["type"] for t in run("transactions", portfolio)] == ["DEPOSIT", "BUY"]
+        held = run("holdings", portfolio, "--as-of", "2024-01-05")
+        assert [(h["symbol"], h["quantity"]) for h in held["holdings"]] == [("CLIA", 2.5)]
+        assert [p["id"] for p in run("list")] == [int(portfolio)]
+        run("delete", portfolio)
+        assert run("list") == []

@@ -3,8 +3,9 @@ refresh, a refetch when a split appears, failures and fetch state, quotes and as
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -15,9 +16,11 @@ import redis.asyncio as aioredis
 from service.settings import Settings
 from service.trading_calendar import EXCHANGE_TZ, NYSE
 from tests.market_sim import Sim, failover, market_settings, serve_exchange
+from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id
 from workers.market_data_fetch import ChunkFetcher
 from workers.market_data_plan import Window
 from workers.market_store import upsert_asset_info, upsert_quotes
+from workers.providers.base import Quote
 from workers.simulated_exchange.series import build_series, symbol_seed
 
 
@@ -213,15 +216,35 @@ class TestChunkFetch:
         assert state["last_error"] is None
 
 
-def _split_symbol(after: date) -> tuple[str, date]:
+def _split_symbol(after: date, *, skip: int = 0) -> tuple[str, date]:
+    """A simulated symbol whose first split is after `after` (skipping `skip` matches)."""
     for i in range(5000):
         symbol = f"SPLIT{i}"
         if symbol_seed(symbol) % 11:
             continue
         splits = build_series(symbol, _today()).splits
         if splits and after < min(splits) < _today() - timedelta(days=30):
-            return symbol, min(splits)
+            if skip == 0:
+                return symbol, min(splits)
+            skip -= 1
     raise AssertionError("no symbol with a recent split")
+
+
+async def _put_snapshots(pool: asyncpg.Pool, portfolio_id: int, days: list[date]) -> None:
+    await pool.executemany(
+        "INSERT INTO portfolio_snapshots (portfolio_id, date, total_value, market_value, cash, "
+        "cost_basis, unrealized_pnl, realized_pnl, income, fees, net_invested, net_flow, "
+        "day_change, holdings) VALUES ($1, $2, 1, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0, '[]') "
+        "ON CONFLICT DO NOTHING",
+        [(portfolio_id, day) for day in days],
+    )
+
+
+async def _snapshot_dates(pool: asyncpg.Pool, portfolio_id: int) -> list[date]:
+    rows = await pool.fetch(
+        "SELECT date FROM portfolio_snapshots WHERE portfolio_id = $1 ORDER BY date", portfolio_id
+    )
+    return [row["date"] for row in rows]
 
 
 class TestSplitRefetch:
@@ -254,6 +277,43 @@ class TestSplitRefetch:
         assert incremental < 12
         assert await pool.fetchval("SELECT date FROM splits WHERE symbol = $1", symbol) == split_day
 
+    async def test_new_split_drops_the_snapshots_it_makes_stale(
+        self,
+        msettings: Settings,
+        pool: asyncpg.Pool,
+        http: aiohttp.ClientSession,
+        redis_client: aioredis.Redis,
+        sim: Sim,
+    ) -> None:
+        """Snapshots valued with the pre-split share count (dated on or after a newly stored
+        split) are dropped for rebuilding; earlier ones, other portfolios' and those written
+        once the split is known are kept."""
+        symbol, split_day = _split_symbol(after=date(2024, 1, 1), skip=1)
+        before, after = split_day - timedelta(days=1), split_day + timedelta(days=1)
+        owner = await new_owner_id(pool)
+        holder = await create_portfolio(pool, owner_id=owner, name="holds the splitter")
+        other = await create_portfolio(pool, owner_id=owner, name="holds nothing")
+        start = split_day - timedelta(days=60)
+        await add_transactions(
+            pool,
+            holder,
+            [{"type": "BUY", "date": start, "symbol": symbol, "quantity": 1, "price": 1}],
+        )
+        await add_transactions(pool, other, [{"type": "DEPOSIT", "date": start, "amount": 1}])
+        wanted = Window(start, split_day + timedelta(days=20))
+        fetcher = _fetcher(msettings, pool=pool, http=http, redis=redis_client)
+        sim.configure(today=split_day - timedelta(days=3))
+        await fetcher.run([symbol], wanted)
+        for portfolio in (holder, other):
+            await _put_snapshots(pool, portfolio, [before, split_day, after])
+        sim.configure(today=split_day + timedelta(days=5))
+        await fetcher.run([symbol], wanted)
+        assert await _snapshot_dates(pool, holder) == [before]
+        assert await _snapshot_dates(pool, other) == [before, split_day, after]
+        await _put_snapshots(pool, holder, [after])
+        await fetcher.run([symbol], wanted)
+        assert await _snapshot_dates(pool, holder) == [before, after]
+
 
 class TestQuotesAndInfo:
     async def test_quotes_upsert_is_idempotent(
@@ -273,6 +333,23 @@ class TestQuotesAndInfo:
             assert await upsert_quotes(connection, list(found.values())) == 0
         price = await pool.fetchval("SELECT price FROM latest_quotes WHERE symbol = 'QUOTEA'")
         assert float(price) == pytest.approx(found["QUOTEA"][0].price)
+
+    async def test_an_older_quote_never_replaces_a_newer_one(self, pool: asyncpg.Pool) -> None:
+        """A late write (another provider's staler price, a redelivered task) cannot roll the
+        latest quote back; a newer one replaces it."""
+        now = datetime.now(UTC)
+        symbol = f"QT{uuid.uuid4().hex[:6].upper()}"
+
+        def quote(price: float, at: datetime | None) -> tuple[Quote, str]:
+            return Quote(symbol=symbol, price=price, market_time=at), "test"
+
+        async with pool.acquire() as connection:
+            assert await upsert_quotes(connection, [quote(10.0, now)]) == 1
+            assert await upsert_quotes(connection, [quote(9.0, now - timedelta(hours=1))]) == 0
+            assert await upsert_quotes(connection, [quote(8.0, None)]) == 0
+            assert await upsert_quotes(connection, [quote(11.0, now + timedelta(minutes=1))]) == 1
+        price = await pool.fetchval("SELECT price FROM latest_quotes WHERE symbol = $1", symbol)
+        assert float(price) == 11.0
 
     async def test_asset_info_is_stored(
         self,

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import date
 from typing import Any
 
 import aiohttp
@@ -231,6 +232,45 @@ class TestQuotesAndInfoTasks:
             await mine.submit("portfolio-prices", {"portfolio_ids": [portfolios[2]]}), within=30
         )
         assert status["result"]["requested"] == 0
+
+    async def test_held_quantities_follow_stored_splits(
+        self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser, pool: asyncpg.Pool
+    ) -> None:
+        """After a 2:1 split of 10 shares, selling 15 leaves a position whose quote is
+        refreshed, while selling all 20 leaves none."""
+        owner = await new_user()
+        still_held, sold_out = _symbols("SP", 2)
+        portfolio = await pool.fetchval(
+            "INSERT INTO portfolios (owner_id, name) VALUES ($1, 'split') RETURNING id",
+            owner.user_id,
+        )
+        await pool.executemany(
+            "INSERT INTO assets (symbol) VALUES ($1)", [(still_held,), (sold_out,)]
+        )
+        await pool.executemany(
+            "INSERT INTO splits (symbol, date, numerator, denominator, source) "
+            "VALUES ($1, DATE '2026-01-06', 2, 1, 'test')",
+            [(still_held,), (sold_out,)],
+        )
+        await pool.executemany(
+            "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price) "
+            "VALUES ($1, $2, $3::date, $4, $5, 10)",
+            [
+                (portfolio, "BUY", date(2026, 1, 5), still_held, 10),
+                (portfolio, "SELL", date(2026, 1, 7), still_held, 15),
+                (portfolio, "BUY", date(2026, 1, 5), sold_out, 10),
+                (portfolio, "SELL", date(2026, 1, 7), sold_out, 20),
+            ],
+        )
+        mine = Client(http, api_url, owner.api_key)
+        status = await mine.finished(await mine.submit("portfolio-prices", {}), within=30)
+        assert status["state"] == "SUCCESS", status
+        assert status["result"] == {"requested": 1, "updated": 1, "failed": []}
+        quoted = await pool.fetchval(
+            "SELECT array_agg(symbol) FROM latest_quotes WHERE symbol = ANY($1::text[])",
+            [still_held, sold_out],
+        )
+        assert quoted == [still_held]
 
     async def test_fetch_asset_info(self, client: Client, pool: asyncpg.Pool) -> None:
         """fetch_asset_info stores the asset's reference data from quoteSummary."""

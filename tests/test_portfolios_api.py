@@ -131,6 +131,22 @@ class TestTransactions:
             ({"type": "DEPOSIT", "date": "2024-01-02", "amount": 3, "quantity": 1}, "quantity"),
             ({"type": "GIFT", "date": "2024-01-02", "amount": 3}, "type"),
             ({"type": "FEE", "date": "2024-01-02", "amount": 3, "fee": -1}, "fee"),
+            (
+                {"type": "BUY", "date": "2024-01-02", "symbol": "A", "quantity": 1e-11, "price": 1},
+                "quantity",
+            ),
+            ({"type": "DEPOSIT", "date": "2024-01-02", "amount": 0.0000001}, "amount"),
+            ({"type": "DEPOSIT", "date": "2024-01-02", "amount": 1, "fee": 0.1234567}, "fee"),
+            (
+                {
+                    "type": "BUY",
+                    "date": "2024-01-02",
+                    "symbol": "A",
+                    "quantity": 1,
+                    "price": 1.5e-7,
+                },
+                "price",
+            ),
         ],
     )
     async def test_required_fields_per_type(
@@ -237,6 +253,29 @@ class TestHoldingsAndResults:
         status, holdings, _ = await alice.request("GET", path)
         assert holdings["total_value"] is None
         assert holdings["missing_prices"] == ["APINOPRICE"]
+
+    async def test_split_stored_later_that_breaks_the_history_is_409(
+        self, alice: Api, pool: asyncpg.Pool
+    ) -> None:
+        """A reverse split stored after a sell was accepted makes that sell impossible: holdings
+        answer a 409 problem naming it, not a 500."""
+        await put_closes(pool, "APIRS1", {date(2024, 1, 2): 10.0})
+        portfolio_id = await _portfolio(alice)
+        for fields in (
+            {"type": "BUY", "date": "2024-01-02", "quantity": 100, "price": 10},
+            {"type": "SELL", "date": "2024-01-10", "quantity": 50, "price": 10},
+        ):
+            status, body = await _tx(alice, portfolio_id, symbol="APIRS1", **fields)
+            assert status == 201, body
+        await pool.execute(
+            "INSERT INTO splits (symbol, date, numerator, denominator, source) "
+            "VALUES ('APIRS1', '2024-01-05', 1, 10, 'test')"
+        )
+        status, problem, _ = await alice.request(
+            "GET", f"/api/v1/portfolios/{portfolio_id}/holdings?as_of=2024-01-12"
+        )
+        assert status == 409, problem
+        assert "cannot sell 50 APIRS1 on 2024-01-10: only 10 held" in problem["detail"]
 
     async def test_performance_404_until_computed_and_report_scoped(
         self, alice: Api, bob: Api, pool: asyncpg.Pool

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from workers.analytics import metrics as m
-from workers.analytics.performance import DailySeries, compute_performance, mwr_flows
+from workers.analytics.performance import (
+    DailySeries,
+    compute_performance,
+    from_inception,
+    mwr_flows,
+)
 
 
 def arr(*values: float) -> m.FloatArray:
@@ -109,6 +114,12 @@ class TestReturns:
             outcomes.append(m.twr(m.daily_returns(arr(*values), arr(*flows))))
         expected = math.prod(1 + r for r in market) - 1
         assert outcomes == pytest.approx([expected] * 4)
+
+    def test_withdrawing_more_than_the_previous_close_counts_the_flow_at_day_end(self) -> None:
+        """Selling everything above yesterday's close and withdrawing it all is that day's gain,
+        not an undefined day that voids every metric."""
+        returns = m.daily_returns(arr(1000, 0), arr(0, -1100))
+        assert returns == pytest.approx([0.1])
 
     def test_undefined_start_is_unavailable(self) -> None:
         """A day that starts with nothing invested but ends with value has no return."""
@@ -223,6 +234,37 @@ class TestComputePerformance:
             dates=tuple(days(3)), values=(100.0, 160.0, 170.0), flows=(0.0, 50.0, 0.0)
         )
         assert mwr_flows(series) == ([-100.0, -50.0, 170.0], days(3))
+
+    def test_inception_inside_the_window_keeps_its_first_day_return(self) -> None:
+        """A portfolio that buys at 10 on its first day and closes at 11 returns 10 % on that
+        day: a zero value is prepended on the trading day before, and MWR sees the same flow."""
+        first = DailySeries(
+            dates=(date(2024, 1, 3), date(2024, 1, 4)), values=(550.0, 600.0), flows=(500.0, 0.0)
+        )
+        series = from_inception(first, day_before=date(2024, 1, 2))
+        assert series.dates[0] == date(2024, 1, 2)
+        result = compute_performance(
+            series, benchmark_dates=[], benchmark_closes=[], risk_free_annual=0.0
+        )
+        assert result.metrics["twr"] == pytest.approx(600 / 500 - 1)
+        assert result.metrics["best_day"] == pytest.approx(0.1)
+        assert mwr_flows(series)[0] == [-0.0, -500.0, 600.0]
+
+    @pytest.mark.parametrize(
+        ("flows", "day_before"),
+        [
+            pytest.param((0.0, 0.0), date(2024, 1, 2), id="no inflow on the first day"),
+            pytest.param((500.0, 0.0), date(2024, 1, 3), id="not before the first day"),
+        ],
+    )
+    def test_from_inception_leaves_other_series_alone(
+        self, flows: tuple[float, float], day_before: date
+    ) -> None:
+        """Without an inflow on the first day, or with no earlier day, nothing is prepended."""
+        series = DailySeries(
+            dates=(date(2024, 1, 3), date(2024, 1, 4)), values=(550.0, 600.0), flows=flows
+        )
+        assert from_inception(series, day_before=day_before) is series
 
     def test_single_value_makes_everything_unavailable(self) -> None:
         """One daily value yields no returns: every metric null with a reason."""

@@ -7,6 +7,7 @@ from decimal import Decimal as D  # noqa: N817 - short for dense tables
 
 import pytest
 
+from service.portfolio.holdings import current_holdings
 from service.portfolio.positions import (
     LedgerError,
     Split,
@@ -152,6 +153,21 @@ class TestReplay:
             (D(50), D(50)),
         ]
 
+    @pytest.mark.parametrize(
+        "charge",
+        [
+            pytest.param(tx("DIVIDEND", "2024-01-03", "A", amount="2", fee="5"), id="dividend"),
+            pytest.param(tx("SELL", "2024-01-03", "A", "1", "2", fee="5"), id="sell"),
+            pytest.param(tx("FEE", "2024-01-03", amount="5"), id="fee"),
+        ],
+    )
+    def test_fee_above_the_cash_implies_a_deposit(self, charge: Transaction) -> None:
+        """A fee larger than the cash it comes out of leaves cash at zero, the shortfall
+        being an implicit deposit, whichever transaction carries it."""
+        states = replay([tx("BUY", "2024-01-02", "A", "2", "10"), charge])
+        assert states[-1].cash == D(0)
+        assert states[-1].external_flow == states[-1].implicit_deposits > 0
+
     def test_same_date_applies_in_recorded_order(self) -> None:
         """Same-date transactions apply by recorded id, not by the order given."""
         sell = tx("SELL", "2024-01-03", "A", "5", "10", tx_id=2)
@@ -264,6 +280,42 @@ class TestValuations:
             (D(10), D(1020)),
             (D(20), D(1040)),
         ]
+
+    def test_close_older_than_a_split_values_post_split_shares(self) -> None:
+        """On a split date with no close yet, the last (already adjusted) close prices the
+        post-split shares: the value does not jump by the split ratio."""
+        split = Split(symbol="A", date=date(2024, 1, 5), numerator=2, denominator=1)
+        states = replay([tx("BUY", "2024-01-03", "A", "10", "100")], [split])
+        prices = {"A": history(("2024-01-04", "51"))}
+        rows = valuations(
+            states,
+            dates=[date(2024, 1, 4), date(2024, 1, 5)],
+            previous=None,
+            prices=prices,
+            splits={"A": [split]},
+        )
+        assert [(r.holdings[0].quantity, r.holdings[0].close, r.market_value) for r in rows] == [
+            (D(10), D(102), D(1020)),
+            (D(20), D(51), D(1020)),
+        ]
+        assert rows[-1].day_change == D(0)
+
+    def test_holdings_value_post_split_shares_at_a_stale_close(self) -> None:
+        """`GET …/holdings` prices post-split shares at an adjusted close from before the split."""
+        split = Split(symbol="A", date=date(2024, 1, 5), numerator=2, denominator=1)
+        states = replay([tx("BUY", "2024-01-03", "A", "10", "100")], [split])
+        shown = current_holdings(
+            1,
+            state_on(states, date(2024, 1, 5)),
+            as_of=date(2024, 1, 5),
+            closes={"A": (date(2024, 1, 4), D(51))},
+            splits={"A": [split]},
+        )
+        assert (shown.holdings[0].quantity, shown.holdings[0].close, shown.total_value) == (
+            20.0,
+            51.0,
+            1020.0,
+        )
 
     def test_missing_price_is_an_error_not_zero(self) -> None:
         """A held symbol without any close on or before the date raises MissingPrice."""

@@ -23,6 +23,7 @@ from workers.failover import Failover, SymbolFailed
 from workers.market_data_plan import StoredRange, Window, incremental_window, needs_refetch
 from workers.market_store import (
     dividend_rows,
+    invalidate_snapshots_after_splits,
     known_events,
     record_failures,
     record_successes,
@@ -68,9 +69,17 @@ class _Batch:
     splits: list[tuple[object, ...]] = field(default_factory=list)
     successes: list[tuple[str, date | None, str]] = field(default_factory=list)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
+    new_splits: list[tuple[str, date]] = field(default_factory=list)
 
     def clear(self) -> None:
-        for rows in (self.bars, self.dividends, self.splits, self.successes, self.failures):
+        for rows in (
+            self.bars,
+            self.dividends,
+            self.splits,
+            self.successes,
+            self.failures,
+            self.new_splits,
+        ):
             rows.clear()
 
 
@@ -79,6 +88,7 @@ async def _write(pool: asyncpg.Pool, batch: _Batch) -> int:
     async with pool.acquire() as connection, connection.transaction():
         changed = await upsert_bars(connection, batch.bars)
         await upsert_events(connection, dividends=batch.dividends, splits=batch.splits)
+        await invalidate_snapshots_after_splits(connection, batch.new_splits)
         await record_successes(connection, batch.successes)
         await record_failures(connection, batch.failures)
     return changed
@@ -141,7 +151,13 @@ class ChunkFetcher:
         try:
             for next_done in asyncio.as_completed(tasks):
                 outcome = await next_done
-                self._add(outcome, batch, result, stored=ranges.get(outcome.symbol))
+                self._add(
+                    outcome,
+                    batch,
+                    result,
+                    stored=ranges.get(outcome.symbol),
+                    known_splits=splits.get(outcome.symbol, set()),
+                )
                 if len(batch.bars) >= self._batch_rows:
                     if before_write is not None:
                         await before_write()
@@ -160,7 +176,13 @@ class ChunkFetcher:
         return result
 
     def _add(
-        self, outcome: _Outcome, batch: _Batch, result: FetchResult, *, stored: StoredRange | None
+        self,
+        outcome: _Outcome,
+        batch: _Batch,
+        result: FetchResult,
+        *,
+        stored: StoredRange | None,
+        known_splits: set[date],
     ) -> None:
         if outcome.failure is not None or outcome.history is None:
             failure = outcome.failure
@@ -173,6 +195,9 @@ class ChunkFetcher:
         batch.bars.extend(bar_rows(outcome.symbol, history.bars, source=source))
         batch.dividends.extend(dividend_rows(history, source=source))
         batch.splits.extend(split_rows(history, source=source))
+        fresh = [split.date for split in history.splits if split.date not in known_splits]
+        if fresh:
+            batch.new_splits.append((outcome.symbol, min(fresh)))
         last = history.bars[-1].date if history.bars else (stored.last if stored else None)
         batch.successes.append((outcome.symbol, last, source))
         result.fetched += 1

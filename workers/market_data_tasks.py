@@ -272,27 +272,29 @@ async def _portfolio_symbols(
 ) -> list[str]:
     """Symbols with a positive position in `portfolio_ids` (only the user's own when
     `user_id` is given), or in all of the user's portfolios when no ids are given,
-    deduplicated across portfolios; none before the portfolio tables exist."""
+    deduplicated across portfolios, with stored splits applied."""
     if not portfolio_ids and user_id is None:
         return []
     async with ctx.pool.acquire() as connection:
-        exists = await connection.fetchval(
-            "SELECT to_regclass('portfolios') IS NOT NULL "
-            "AND to_regclass('transactions') IS NOT NULL"
-        )
-        if not exists:
-            log.warning("portfolio tables missing: no portfolio symbols")
-            return []
+        # Quantities in today's shares: a trade before a split counts times that split's
+        # ratio, so selling 15 after a 2:1 split of 10 still leaves a position.
         rows = await connection.fetch(
             """
             SELECT DISTINCT held.symbol FROM (
                 SELECT t.portfolio_id, t.symbol
                 FROM transactions t JOIN portfolios p ON p.id = t.portfolio_id
+                LEFT JOIN LATERAL (
+                    SELECT exp(sum(ln(s.numerator / s.denominator))) AS factor
+                    FROM splits s WHERE s.symbol = t.symbol AND s.date > t.date
+                ) AS later ON true
                 WHERE t.type IN ('BUY', 'SELL')
                   AND ($1::bigint[] IS NULL OR p.id = ANY($1::bigint[]))
                   AND ($2::bigint IS NULL OR p.owner_id = $2::bigint)
                 GROUP BY t.portfolio_id, t.symbol
-                HAVING sum(CASE t.type WHEN 'BUY' THEN t.quantity ELSE -t.quantity END) > 0
+                HAVING sum(
+                    CASE t.type WHEN 'BUY' THEN t.quantity ELSE -t.quantity END
+                    * coalesce(later.factor, 1)
+                ) > 1e-9
             ) AS held
             ORDER BY held.symbol
             """,

@@ -77,7 +77,8 @@ async def upsert_events(
 
 
 async def upsert_quotes(connection: asyncpg.Connection, quotes: Sequence[tuple[Quote, str]]) -> int:
-    """Merge latest quotes (creating bare assets as needed); return how many changed."""
+    """Merge latest quotes (creating bare assets as needed), never replacing a quote with an
+    older one; return how many changed."""
     if not quotes:
         return 0
     async with connection.transaction():
@@ -88,6 +89,7 @@ async def upsert_quotes(connection: asyncpg.Connection, quotes: Sequence[tuple[Q
             columns=("symbol", "price", "currency", "market_time", "source"),
             key=("symbol",),
             records=quote_rows(quotes),
+            never_older="market_time",
         )
 
 
@@ -222,3 +224,28 @@ async def known_events(
     ):
         dividends.setdefault(row["symbol"], set()).add(row["ex_date"])
     return splits, dividends
+
+
+async def invalidate_snapshots_after_splits(
+    connection: asyncpg.Connection, new_splits: Sequence[tuple[str, date]]
+) -> int:
+    """Drop snapshots dated on or after a newly stored split of a symbol the portfolio
+    traded: they were valued with the pre-split share count, and the next snapshot or
+    performance run rebuilds them. Returns how many were dropped."""
+    if not new_splits:
+        return 0
+    status: str = await connection.execute(
+        """
+        DELETE FROM portfolio_snapshots ps
+        USING (
+            SELECT t.portfolio_id, min(x.date) AS since
+            FROM unnest($1::text[], $2::date[]) AS x (symbol, date)
+            JOIN transactions t ON t.symbol = x.symbol
+            GROUP BY t.portfolio_id
+        ) AS hit
+        WHERE ps.portfolio_id = hit.portfolio_id AND ps.date >= hit.since
+        """,
+        [symbol for symbol, _ in new_splits],
+        [day for _, day in new_splits],
+    )
+    return int(status.rsplit(" ", 1)[-1])

@@ -55,11 +55,14 @@ async def copy_upsert(
     columns: Sequence[str],
     key: Sequence[str],
     records: Sequence[tuple[object, ...]],
+    never_older: str | None = None,
 ) -> int:
     """COPY `records` into a temp table and merge them into `table`, changing only rows
     whose values differ; return how many rows were inserted or changed.
 
-    `table`, `columns` and `key` are trusted identifiers from this module, never input.
+    With `never_older` (a timestamp column), a row is not replaced by one whose timestamp
+    is older than (or lacks) the stored one: a late or redelivered write cannot roll it back.
+    `table`, `columns`, `key` and `never_older` are trusted identifiers, never input.
     """
     if not records:
         return 0
@@ -70,6 +73,11 @@ async def copy_upsert(
     assignments = ", ".join(f"{c} = excluded.{c}" for c in values)
     current = ", ".join(f"t.{c}" for c in values)
     proposed = ", ".join(f"excluded.{c}" for c in values)
+    newer = (
+        f" AND (t.{never_older} IS NULL OR excluded.{never_older} >= t.{never_older})"
+        if never_older
+        else ""
+    )
     async with connection.transaction():
         await connection.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {incoming} "
@@ -80,7 +88,7 @@ async def copy_upsert(
             f"INSERT INTO {table} AS t ({cols}) "  # noqa: S608 - trusted identifiers only
             f"SELECT DISTINCT ON ({keys}) {cols} FROM {incoming} ORDER BY {keys} "
             f"ON CONFLICT ({keys}) DO UPDATE SET {assignments}, updated_at = now() "
-            f"WHERE ({current}) IS DISTINCT FROM ({proposed})"
+            f"WHERE ({current}) IS DISTINCT FROM ({proposed}){newer}"
         )
     return int(status.rsplit(" ", 1)[-1])
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from service.portfolio.positions import ZERO, DayState, Split
 from service.portfolio.schemas import HoldingOut, HoldingsOut, number
-from service.portfolio.valuation import split_factor_after
+from service.portfolio.valuation import close_for_shares_on
 
 
 def current_holdings(
@@ -44,7 +44,7 @@ def current_holdings(
             valued.append((holding.symbol, holding.quantity, holding.cost_basis, None, None, None))
             continue
         price_date, close = found
-        close *= split_factor_after(splits.get(holding.symbol, ()), price_date)
+        close = close_for_shares_on(close, splits.get(holding.symbol, ()), as_of)
         valued.append(
             (
                 holding.symbol,

@@ -115,7 +115,8 @@ class Ledger:
             self._sell(tx)
         elif tx.type == "DIVIDEND":
             amount = _required(tx.amount, tx, "amount")
-            self.cash += amount - tx.fee
+            self.cash += amount
+            self._debit(tx.fee)  # a fee above the dividend must not overdraw
             self.income += amount - tx.fee
             self.fees += tx.fee
         elif tx.type == "DEPOSIT":

@@ -22,6 +22,8 @@ Currency = Annotated[
 ]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 LIMIT = Decimal("1e12")
+# The scale of each column in migrations/0004_portfolios.sql.
+DECIMAL_PLACES = {"quantity": 10, "price": 6, "amount": 6, "fee": 6}
 EARLIEST = dt.date(1970, 1, 1)
 LATEST = dt.date(2100, 1, 1)
 _FIELDS_BY_TYPE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -87,10 +89,16 @@ class TransactionCreate(Body):
             raise ValueError(f"{name}: required for {self.type}")
         for name in sorted(given - allowed):
             raise ValueError(f"{name}: not used by {self.type}")
-        for name in ("quantity", "price", "amount", "fee"):
+        for name, places in DECIMAL_PLACES.items():
             value: Decimal | None = getattr(self, name)
-            if value is not None and not (value.is_finite() and abs(value) < LIMIT):
+            if value is None:
+                continue
+            if not (value.is_finite() and abs(value) < LIMIT):
                 raise ValueError(f"{name}: must be a finite number below {LIMIT:,.0f}")
+            # Stored as numeric with this scale: more places would be rounded silently, and a
+            # tiny positive value would round to zero and break the table's checks.
+            if -int(value.normalize().as_tuple().exponent) > places:
+                raise ValueError(f"{name}: at most {places} decimal places")
         if self.quantity is not None and self.quantity <= 0:
             raise ValueError("quantity: must be greater than 0")
         if self.price is not None and self.price < 0:

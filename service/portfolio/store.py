@@ -144,9 +144,9 @@ async def invalidate_snapshots(
 async def load_splits(
     connection: asyncpg.Connection, symbols: Sequence[str]
 ) -> dict[str, list[Split]]:
-    """Stored splits of `symbols` (the market-data work's table; none if it does not exist)."""
+    """Stored splits of `symbols` (the market-data work's table), dates ascending."""
     splits: dict[str, list[Split]] = defaultdict(list)
-    if not symbols or not await connection.fetchval("SELECT to_regclass('splits') IS NOT NULL"):
+    if not symbols:
         return {}
     for row in await connection.fetch(
         "SELECT symbol, date, numerator, denominator FROM splits "

@@ -2,9 +2,11 @@
 
 A date's price is the last close on or before it (weekends, holidays and a
 symbol's missing days carry the previous close); a missing price is an error,
-never a zero. Stored closes are split-adjusted as of today, so a close from
-before a later split is scaled back up by that split's ratio to match the
-shares actually held then.
+never a zero. Stored closes are split-adjusted as of today, so a close valuing
+a date before a later split is scaled back up by that split's ratio to match
+the shares actually held on that date (even when the close itself is older
+than a split that already took effect: its adjusted value is the right price
+per post-split share).
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ def split_factor_after(splits: Sequence[Split], day: date) -> Decimal:
     return factor
 
 
+def close_for_shares_on(close: Decimal, splits: Sequence[Split], day: date) -> Decimal:
+    """A stored (split-adjusted as of today) close as the price of a share held on `day`.
+
+    The shares held on `day` reflect every split up to `day`, whatever the close's own date.
+    """
+    return close * split_factor_after(splits, day)
+
+
 def value_state(
     state: DayState,
     day: date,
@@ -93,7 +103,7 @@ def value_state(
         if found is None:
             raise MissingPrice(f"no close for {holding.symbol} on or before {day}")
         price_date, close = found
-        close *= split_factor_after(splits.get(holding.symbol, ()), price_date)
+        close = close_for_shares_on(close, splits.get(holding.symbol, ()), day)
         market_value = holding.quantity * close
         values.append(
             HoldingValue(

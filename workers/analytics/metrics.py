@@ -37,20 +37,26 @@ class Drawdown:
 def daily_returns(values: FloatArray, flows: FloatArray) -> FloatArray:
     """r_t = V_t / (V_{t-1} + F_t) - 1 for t >= 1, flows at the start of the day.
 
-    A day starting with no capital and ending with none is a zero return; one
-    starting with none (or less) and ending with something is undefined.
+    A day starting with no capital and ending with none is a zero return. A
+    withdrawal larger than the previous close (everything sold above it and
+    taken out that day) leaves no capital at the start of the day; that day's
+    flow counts at its end instead: r_t = (V_t - F_t) / V_{t-1} - 1. A day
+    starting with nothing invested and ending with value is undefined.
     """
     if len(values) != len(flows):
         raise ValueError("values and flows differ in length")
     if len(values) < 2:
         raise Unavailable("fewer than two daily values")
-    start = values[:-1] + flows[1:]
+    before = values[:-1]
+    start = before + flows[1:]
     end = values[1:]
     empty = (start == 0) & (end == 0)
-    if np.any((start <= 0) & ~empty):
+    at_end = (start <= 0) & ~empty & (before > 0) & (flows[1:] < 0)
+    if np.any((start <= 0) & ~empty & ~at_end):
         raise Unavailable("a day starts with no invested capital but ends with value")
-    safe = np.where(empty, 1.0, start)
-    return np.where(empty, 0.0, end / safe - 1.0)
+    base = np.where(empty, 1.0, np.where(at_end, before, start))
+    gain = np.where(at_end, end - flows[1:], end)
+    return np.where(empty, 0.0, gain / base - 1.0)
 
 
 def wealth_index(returns: FloatArray) -> FloatArray:

@@ -49,6 +49,22 @@ class PerformanceResult:
     total_return_annualised: bool
 
 
+def from_inception(series: DailySeries, *, day_before: date) -> DailySeries:
+    """The series with a zero value on `day_before` (the trading day before the portfolio's
+    first) prepended, so the first day's gain on the money that came in that day counts.
+
+    Without it the inception day would be the base and its return (trade prices to that
+    day's close) would be lost. A first day without an inflow is left as it is.
+    """
+    if not series.dates or series.flows[0] <= 0 or day_before >= series.dates[0]:
+        return series
+    return DailySeries(
+        dates=(day_before, *series.dates),
+        values=(0.0, *series.values),
+        flows=(0.0, *series.flows),
+    )
+
+
 def mwr_flows(series: DailySeries) -> tuple[list[float], list[date]]:
     """XIRR flows from the investor's side: start value and deposits in, end value out."""
     flows = np.asarray(series.flows, dtype=np.float64)

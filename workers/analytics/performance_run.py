@@ -8,14 +8,19 @@ result never rests on a partial series.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
 
 from service.logs import get_logger
 from service.trading_calendar import NYSE
-from workers.analytics.performance import METRIC_NAMES, DailySeries, compute_performance
+from workers.analytics.performance import (
+    METRIC_NAMES,
+    DailySeries,
+    compute_performance,
+    from_inception,
+)
 from workers.analytics.portfolio_reads import PortfolioRow
 from workers.analytics.snapshots import snapshot_portfolios
 
@@ -151,6 +156,9 @@ async def calculate_performance(
             metrics, unavailable = _all_unavailable(reason)
             start = base
         else:
+            if window.dates[0] > base:  # the portfolio began inside the window
+                before = NYSE.last_trading_day_on_or_before(window.dates[0] - timedelta(days=1))
+                window = from_inception(window, day_before=before)
             outcome = compute_performance(
                 window,
                 benchmark_dates=bench_dates,
