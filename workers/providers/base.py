@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import msgspec
 
@@ -68,6 +68,19 @@ class ProviderError(Exception):
     def unhealthy(self) -> bool:
         """Whether this failure counts against the provider's circuit breaker (429 does not)."""
         return self.retryable and not self.throttled
+
+
+T = TypeVar("T")
+
+
+def decode_payload(body: bytes, kind: type[T], *, provider: str) -> T:
+    """Decode a provider's JSON body into `kind`; a body that does not fit is MALFORMED."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProviderError(
+            ErrorKind.MALFORMED, f"{provider}: malformed payload: {exc}", provider=provider
+        ) from None
 
 
 class History(msgspec.Struct, frozen=True, kw_only=True):

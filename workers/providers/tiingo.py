@@ -23,6 +23,7 @@ from workers.providers.base import (
     ProviderError,
     Quote,
     Split,
+    decode_payload,
 )
 from workers.providers.symbols import provider_symbol
 from workers.providers.transport import Reply, Transport
@@ -70,12 +71,7 @@ def _decode(reply: Reply, kind: type[T]) -> T:
 
 def decode_body(body: bytes, kind: type[T]) -> T:
     """Decode a Tiingo body into `kind`; a body that does not fit is a MALFORMED error."""
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProviderError(
-            ErrorKind.MALFORMED, f"{NAME}: malformed payload: {exc}", provider=NAME
-        ) from None
+    return decode_payload(body, kind, provider=NAME)
 
 
 def check_status(reply: Reply) -> None:
