@@ -11,20 +11,17 @@ from __future__ import annotations
 import asyncio
 import math
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import numpy as np
 
+from bench.stack import running_stack
 from service.database import create_pool
-from service.embedded import EmbeddedPostgres
-from service.migrations import migrate
 from service.settings import Settings
 from service.trading_calendar import NYSE
 from service.users import create_user
@@ -329,15 +326,9 @@ async def run(url: str) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    """Start a private Postgres, run both benchmarks, print a table."""
-    with tempfile.TemporaryDirectory(prefix="findash-bench-") as scratch:
-        server = EmbeddedPostgres(Path(scratch) / "pg", durable=False)
-        server.start()
-        try:
-            asyncio.run(migrate(server.url))
-            results = asyncio.run(run(server.url))
-        finally:
-            server.stop()
+    """Start a private stack, run both benchmarks, print a table."""
+    with running_stack(durable=False) as stack:
+        results = asyncio.run(run(stack.postgres.url))
     print(f"{'benchmark':<32}{'findash s':>12}{'floor s':>12}{'ratio':>8}")  # noqa: T201
     for name, result in results.items():
         ratio = result["findash"] / result["floor"]

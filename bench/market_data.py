@@ -18,78 +18,28 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from service.migrations import migrate
-from service.users import create_user
+from bench.stack import Stack, running_stack
 from workers.price_store import bar_rows, upsert_bars
 from workers.yahoo_chart import parse_chart
 
-ROOT = Path(__file__).resolve().parent.parent
 LATENCY_MS = 50
 SYMBOLS = 500
 BIG = 5000
 LIMITED_SYMBOLS = 100
 LIMITED_RATE = 10
 ROUNDS = 3
-
-
-class Proc:
-    """A subprocess in its own group with its output in a log file."""
-
-    def __init__(self, args: list[str], *, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                args,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                start_new_session=True,
-            )
-
-    def stop(self) -> None:
-        """SIGTERM the group, then SIGKILL."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=5)
-
-
-def wait_http(url: str, proc: Proc, timeout: float = 60) -> None:
-    """Poll `url` until 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(proc.log.read_text()[-3000:])
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(url, timeout=1) as response,  # noqa: S310 - loopback
-        ):
-            if response.status == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 def children(pid: int) -> list[int]:
@@ -113,45 +63,6 @@ def peak_rss_mb(pid: int) -> float:
                 if line.startswith("VmHWM:"):
                     peaks.append(int(line.split()[1]) / 1024)
     return max(peaks, default=0.0)
-
-
-def worker(env: dict[str, str], *, log: Path, name: str, concurrency: int) -> Proc:
-    """A Celery prefork worker; returns once it answers a ping."""
-    proc = Proc(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.worker",
-            "-q",
-            "worker",
-            "-P",
-            "prefork",
-            "-c",
-            str(concurrency),
-            "-Q",
-            "market_data,analytics",
-            "-n",
-            f"{name}@%h",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        env=env,
-        log=log,
-    )
-    from service.settings import Settings
-    from workers.celery_app import create_celery_app
-
-    app = create_celery_app(Settings.from_env(env))
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if any(name in host for reply in app.control.ping(timeout=0.5) for host in reply):
-                return proc
-        raise TimeoutError(f"worker {name} did not start")
-    finally:
-        app.close()
 
 
 def symbols(prefix: str, count: int) -> list[str]:
@@ -264,95 +175,43 @@ def sim_stats(exchange: str) -> dict[str, Any]:
         return dict(json.load(response))
 
 
-@contextlib.contextmanager
-def stack(scratch: Path) -> Iterator[dict[str, Any]]:
-    """Postgres, Redis, exchange and API; yields URLs, env and an API key."""
-    postgres = EmbeddedPostgres(scratch / "pg", durable=False)
-    redis = EmbeddedRedis(scratch / "redis")
-    procs: list[Proc] = []
-    try:
-        postgres.start()
-        redis.start()
-        asyncio.run(migrate(postgres.url))
-        exchange_port, api_port = free_port(), free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("FINDASH_", "CELERY_"))},
-            "DATABASE_URL": postgres.url,
-            "REDIS_URL": redis.url,
-            "YAHOO_BASE_URL": f"http://127.0.0.1:{exchange_port}",
-            "API_PORT": str(api_port),
-            "LOG_LEVEL": "WARNING",
-            "SUBMIT_RATE_LIMIT": "100000/minute",
-            "YAHOO_RATE_LIMIT": "100000/second",
-            "YAHOO_CONCURRENCY": "64",
-            "DATABASE_POOL_MAX": "8",
-        }
-        exchange = Proc(
-            [
-                sys.executable,
-                "-m",
-                "workers.simulated_exchange",
-                "--port",
-                str(exchange_port),
-                "--latency-ms",
-                str(LATENCY_MS),
-            ],
-            env=env,
-            log=scratch / "exchange.log",
-        )
-        procs.append(exchange)
-        wait_http(f"{env['YAHOO_BASE_URL']}/health", exchange)
-        api = Proc([sys.executable, "-m", "service.serve"], env=env, log=scratch / "api.log")
-        procs.append(api)
-        api_url = f"http://127.0.0.1:{api_port}"
-        wait_http(f"{api_url}/health", api)
+@dataclass(frozen=True)
+class Bench:
+    """The running stack, the exchange's URL and an API key."""
 
-        async def issue() -> str:
-            connection = await asyncpg.connect(postgres.url)
-            try:
-                return (await create_user(connection, email="bench@findash", is_admin=True)).api_key
-            finally:
-                await connection.close()
+    stack: Stack
+    exchange: str
+    api: str
+    key: str
 
-        yield {
-            "env": env,
-            "db": postgres.url,
-            "exchange": env["YAHOO_BASE_URL"],
-            "api": api_url,
-            "key": asyncio.run(issue()),
-            "scratch": scratch,
-        }
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
-        redis.stop()
-        postgres.stop()
+    @property
+    def db(self) -> str:
+        """The database URL."""
+        return self.stack.postgres.url
 
 
-def run_main_comparison(ctx: dict[str, Any]) -> dict[str, Any]:
+def run_main_comparison(ctx: Bench) -> dict[str, Any]:
     """findash vs bare (alternating, median of ROUNDS) vs naive at 500 symbols, then 5,000
     symbols through findash."""
-    work = worker(ctx["env"], log=ctx["scratch"] / "worker.log", name="bench", concurrency=2)
+    work = ctx.stack.start_worker(name="bench", concurrency=2)
     try:
-        asyncio.run(findash_run(ctx["api"], ctx["key"], symbols("WARM", 20)))
+        asyncio.run(findash_run(ctx.api, ctx.key, symbols("WARM", 20)))
         findash_times, bare_times = [], []
         for _ in range(ROUNDS):
             names = symbols("F", SYMBOLS)
-            seconds, result = asyncio.run(findash_run(ctx["api"], ctx["key"], names))
-            rows = asyncio.run(stored(ctx["db"], names))
+            seconds, result = asyncio.run(findash_run(ctx.api, ctx.key, names))
+            rows = asyncio.run(stored(ctx.db, names))
             assert rows == result["rows_written"], (rows, result)
             assert result["fetched"] == SYMBOLS, result
             findash_times.append(seconds)
-            bare_times.append(
-                asyncio.run(bare_run(ctx["exchange"], ctx["db"], symbols("B", SYMBOLS)))
-            )
-        rss_500 = peak_rss_mb(work.popen.pid)
-        naive_s = naive_run(ctx["exchange"], ctx["db"], symbols("N", SYMBOLS))
+            bare_times.append(asyncio.run(bare_run(ctx.exchange, ctx.db, symbols("B", SYMBOLS))))
+        rss_500 = peak_rss_mb(work.pid)
+        naive_s = naive_run(ctx.exchange, ctx.db, symbols("N", SYMBOLS))
         big = symbols("G", BIG)
-        big_s, big_result = asyncio.run(findash_run(ctx["api"], ctx["key"], big))
-        big_rows = asyncio.run(stored(ctx["db"], big))
+        big_s, big_result = asyncio.run(findash_run(ctx.api, ctx.key, big))
+        big_rows = asyncio.run(stored(ctx.db, big))
         assert big_rows == big_result["rows_written"]
-        rss_5000 = peak_rss_mb(work.popen.pid)
+        rss_5000 = peak_rss_mb(work.pid)
     finally:
         work.stop()
     findash_s, bare_s = statistics.median(findash_times), statistics.median(bare_times)
@@ -374,31 +233,26 @@ def run_main_comparison(ctx: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_provider_limited(ctx: dict[str, Any]) -> dict[str, Any]:
+def run_provider_limited(ctx: Bench) -> dict[str, Any]:
     """Two single-process workers share a job under a 10 requests/s provider limit."""
-    env = {
-        **ctx["env"],
-        "YAHOO_RATE_LIMIT": f"{LIMITED_RATE}/second",
-        "MARKET_DATA_CHUNK_SIZE": "25",
-    }
+    env = {"YAHOO_RATE_LIMIT": f"{LIMITED_RATE}/second", "MARKET_DATA_CHUNK_SIZE": "25"}
     put_config(
-        ctx["exchange"],
+        ctx.exchange,
         {"latency_ms": LATENCY_MS, "rate_limit_per_second": LIMITED_RATE, "rate_burst": 2},
     )
-    before = sim_stats(ctx["exchange"])["requests"]
+    before = sim_stats(ctx.exchange)["requests"]
     workers = [
-        worker(env, log=ctx["scratch"] / f"limited{i}.log", name=f"limited{i}", concurrency=1)
-        for i in range(2)
+        ctx.stack.start_worker(name=f"limited{i}", concurrency=1, extra_env=env) for i in range(2)
     ]
     try:
         seconds, result = asyncio.run(
-            findash_run(ctx["api"], ctx["key"], symbols("L", LIMITED_SYMBOLS), period="1mo")
+            findash_run(ctx.api, ctx.key, symbols("L", LIMITED_SYMBOLS), period="1mo")
         )
     finally:
         for proc in workers:
             proc.stop()
-        put_config(ctx["exchange"], {"latency_ms": LATENCY_MS})
-    after = sim_stats(ctx["exchange"])["requests"]
+        put_config(ctx.exchange, {"latency_ms": LATENCY_MS})
+    after = sim_stats(ctx.exchange)["requests"]
     requests = after.get("total", 0) - before.get("total", 0)
     throttled = after.get("429", 0) - before.get("429", 0)
     ideal = LIMITED_SYMBOLS / LIMITED_RATE
@@ -416,12 +270,17 @@ def run_provider_limited(ctx: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run every case and print one JSON line of results."""
-    scratch = Path(tempfile.mkdtemp(prefix="findash-bench-"))
-    try:
-        with stack(scratch) as ctx:
-            results = {**run_main_comparison(ctx), **run_provider_limited(ctx)}
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with running_stack(
+        durable=False,
+        SUBMIT_RATE_LIMIT="100000/minute",
+        YAHOO_RATE_LIMIT="100000/second",
+        YAHOO_CONCURRENCY="64",
+        DATABASE_POOL_MAX="8",
+    ) as stack:
+        exchange = stack.start_exchange(latency_ms=LATENCY_MS)
+        api = stack.start_api()
+        ctx = Bench(stack=stack, exchange=exchange, api=api, key=stack.new_api_key(is_admin=True))
+        results = {**run_main_comparison(ctx), **run_provider_limited(ctx)}
     print(json.dumps(results, indent=2))  # noqa: T201 - the benchmark's report
     return results
 

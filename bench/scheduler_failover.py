@@ -15,20 +15,17 @@ import asyncio
 import os
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import asyncpg
 
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
-from service.migrations import migrate
+from bench.stack import Stack, running_stack
 from service.settings import Settings
+from tests.processes import ManagedProcess
 
 TRIALS = 3
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def _leader(connection: asyncpg.Connection) -> tuple[int, int | None]:
@@ -49,21 +46,21 @@ async def _wait_new_leader(
     raise TimeoutError(f"no new leader within {limit} s")
 
 
-async def _trials(env: dict[str, str], url: str, logs: Path, *, sig: int) -> list[float]:
-    processes: list[subprocess.Popen[bytes]] = []
+def _running(process: ManagedProcess) -> bool:
+    return process.process is not None and process.process.poll() is None
 
-    def start() -> subprocess.Popen[bytes]:
-        log = (logs / f"replica-{len(processes)}.log").open("ab")
-        process = subprocess.Popen(
+
+async def _trials(env: dict[str, str], url: str, logs: Path, *, sig: int) -> list[float]:
+    processes: list[ManagedProcess] = []
+
+    def start() -> None:
+        process = ManagedProcess(
             [sys.executable, "-m", "workers.scheduler"],
             env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            log_path=logs / f"replica-{len(processes)}.log",
         )
+        process.start()
         processes.append(process)
-        return process
 
     connection = await asyncpg.connect(url)
     times: list[float] = []
@@ -77,7 +74,7 @@ async def _trials(env: dict[str, str], url: str, logs: Path, *, sig: int) -> lis
         for _ in range(TRIALS):
             await asyncio.sleep(3)
             os.kill(pid, sig)
-            live = {p.pid for p in processes if p.pid != pid and p.poll() is None}
+            live = {p.pid for p in processes if p.pid != pid and _running(p)}
             epoch, new_pid, seconds = await _wait_new_leader(
                 connection, after_epoch=epoch, pids=live, limit=60
             )
@@ -89,43 +86,31 @@ async def _trials(env: dict[str, str], url: str, logs: Path, *, sig: int) -> lis
     finally:
         await connection.close()
         for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            if _running(process):
+                process.signal_group(signal.SIGKILL)
+            process.stop()
     return times
 
 
-async def _run(workdir: Path) -> list[tuple[str, list[float], float]]:
-    postgres = EmbeddedPostgres(workdir / "pg", durable=False)
-    redis_server = EmbeddedRedis(workdir / "redis")
-    postgres.start()
-    redis_server.start()
-    try:
-        await migrate(postgres.url)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")},
-            "DATABASE_URL": postgres.url,
-            "REDIS_URL": redis_server.url,
-            "SCHEDULER_SCHEDULE": "probe",
-            "LOG_FORMAT": "json",
-        }
-        defaults = Settings.from_env(env)
-        kill = await _trials(env, postgres.url, workdir, sig=signal.SIGKILL)
-        freeze = await _trials(env, postgres.url, workdir, sig=signal.SIGSTOP)
-        poll = defaults.scheduler_election_seconds
-        return [
-            ("kill -9 leader", kill, poll),
-            ("SIGSTOP leader", freeze, defaults.scheduler_session_timeout_seconds + poll),
-        ]
-    finally:
-        redis_server.stop()
-        postgres.stop()
+async def _run(stack: Stack) -> list[tuple[str, list[float], float]]:
+    env = {
+        **{k: v for k, v in stack.env.items() if not k.startswith("SCHEDULER_")},
+        "SCHEDULER_SCHEDULE": "probe",
+    }
+    defaults = Settings.from_env(env)
+    kill = await _trials(env, stack.postgres.url, stack.directory, sig=signal.SIGKILL)
+    freeze = await _trials(env, stack.postgres.url, stack.directory, sig=signal.SIGSTOP)
+    poll = defaults.scheduler_election_seconds
+    return [
+        ("kill -9 leader", kill, poll),
+        ("SIGSTOP leader", freeze, defaults.scheduler_session_timeout_seconds + poll),
+    ]
 
 
 def main() -> None:
     """Run the trials and print takeover times against their floor."""
-    with tempfile.TemporaryDirectory(prefix="findash-bench-") as folder:
-        results = asyncio.run(_run(Path(folder)))
+    with running_stack(durable=False) as stack:
+        results = asyncio.run(_run(stack))
     print("| failure | trials | takeover median (s) | max (s) | floor (s) |")  # noqa: T201
     print("|---|---|---|---|---|")  # noqa: T201
     for name, times, floor in results:

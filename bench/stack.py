@@ -9,15 +9,18 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from service.migrations import migrate
 from service.settings import Settings
+from service.users import create_user
 from tests.processes import ManagedProcess, wait_until_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,12 +63,18 @@ class Stack:
         wait_until_http_ok(f"{url}/health", process)
         return url
 
-    def start_worker(self, *, name: str, concurrency: int = 2) -> ManagedProcess:
-        """Start a prefork worker on every queue and wait for its ping."""
+    def start_worker(
+        self, *, name: str, concurrency: int = 2, extra_env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        """Start a prefork worker on every queue (the stack's env plus `extra_env`) and wait
+        for its ping."""
         from tests.conftest import start_worker
 
         process = start_worker(
-            self.env, log_path=self.directory / f"{name}.log", name=name, concurrency=concurrency
+            {**self.env, **(extra_env or {})},
+            log_path=self.directory / f"{name}.log",
+            name=name,
+            concurrency=concurrency,
         )
         self.processes.append(process)
         return process
@@ -84,12 +93,26 @@ class Stack:
         wait_until_http_ok(f"{url}/health", process)
         return url
 
+    def new_api_key(self, *, is_admin: bool = False) -> str:
+        """Create a user with a fresh email; returns its API key."""
+
+        async def create() -> str:
+            connection = await asyncpg.connect(self.postgres.url)
+            try:
+                email = f"bench-{uuid.uuid4().hex[:6]}@x"
+                return (await create_user(connection, email=email, is_admin=is_admin)).api_key
+            finally:
+                await connection.close()
+
+        return asyncio.run(create())
+
 
 @contextmanager
-def running_stack(**extra_env: str) -> Iterator[Stack]:
-    """Start Postgres and Redis, apply migrations, yield; stop everything afterwards."""
+def running_stack(*, durable: bool = True, **extra_env: str) -> Iterator[Stack]:
+    """Start Postgres (fsync off unless `durable`) and Redis, apply migrations, yield; stop
+    everything afterwards. `extra_env` adds to or overrides the stack's env."""
     directory = Path(tempfile.mkdtemp(prefix="findash-bench-"))
-    postgres = EmbeddedPostgres(directory / "postgres", durable=True)
+    postgres = EmbeddedPostgres(directory / "postgres", durable=durable)
     redis = EmbeddedRedis(directory / "redis")
     postgres.start()
     redis.start()
@@ -104,8 +127,8 @@ def running_stack(**extra_env: str) -> Iterator[Stack]:
         SIM_EXCHANGE_PORT=str(exchange_port),
         SUBMIT_RATE_LIMIT="1000000/minute",
         PYTHONUNBUFFERED="1",
-        **extra_env,
     )
+    env.update(extra_env)
     asyncio.run(migrate(postgres.url))
     stack = Stack(directory=directory, postgres=postgres, redis=redis, env=env)
     try:
@@ -188,15 +211,3 @@ def percentile(samples: list[float], q: float) -> float:
         return float("nan")
     rank = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
     return ordered[rank]
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    """Poll `url` until it answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback URL
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(url)

@@ -19,7 +19,6 @@ import uuid
 from typing import Any
 
 import aiohttp
-import asyncpg
 
 from bench.stack import (
     Stack,
@@ -29,7 +28,6 @@ from bench.stack import (
     process_cpu_seconds,
     running_stack,
 )
-from service.users import create_user
 from workers.celery_app import create_celery_app, create_publisher_app
 
 CLOSED_LOOP_SUBMITS = 1500
@@ -146,14 +144,6 @@ async def api_round_trips(url: str, key: str) -> list[float]:
     return samples
 
 
-async def _new_key(database_url: str) -> str:
-    connection = await asyncpg.connect(database_url)
-    try:
-        return (await create_user(connection, email=f"bench-{uuid.uuid4().hex[:6]}@x")).api_key
-    finally:
-        await connection.close()
-
-
 def _ms(value: float) -> str:
     return f"{value * 1000:.1f} ms"
 
@@ -168,7 +158,7 @@ def run() -> dict[str, Any]:
         floor_before, floor_cpu = bare_publish_rate(stack)
         strict_floor, strict_cpu = bare_publish_rate(stack, publisher_app=True)
         url = stack.start_api()
-        key = asyncio.run(_new_key(stack.postgres.url))
+        key = stack.new_api_key()
         api_pid = stack.processes[-1].pid
         cpu_before = process_cpu_seconds(api_pid)
         rate, closed = asyncio.run(api_closed_loop(url, key))
