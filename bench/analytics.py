@@ -310,7 +310,7 @@ async def bench_performance(pool: asyncpg.Pool, owner: int, settings: Settings) 
     return {"findash": await _timed(ours, nothing), "floor": await _timed(floor, nothing)}
 
 
-async def run(url: str) -> dict[str, dict[str, float]]:
+async def measure(url: str) -> dict[str, dict[str, float]]:
     """Both benchmarks against the database at `url` (migrated, empty)."""
     settings = Settings.from_env({"DATABASE_URL": url, "DATABASE_POOL_MAX": "4"})
     pool = await create_pool(settings, application_name="findash-bench")
@@ -328,7 +328,7 @@ async def run(url: str) -> dict[str, dict[str, float]]:
 def main() -> None:
     """Start a private stack, run both benchmarks, print a table."""
     with running_stack(durable=False) as stack:
-        results = asyncio.run(run(stack.postgres.url))
+        results = asyncio.run(measure(stack.postgres.url))
     print(f"{'benchmark':<32}{'findash s':>12}{'floor s':>12}{'ratio':>8}")  # noqa: T201
     for name, result in results.items():
         ratio = result["findash"] / result["floor"]
