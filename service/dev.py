@@ -156,6 +156,10 @@ async def seed_demo(settings: Settings) -> dict[str, str]:
     try:
         async with pool.acquire() as connection:
             issued = await users.create_user(connection, email=DEMO_EMAIL, is_admin=True)
+            # Only the key in the current .dev/env stays valid.
+            await users.revoke_other_keys(
+                connection, user_id=issued.user_id, keep_key_id=issued.key_id
+            )
         await seed_demo_portfolios(pool, owner_id=issued.user_id)
     finally:
         await pool.close()

@@ -35,7 +35,7 @@ from service.portfolio.schemas import (
     number,
 )
 from service.problems import ProblemException
-from service.trading_calendar import EXCHANGE_TZ
+from service.trading_calendar import exchange_today
 from service.users import User
 
 MAX_SNAPSHOT_ROWS = 20_000
@@ -225,7 +225,7 @@ class PortfolioController(Controller):
     ) -> HoldingsOut:
         """Positions at `as_of` (default today) valued at each symbol's last close; 409 if a
         split stored since makes the recorded transactions impossible."""
-        day = as_of or dt.datetime.now(EXCHANGE_TZ).date()
+        day = as_of or exchange_today()
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
             transactions = await store.list_transactions(connection, portfolio_id)

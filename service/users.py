@@ -82,6 +82,19 @@ async def revoke_key(connection: asyncpg.Connection, *, key_id: int) -> bool:
     return status.endswith(" 1")
 
 
+async def revoke_other_keys(
+    connection: asyncpg.Connection, *, user_id: int, keep_key_id: int
+) -> int:
+    """Revoke every active key of `user_id` except `keep_key_id`; returns how many."""
+    status: str = await connection.execute(
+        "UPDATE api_keys SET revoked_at = now() "
+        "WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",
+        user_id,
+        keep_key_id,
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def authenticate(connection: asyncpg.Connection, api_key: str) -> User | None:
     """The user owning an active `api_key`, or None."""
     if not api_key.startswith(KEY_PREFIX) or len(api_key) > 128:

@@ -15,10 +15,9 @@ import pytest
 from celery import Celery
 
 from service.settings import Settings
-from service.trading_calendar import NYSE
+from service.trading_calendar import NYSE, exchange_today
 from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id, put_closes
 from tests.processes import ManagedProcess
-from workers.analytics.params import exchange_today
 from workers.celery_app import create_celery_app
 
 D = date.fromisoformat

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.settings import Settings
-from service.trading_calendar import EXCHANGE_TZ, NYSE
+from service.trading_calendar import NYSE, exchange_today
 from tests.market_sim import Sim, failover, market_settings, serve_exchange
 from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id
 from workers.market_data_fetch import ChunkFetcher
@@ -61,10 +61,6 @@ def _fetcher(
     )
 
 
-def _today() -> date:
-    return datetime.now(EXCHANGE_TZ).date()
-
-
 async def _rows(pool: asyncpg.Pool, table: str, symbols: list[str]) -> list[dict[str, Any]]:
     key = "ex_date" if table == "dividends" else "date"
     rows = await pool.fetch(
@@ -91,7 +87,7 @@ class TestChunkFetch:
     ) -> None:
         """Every served bar is stored once, in small write batches, with its dividends."""
         symbols = _dividend_symbols("EXACT", 12)
-        today = _today()
+        today = exchange_today()
         wanted = Window(today - timedelta(days=400), today)
         fetcher = _fetcher(msettings, pool=pool, http=http, redis=redis_client, batch_rows=300)
         result = await fetcher.run(symbols, wanted)
@@ -120,7 +116,7 @@ class TestChunkFetch:
         """Fetching the same window again changes no row (not even updated_at) and reports
         nothing written."""
         symbols = _dividend_symbols("IDEM", 6)
-        today = _today()
+        today = exchange_today()
         wanted = Window(today - timedelta(days=200), today)
         fetcher = _fetcher(msettings, pool=pool, http=http, redis=redis_client)
         first = await fetcher.run(symbols, wanted)
@@ -142,7 +138,7 @@ class TestChunkFetch:
     ) -> None:
         """A second fetch asks only for the days from the last stored bar minus the overlap."""
         symbols = ["INCR1", "INCR2"]
-        today = _today()
+        today = exchange_today()
         wanted = Window(today - timedelta(days=365), today)
         fetcher = _fetcher(msettings, pool=pool, http=http, redis=redis_client)
         await fetcher.run(symbols, wanted)
@@ -164,7 +160,7 @@ class TestChunkFetch:
         are stored."""
         unknown = ["ZZBAD1", "ZZBAD2", "ZZBAD3"]
         symbols = [f"MIX{i}" for i in range(30)] + unknown
-        today = _today()
+        today = exchange_today()
         result = await _fetcher(msettings, pool=pool, http=http, redis=redis_client).run(
             symbols, Window(today - timedelta(days=30), today)
         )
@@ -191,7 +187,7 @@ class TestChunkFetch:
             MARKET_DATA_RETRY_BUDGET_SECONDS="0.3",
             MARKET_DATA_BREAKER_FAILURES="100",
         )
-        today = _today()
+        today = exchange_today()
         wanted = Window(today - timedelta(days=30), today)
         fetcher = _fetcher(settings, pool=pool, http=http, redis=redis_client)
         await fetcher.run(["STATE"], wanted)
@@ -222,8 +218,8 @@ def _split_symbol(after: date, *, skip: int = 0) -> tuple[str, date]:
         symbol = f"SPLIT{i}"
         if symbol_seed(symbol) % 11:
             continue
-        splits = build_series(symbol, _today()).splits
-        if splits and after < min(splits) < _today() - timedelta(days=30):
+        splits = build_series(symbol, exchange_today()).splits
+        if splits and after < min(splits) < exchange_today() - timedelta(days=30):
             if skip == 0:
                 return symbol, min(splits)
             skip -= 1

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from service.settings import Settings
-from service.trading_calendar import EXCHANGE_TZ, NYSE
+from service.trading_calendar import NYSE, exchange_today
 from tests.market_sim import Sim, failover, market_settings, serve_exchange, slots
 from workers.circuit_breaker import BreakerState
 from workers.failover import SymbolFailed
@@ -53,12 +53,8 @@ def providers(
     return {s.name: s for s in slots(msettings, session=http, redis=redis_client)}
 
 
-def _today() -> date:
-    return datetime.now(EXCHANGE_TZ).date()
-
-
 def _window(days: int = 60) -> tuple[date, date]:
-    today = _today()
+    today = exchange_today()
     return today - timedelta(days=days), today
 
 

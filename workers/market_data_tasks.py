@@ -8,7 +8,7 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from celery import Celery
@@ -16,7 +16,7 @@ from celery import Celery
 from service.cancellation import cancel_key, request_cancel
 from service.logs import get_logger
 from service.settings import Settings
-from service.trading_calendar import EXCHANGE_TZ
+from service.trading_calendar import exchange_today
 from workers.celery_app import create_celery_app
 from workers.failover import Failover, SymbolFailed
 from workers.fanout import RENEW_SECONDS, FetchJob
@@ -77,10 +77,6 @@ def _chunk_size(settings: Settings) -> int:
     )
 
 
-def _today() -> date:
-    return datetime.now(EXCHANGE_TZ).date()
-
-
 async def _report_every(
     ctx: TaskContext, read: Callable[[], Awaitable[int]], *, total: int, message: str
 ) -> None:
@@ -107,7 +103,7 @@ async def fetch_market_data(
         period=period,
         start=date.fromisoformat(start) if start else None,
         end=date.fromisoformat(end) if end else None,
-        today=_today(),
+        today=exchange_today(),
     )
     chunks = chunked(symbols, _chunk_size(ctx.settings))
     started = time.monotonic()

@@ -16,8 +16,7 @@ from typing import Any
 import asyncpg
 
 from service.logs import get_logger
-from service.trading_calendar import NYSE
-from workers.analytics.params import exchange_today
+from service.trading_calendar import NYSE, exchange_today
 from workers.analytics.portfolio_reads import select_portfolios
 from workers.analytics.snapshots import snapshot_portfolios
 from workers.price_store import bar_rows, upsert_bars

@@ -7,21 +7,16 @@ can validate a request body with the same Structs before publishing.
 from __future__ import annotations
 
 import datetime as dt
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Literal
 
 import msgspec
 
-from service.trading_calendar import EXCHANGE_TZ, NYSE
+from service.trading_calendar import NYSE
 
 MAX_WINDOW_DAYS = 366 * 30
 Id = Annotated[int, msgspec.Meta(ge=1)]
 Days = Annotated[int, msgspec.Meta(ge=1, le=MAX_WINDOW_DAYS)]
-
-
-def exchange_today() -> date:
-    """Today's date in New York, where the trading day is defined."""
-    return datetime.now(EXCHANGE_TZ).date()
 
 
 class SnapshotParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

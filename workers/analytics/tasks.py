@@ -7,11 +7,11 @@ from typing import Any
 import msgspec
 
 from service.logs import get_logger
+from service.trading_calendar import exchange_today
 from workers.analytics.params import (
     PerformanceParams,
     ReportParams,
     SnapshotParams,
-    exchange_today,
     performance_window,
 )
 from workers.analytics.performance_run import calculate_performance

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import msgspec
 
-from service.trading_calendar import EXCHANGE_TZ, NYSE
+from service.trading_calendar import EXCHANGE_TZ, NYSE, exchange_today
 from workers.providers.adjust import dividend_adjusted, split_factor_after
 from workers.providers.base import (
     AssetInfo,
@@ -210,7 +210,7 @@ class PolygonProvider:
     async def history(self, symbol: str, *, start: date, end: date) -> History:
         """Aggregates from `start` through today, dividends and splits, trimmed to the window."""
         ticker = provider_symbol(NAME, symbol)
-        today = datetime.now(EXCHANGE_TZ).date()
+        today = exchange_today()
         through = max(end, today)
         aggs: list[_Agg] = []
         url: str | None = f"{self._base}/v2/aggs/ticker/{ticker}/range/1/day/{start}/{through}"
@@ -250,7 +250,7 @@ class PolygonProvider:
     async def quotes(self, symbols: list[str]) -> dict[str, Quote | ProviderError]:
         """Closes from grouped daily: one call covers every US ticker on the latest session."""
         wanted = {provider_symbol(NAME, s): s for s in symbols}
-        today = datetime.now(EXCHANGE_TZ).date()
+        today = exchange_today()
         recent = NYSE.trading_days(today - timedelta(days=2 * GROUPED_LOOKBACK_DAYS), today)
         days = recent[::-1][:GROUPED_LOOKBACK_DAYS]
         found: dict[str, Quote | ProviderError] = {}
