@@ -9,6 +9,7 @@ counts its executions per task id, so a fire that ran twice shows up as runs = 2
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import sys
@@ -22,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from service.cli_schedule import schedule_group
+from service.embedded import EmbeddedRedis
 from service.trading_calendar import TradingCalendar
 from tests.processes import ManagedProcess
 from workers.schedule.jobs import jobs_for
@@ -272,6 +274,35 @@ class TestFailover:
         assert dict(row) == {"state": "sent", "epoch": epoch, "sent_epoch": new_epoch}
         resent = event_lines(successor, "resending claimed fire")
         assert [line["fire_task_id"] for line in resent] == [claimed["task_id"]]
+        until = datetime.now(UTC) - timedelta(seconds=1)
+        replicas.stop_all()
+        await assert_every_fire_ran_once(pool, until=until)
+
+    @pytest.mark.timeout(60)
+    async def test_frozen_broker_does_not_stall_the_leader(
+        self, pool: asyncpg.Pool, replicas: Replicas, redis_server: EmbeddedRedis
+    ) -> None:
+        """With the broker frozen, a send gives up after PUBLISH_TIMEOUT_SECONDS and the fire
+        stays claimed; once the broker is back every fire is sent and runs once."""
+        epoch0, _ = await leader_pid(pool)
+        leader_process = replicas.start()
+        await wait_for_leader(pool, replicas, after_epoch=epoch0, within=20)
+        await wait_for_sent(pool, count=2, within=20)
+        assert redis_server.process is not None
+        os.kill(redis_server.process.pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 15
+            while not event_lines(leader_process, "fire send failed; stays claimed"):
+                assert time.monotonic() < deadline, "the leader never gave up on a frozen broker"
+                await asyncio.sleep(0.2)
+        finally:
+            os.kill(redis_server.process.pid, signal.SIGCONT)
+        assert leader_process.process is not None
+        assert leader_process.process.poll() is None
+        sent_before = await pool.fetchval(
+            "SELECT count(*) FROM schedule_fires WHERE state = 'sent'"
+        )
+        await wait_for_sent(pool, count=sent_before + 2, within=20)
         until = datetime.now(UTC) - timedelta(seconds=1)
         replicas.stop_all()
         await assert_every_fire_ran_once(pool, until=until)

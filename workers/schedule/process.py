@@ -308,12 +308,18 @@ class Scheduler:
         self._check_lease(epoch)
         fields = {"leader": self._name, "epoch": epoch, "job_id": job_id, "fire_task_id": task_id}
         try:
-            await asyncio.to_thread(
-                self._publisher.send_task,
-                task_name,
-                kwargs=kwargs,
-                task_id=task_id,
-                expires=expires,
+            # Bounded like the API's publish: a frozen broker ends this pass instead of
+            # stalling the leader. The fire stays claimed and is re-sent under the same task
+            # id; if the abandoned send completes later, the registry drops the second copy.
+            await asyncio.wait_for(
+                asyncio.to_thread(
+                    self._publisher.send_task,
+                    task_name,
+                    kwargs=kwargs,
+                    task_id=task_id,
+                    expires=expires,
+                ),
+                timeout=self._settings.publish_timeout_seconds,
             )
         except Exception as exc:  # kombu, redis-py and socket errors alike: retry later
             log.error("fire send failed; stays claimed", error=repr(exc), **fields)
