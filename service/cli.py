@@ -17,6 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlencode
 
 import aiohttp
 import asyncpg
@@ -319,6 +320,15 @@ def cancel(ctx: click.Context, task_id: str) -> None:
     _print(ctx, answer)
 
 
+def _get(ctx: click.Context, path: str, **query: Any) -> Any:
+    """GET `path` (with the non-empty `query` values); exit 2 unless the API answers 200."""
+    params = urlencode({key: value for key, value in query.items() if value})
+    code, answer = _run(_client(ctx).call("GET", f"{path}?{params}" if params else path))
+    if code != 200:
+        _refuse(code, answer)
+    return answer
+
+
 def _task_table(tasks: list[dict[str, Any]]) -> Table:
     table = Table("task id", "name", "state", "progress", "submitted")
     for task in tasks:
@@ -332,9 +342,7 @@ def _task_table(tasks: list[dict[str, Any]]) -> Table:
 @click.pass_context
 def list_active(ctx: click.Context) -> None:
     """List your unfinished tasks."""
-    code, answer = _run(_client(ctx).call("GET", "/api/v1/tasks/active"))
-    if code != 200:
-        _refuse(code, answer)
+    answer = _get(ctx, "/api/v1/tasks/active")
     if ctx.obj["json"]:
         _print(ctx, answer)
     else:
@@ -351,14 +359,7 @@ def history(
     ctx: click.Context, state: str | None, name: str | None, limit: int, cursor: str | None
 ) -> None:
     """Your task history, newest first."""
-    query = "&".join(
-        f"{key}={value}"
-        for key, value in {"state": state, "name": name, "limit": limit, "cursor": cursor}.items()
-        if value
-    )
-    code, answer = _run(_client(ctx).call("GET", f"/api/v1/tasks?{query}"))
-    if code != 200:
-        _refuse(code, answer)
+    answer = _get(ctx, "/api/v1/tasks", state=state, name=name, limit=limit, cursor=cursor)
     if ctx.obj["json"]:
         _print(ctx, answer)
     else:
@@ -371,9 +372,7 @@ def history(
 @click.pass_context
 def worker_stats(ctx: click.Context) -> None:
     """Show Celery workers (admin key)."""
-    code, answer = _run(_client(ctx).call("GET", "/api/v1/tasks/workers"))
-    if code != 200:
-        _refuse(code, answer)
+    answer = _get(ctx, "/api/v1/tasks/workers")
     if ctx.obj["json"]:
         _print(ctx, answer)
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -106,34 +107,29 @@ class TaskController(Controller):
             raise _bad_field("Idempotency-Key", "must be 1 to 200 characters")
         publisher: TaskPublisher = state.publisher
         request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-        async with state.pool.acquire() as connection:
-            if idem_key is None:
-                try:
-                    body, status_code = await _record_and_publish(
-                        connection,
-                        publisher,
-                        user=user,
-                        name=name,
-                        kwargs=kwargs,
-                        request_id=request_id,
-                    )
-                except PublishFailed as failed:
-                    raise failed.problem from None
-                return Response(body, status_code=status_code)
-            fingerprint = idempotency.request_fingerprint(
+        fingerprint = (
+            idempotency.request_fingerprint(
                 method=request.method, path=request.url.path, body=await request.body()
             )
+            if idem_key is not None
+            else ""
+        )
+        async with state.pool.acquire() as connection:
             # With a key, the whole submit runs in one transaction holding a lock on the key.
-            async with connection.transaction():
-                await idempotency.lock_key(connection, api_key_id=user.key_id, key=idem_key)
-                stored = await idempotency.find(connection, api_key_id=user.key_id, key=idem_key)
-                if stored is not None:
-                    if stored.request_hash != fingerprint:
-                        raise ProblemException(
-                            status=422,
-                            detail="this Idempotency-Key was used with a different request",
-                        )
-                    return Response(stored.body, status_code=stored.status_code)
+            scope = connection.transaction() if idem_key is not None else contextlib.nullcontext()
+            async with scope:
+                if idem_key is not None:
+                    await idempotency.lock_key(connection, api_key_id=user.key_id, key=idem_key)
+                    stored = await idempotency.find(
+                        connection, api_key_id=user.key_id, key=idem_key
+                    )
+                    if stored is not None:
+                        if stored.request_hash != fingerprint:
+                            raise ProblemException(
+                                status=422,
+                                detail="this Idempotency-Key was used with a different request",
+                            )
+                        return Response(stored.body, status_code=stored.status_code)
                 try:
                     body, status_code = await _record_and_publish(
                         connection,
@@ -144,21 +140,22 @@ class TaskController(Controller):
                         request_id=request_id,
                     )
                 except PublishFailed as failed:
-                    # Commit the FAILURE row but store no answer: a retry with this key
+                    # Commit the FAILURE row but store no answer: a retry with the same key
                     # may succeed once the broker is back.
                     publish_failure: ProblemException | None = failed.problem
                 else:
                     publish_failure = None
-                    await idempotency.store(
-                        connection,
-                        api_key_id=user.key_id,
-                        key=idem_key,
-                        request_hash=fingerprint,
-                        status_code=status_code,
-                        body=msgspec.to_builtins(body),
-                    )
-            if publish_failure is not None:
-                raise publish_failure
+                    if idem_key is not None:
+                        await idempotency.store(
+                            connection,
+                            api_key_id=user.key_id,
+                            key=idem_key,
+                            request_hash=fingerprint,
+                            status_code=status_code,
+                            body=msgspec.to_builtins(body),
+                        )
+        if publish_failure is not None:
+            raise publish_failure
         return Response(body, status_code=status_code)
 
     @post(
