@@ -12,4 +12,4 @@ RUN uv sync --frozen --no-dev
 RUN useradd --system findash
 USER findash
 ENV PATH="/app/.venv/bin:$PATH"
-CMD ["python", "-m", "service.serve"]
+CMD ["python", "-m", "service.api"]

@@ -36,11 +36,11 @@ fmt:
 
 # Apply pending migrations to DATABASE_URL.
 migrate:
-    {{python}} -m service.migrate_cli
+    {{python}} -m service.cli.migrate
 
 # Serve the API (API_HOST:API_PORT).
 api:
-    {{python}} -m service.serve
+    {{python}} -m service.api
 
 # Run a worker on the given queues (default: all) with the given concurrency.
 worker queues="market_data,analytics" concurrency="2":
@@ -48,7 +48,7 @@ worker queues="market_data,analytics" concurrency="2":
 
 # Run a scheduler replica.
 scheduler:
-    {{python}} -m workers.scheduler
+    {{python}} -m service.scheduler
 
 # Run Flower (basic auth from FLOWER_BASIC_AUTH=user:password).
 flower port="5555":
@@ -57,7 +57,7 @@ flower port="5555":
 
 # Run the simulated exchange alone.
 exchange:
-    {{python}} -m workers.simulated_exchange
+    {{python}} -m workers.market_data.simulated_exchange
 
 # Run the benchmarks and print their results (see docs/BENCHMARKS.md).
 bench *args:
@@ -65,7 +65,7 @@ bench *args:
 
 # Export the OpenAPI document to openapi.json.
 openapi:
-    {{python}} -c "import json; from service.app import create_app; from service.settings import Settings; print(json.dumps(create_app(Settings.from_env()).openapi_schema.to_schema(), indent=2))" > openapi.json
+    {{python}} -c "import json; from service.api.app import create_app; from service.core.settings import Settings; print(json.dumps(create_app(Settings.from_env()).openapi_schema.to_schema(), indent=2))" > openapi.json
     @echo "wrote openapi.json"
 
 # Create a user and print its API key once (add --admin for admin rights).

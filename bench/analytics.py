@@ -21,10 +21,10 @@ import asyncpg
 import numpy as np
 
 from bench.stack import running_stack
-from service.database import create_pool
-from service.settings import Settings
-from service.trading_calendar import NYSE
-from service.users import create_user
+from service.core.database import create_pool
+from service.core.settings import Settings
+from service.core.trading_calendar import NYSE
+from service.core.users import create_user
 from workers.analytics.performance_run import calculate_performance
 from workers.analytics.portfolio_reads import select_portfolios
 from workers.analytics.snapshots import SNAPSHOT_COLUMNS, snapshot_portfolios

@@ -31,8 +31,8 @@ import aiohttp
 import asyncpg
 
 from bench.stack import Stack, running_stack
-from workers.price_store import bar_rows, upsert_bars
-from workers.yahoo_chart import parse_chart
+from workers.market_data.providers.yahoo_chart import parse_chart
+from workers.market_data.store import bar_rows, upsert_bars
 
 LATENCY_MS = 50
 SYMBOLS = 500

@@ -1,6 +1,6 @@
 """Scheduler failover under the production defaults: how long until another replica leads.
 
-Three `python -m workers.scheduler` replicas (probe schedule, default heartbeat,
+Three `python -m service.scheduler` replicas (probe schedule, default heartbeat,
 election interval and session timeout) on embedded Postgres and Redis. Each trial
 kills (SIGKILL) or freezes (SIGSTOP) the leader and times, from the signal, until
 another replica's epoch is in `scheduler_leader`. The floor is the followers' poll
@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 
 from bench.stack import Stack, running_stack
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.processes import ManagedProcess
 
 TRIALS = 3
@@ -55,7 +55,7 @@ async def _trials(env: dict[str, str], url: str, logs: Path, *, sig: int) -> lis
 
     def start() -> None:
         process = ManagedProcess(
-            [sys.executable, "-m", "workers.scheduler"],
+            [sys.executable, "-m", "service.scheduler"],
             env=env,
             log_path=logs / f"replica-{len(processes)}.log",
         )

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import asyncpg
 
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from service.migrations import migrate
-from service.settings import Settings
-from service.users import create_user
+from service.core.migrations import migrate
+from service.core.settings import Settings
+from service.core.users import create_user
+from service.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.processes import ManagedProcess, wait_until_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ class Stack:
             [
                 sys.executable,
                 "-m",
-                "workers.simulated_exchange",
+                "workers.market_data.simulated_exchange",
                 "--port",
                 str(port),
                 "--latency-ms",
@@ -83,7 +83,7 @@ class Stack:
         """Start the API with `workers` processes; returns its URL."""
         port = free_port()
         process = ManagedProcess(
-            [sys.executable, "-m", "service.serve"],
+            [sys.executable, "-m", "service.api"],
             env={**self.env, "API_PORT": str(port), "API_WORKERS": str(workers)},
             log_path=self.directory / f"api-{port}.log",
         )

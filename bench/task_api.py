@@ -28,7 +28,7 @@ from bench.stack import (
     process_cpu_seconds,
     running_stack,
 )
-from workers.celery_app import create_celery_app, create_publisher_app
+from service.core.celery_config import create_celery_app, create_publisher_app
 
 CLOSED_LOOP_SUBMITS = 1500
 CLOSED_LOOP_CONCURRENCY = 32

@@ -18,11 +18,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from service.database import create_pool
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from service.migrations import migrate
-from service.settings import Settings
-from service.users import IssuedKey, create_user
+from service.core.database import create_pool
+from service.core.migrations import migrate
+from service.core.settings import Settings
+from service.core.users import IssuedKey, create_user
+from service.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.processes import ManagedProcess, wait_until_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,13 @@ def settings(base_env: dict[str, str]) -> Settings:
 def exchange(base_env: dict[str, str], exchange_port: int, scratch_dir: Path) -> Iterator[str]:
     """The simulated exchange in a subprocess; yields its base URL."""
     process = ManagedProcess(
-        [sys.executable, "-m", "workers.simulated_exchange", "--port", str(exchange_port)],
+        [
+            sys.executable,
+            "-m",
+            "workers.market_data.simulated_exchange",
+            "--port",
+            str(exchange_port),
+        ],
         env=base_env,
         log_path=scratch_dir / "exchange.log",
     )
@@ -146,7 +152,7 @@ def start_worker(
 
 
 def _wait_for_worker(env: dict[str, str], process: ManagedProcess, name: str) -> None:
-    from workers.celery_app import create_celery_app
+    from service.core.celery_config import create_celery_app
 
     app = create_celery_app(Settings.from_env(env))
     deadline = time.monotonic() + 60
@@ -175,7 +181,7 @@ def api_url(base_env: dict[str, str], scratch_dir: Path) -> Iterator[str]:
     port = free_port()
     env = {**base_env, "API_PORT": str(port)}
     process = ManagedProcess(
-        [sys.executable, "-m", "service.serve"], env=env, log_path=scratch_dir / "api.log"
+        [sys.executable, "-m", "service.api"], env=env, log_path=scratch_dir / "api.log"
     )
     process.start()
     url = f"http://127.0.0.1:{port}"

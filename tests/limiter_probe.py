@@ -10,7 +10,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from workers.rate_limiter import RedisRateLimiter
+from workers.market_data.rate_limiter import RedisRateLimiter
 
 
 async def probe(url: str, name: str, rate: str, count: int, start_at: float) -> list[float]:

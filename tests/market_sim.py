@@ -12,11 +12,11 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from service.embedded import free_port
-from service.settings import Settings
-from workers.failover import Failover
-from workers.providers.registry import ProviderSlot, build_slots
-from workers.simulated_exchange import ExchangeConfig, SimulatedExchange
+from service.core.settings import Settings
+from service.dev.embedded import free_port
+from workers.market_data.failover import Failover
+from workers.market_data.providers.registry import ProviderSlot, build_slots
+from workers.market_data.simulated_exchange import ExchangeConfig, SimulatedExchange
 
 
 @dataclass

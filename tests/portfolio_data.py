@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from service.users import IssuedKey, create_user
+from service.core.users import IssuedKey, create_user
 
 
 async def new_owner(pool: asyncpg.Pool) -> IssuedKey:

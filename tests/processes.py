@@ -109,13 +109,13 @@ def wait_for(predicate: Callable[[], bool], *, timeout: float, interval: float =
 
 @contextlib.contextmanager
 def serve_api(env: dict[str, str], *, log_path: Path) -> Iterator[tuple[str, ManagedProcess]]:
-    """The API (`service.serve`) with `env` on a free port, until the block ends; yields its
+    """The API (`service.api.serve`) with `env` on a free port, until the block ends; yields its
     base URL and process."""
-    from service.embedded import free_port
+    from service.dev.embedded import free_port
 
     port = free_port()
     process = ManagedProcess(
-        [sys.executable, "-m", "service.serve"],
+        [sys.executable, "-m", "service.api"],
         env={**env, "API_PORT": str(port)},
         log_path=log_path,
     )

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from celery import Celery
 
-from service.settings import Settings
-from service.trading_calendar import NYSE, exchange_today
+from service.core.celery_config import create_celery_app
+from service.core.settings import Settings
+from service.core.trading_calendar import NYSE, exchange_today
 from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id, put_closes
 from tests.processes import ManagedProcess
-from workers.celery_app import create_celery_app
 
 D = date.fromisoformat
 AXA_CLOSES = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiohttp
 
-from service.embedded import EmbeddedRedis
+from service.dev.embedded import EmbeddedRedis
 from tests.processes import serve_api
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from service.database import create_pool
-from service.settings import Settings
+from service.core.database import create_pool
+from service.core.settings import Settings
 
 
 class TestStatelessPool:

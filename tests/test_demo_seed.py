@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from service.portfolio.demo_seed import DEMO_PORTFOLIOS, seed_demo_portfolios
 from service.portfolio.positions import replay
 from service.portfolio.store import list_transactions
 from tests.portfolio_data import new_owner_id
+from workers.demo_seed import DEMO_PORTFOLIOS, seed_demo_portfolios
 
 
 class TestDemoSeed:

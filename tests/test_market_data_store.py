@@ -13,15 +13,15 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from service.settings import Settings
-from service.trading_calendar import NYSE, exchange_today
+from service.core.settings import Settings
+from service.core.trading_calendar import NYSE, exchange_today
 from tests.market_sim import Sim, failover, market_settings, serve_exchange
 from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id
-from workers.market_data_fetch import ChunkFetcher
-from workers.market_data_plan import Window
-from workers.market_store import upsert_asset_info, upsert_quotes
-from workers.providers.base import Quote
-from workers.simulated_exchange.series import build_series, symbol_seed
+from workers.market_data.fetch import ChunkFetcher
+from workers.market_data.plan import Window
+from workers.market_data.simulated_exchange.series import build_series, symbol_seed
+from workers.market_data.store import upsert_asset_info, upsert_quotes
+from workers.market_data.types import Quote
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service.users import IssuedKey
+from service.core.users import IssuedKey
 from tests.processes import ManagedProcess
 
 pytestmark = pytest.mark.usefixtures("worker")

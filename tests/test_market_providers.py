@@ -13,15 +13,15 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from service.settings import Settings
-from service.trading_calendar import NYSE, exchange_today
+from service.core.settings import Settings
+from service.core.trading_calendar import NYSE, exchange_today
 from tests.market_sim import Sim, failover, market_settings, serve_exchange, slots
-from workers.circuit_breaker import BreakerState
-from workers.failover import SymbolFailed
-from workers.providers.base import ErrorKind, Provider, ProviderError
-from workers.providers.polygon import PolygonProvider
-from workers.providers.registry import ProviderSlot
-from workers.rate_limiter import KEY_PREFIX
+from workers.market_data.circuit_breaker import BreakerState
+from workers.market_data.failover import SymbolFailed
+from workers.market_data.providers.base import ErrorKind, Provider, ProviderError
+from workers.market_data.providers.polygon import PolygonProvider
+from workers.market_data.providers.registry import ProviderSlot
+from workers.market_data.rate_limiter import KEY_PREFIX
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service.embedded import EmbeddedPostgres
-from service.migrations import MigrationError, migrate
+from service.core.migrations import MigrationError, migrate
+from service.dev.embedded import EmbeddedPostgres
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service.users import IssuedKey
+from service.core.users import IssuedKey
 from tests.api_client import Api
 from tests.portfolio_data import put_closes
 

@@ -10,8 +10,8 @@ import pytest
 import redis
 from celery import Celery
 
-from service.settings import Settings
-from workers.celery_app import create_celery_app, create_publisher_app
+from service.core.celery_config import create_celery_app, create_publisher_app
+from service.core.settings import Settings
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from service.embedded import free_port
-from service.rate_limit import Rate, RateLimiter
+from service.api.rate_limit import Rate, RateLimiter
+from service.dev.embedded import free_port
 
 # Day-long fixed windows: a window boundary falling between a test's hits (which would
 # reset the count) is then a once-a-day event, not one run in a few hundred.

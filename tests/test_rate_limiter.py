@@ -10,9 +10,9 @@ import uuid
 
 import redis.asyncio as aioredis
 
-from service.embedded import EmbeddedRedis
+from service.dev.embedded import EmbeddedRedis
 from tests.conftest import ROOT
-from workers.rate_limiter import RedisRateLimiter
+from workers.market_data.rate_limiter import RedisRateLimiter
 
 RATE_PER_SECOND = 20
 PER_PROCESS = 15

@@ -12,13 +12,13 @@ import asyncpg
 import pytest
 from celery import Celery
 
-from service.settings import Settings
+from service.core.celery_config import create_celery_app
+from service.core.settings import Settings
+from service.scheduler import ledger
+from service.scheduler.jobs import jobs_for
+from service.scheduler.leader import open_lock_connection, try_acquire
+from service.scheduler.plan import Fire
 from tests.processes import ManagedProcess
-from workers.celery_app import create_celery_app
-from workers.schedule import ledger
-from workers.schedule.jobs import jobs_for
-from workers.schedule.leader import open_lock_connection, try_acquire
-from workers.schedule.plan import Fire
 
 JOB = next(job for job in jobs_for("market") if job.id == "daily-snapshot")
 

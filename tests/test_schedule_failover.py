@@ -22,12 +22,12 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 
-from service.cli_schedule import schedule_group
-from service.embedded import EmbeddedRedis
-from service.trading_calendar import TradingCalendar
+from service.cli.schedule import schedule_group
+from service.core.trading_calendar import TradingCalendar
+from service.dev.embedded import EmbeddedRedis
+from service.scheduler.jobs import jobs_for
+from service.scheduler.plan import fire_task_id, fire_times
 from tests.processes import ManagedProcess
-from workers.schedule.jobs import jobs_for
-from workers.schedule.plan import fire_task_id, fire_times
 
 SESSION_TIMEOUT = 5
 FAST_SCHEDULER = {
@@ -52,7 +52,7 @@ class Replicas:
         """Start one more replica."""
         index = len(self.processes)
         process = ManagedProcess(
-            [sys.executable, "-m", "workers.scheduler"],
+            [sys.executable, "-m", "service.scheduler"],
             env={**self.env, **FAST_SCHEDULER, **(extra_env or {})},
             log_path=self.log_dir / f"scheduler-{index}.log",
         )

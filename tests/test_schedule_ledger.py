@@ -9,12 +9,13 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 import pytest
 
-from service.market_closures import load_trading_calendar
-from service.settings import Settings
-from workers.schedule import ledger
-from workers.schedule.jobs import jobs_for
-from workers.schedule.leader import LeadershipLost, heartbeat, open_lock_connection, try_acquire
-from workers.schedule.plan import Fire
+from service.core.market_closures import load_trading_calendar
+from service.core.settings import Settings
+from service.scheduler import ledger
+from service.scheduler.jobs import jobs_for
+from service.scheduler.leader import LeadershipLost, heartbeat, open_lock_connection, try_acquire
+from service.scheduler.plan import Fire
+from workers.maintenance.cleanup import prune_fires
 
 JOBS = {job.id: job for job in jobs_for("market")}
 AT = datetime(2026, 3, 9, 14, 0, tzinfo=UTC)
@@ -121,7 +122,7 @@ class TestClaim:
             )
         await ledger.mark_sent(lock_connection, task_id=old_sent.task_id, epoch=epoch)
         await ledger.mark_sent(lock_connection, task_id=recent.task_id, epoch=epoch)
-        deleted = await ledger.prune_fires(lock_connection, before=AT - timedelta(days=90))
+        deleted = await prune_fires(lock_connection, before=AT - timedelta(days=90))
         left = await lock_connection.fetchval("SELECT count(*) FROM schedule_fires")
         assert (deleted, left) == (1, 2)
 

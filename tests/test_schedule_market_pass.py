@@ -13,10 +13,10 @@ import msgspec
 import pytest
 from celery import Celery
 
-from service.embedded import free_port
-from service.settings import Settings
-from workers.schedule.jobs import jobs_for
-from workers.schedule.process import Scheduler, create_publisher
+from service.core.settings import Settings
+from service.dev.embedded import free_port
+from service.scheduler.jobs import jobs_for
+from service.scheduler.replica import Scheduler, create_publisher
 
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 

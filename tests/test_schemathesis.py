@@ -8,8 +8,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from service.embedded import EmbeddedRedis, free_port
-from service.users import IssuedKey
+from service.core.users import IssuedKey
+from service.dev.embedded import EmbeddedRedis, free_port
 from tests.processes import ManagedProcess, wait_until_http_ok
 
 
@@ -26,7 +26,7 @@ class TestSchemathesis:
         broker.start()
         port = free_port()
         api = ManagedProcess(
-            [sys.executable, "-m", "service.serve"],
+            [sys.executable, "-m", "service.api"],
             env={**base_env, "REDIS_URL": broker.url, "API_PORT": str(port)},
             log_path=scratch_dir / "fuzz-api.log",
         )

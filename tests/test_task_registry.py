@@ -16,12 +16,12 @@ import asyncpg
 import pytest
 from celery import Celery
 
-from service import task_registry
-from service.embedded import EmbeddedRedis
-from service.settings import Settings
+from service.core import task_registry
+from service.core.celery_config import create_celery_app
+from service.core.settings import Settings
+from service.dev.embedded import EmbeddedRedis
 from tests.conftest import start_worker
 from tests.processes import ManagedProcess
-from workers.celery_app import create_celery_app
 
 
 async def _wait_state(pool: asyncpg.Pool, task_id: str, states: set[str], within: float) -> str:

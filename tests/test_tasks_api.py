@@ -15,10 +15,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service import task_registry
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
-from service.migrations import migrate
-from service.users import IssuedKey, create_user
+from service.core import task_registry
+from service.core.migrations import migrate
+from service.core.users import IssuedKey, create_user
+from service.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.api_client import Api
 from tests.processes import ManagedProcess, serve_api, wait_for
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from service.settings import Settings
-from workers.celery_app import TASK_QUEUES, celery_config, create_publisher_app
+from service.core.celery_config import TASK_QUEUES, celery_config, create_publisher_app
+from service.core.settings import Settings
 
 SETTINGS = Settings.from_env(
     {

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from service.logs import configure_logging, get_logger
+from service.core.logs import configure_logging, get_logger
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import msgspec
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from service.settings import Settings
-from workers.backoff import backoff_delay, next_delay
-from workers.circuit_breaker import BreakerState, CircuitBreaker
-from workers.failover import summary_kind
-from workers.market_data_plan import (
+from service.core.settings import Settings
+from workers.market_data.backoff import backoff_delay, next_delay
+from workers.market_data.circuit_breaker import BreakerState, CircuitBreaker
+from workers.market_data.failover import summary_kind
+from workers.market_data.plan import (
     StoredRange,
     Window,
     chunk_size_for,
@@ -24,16 +24,23 @@ from workers.market_data_plan import (
     needs_refetch,
     requested_window,
 )
-from workers.providers import polygon, tiingo, yahoo
-from workers.providers.adjust import dividend_adjusted, split_factor_after
-from workers.providers.base import Bar, Dividend, ErrorKind, History, ProviderError, Split
-from workers.providers.symbols import provider_symbol
-from workers.providers.transport import Reply, classify_status, parse_retry_after
-from workers.rate_limiter import parse_rate
-from workers.simulated_exchange import polygon as sim_polygon
-from workers.simulated_exchange import tiingo as sim_tiingo
-from workers.simulated_exchange import yahoo as sim_yahoo
-from workers.simulated_exchange.series import build_series, symbol_seed
+from workers.market_data.providers import polygon, tiingo, yahoo
+from workers.market_data.providers.adjust import dividend_adjusted, split_factor_after
+from workers.market_data.providers.base import (
+    Bar,
+    Dividend,
+    ErrorKind,
+    History,
+    ProviderError,
+    Split,
+)
+from workers.market_data.providers.symbols import provider_symbol
+from workers.market_data.providers.transport import Reply, classify_status, parse_retry_after
+from workers.market_data.rate_limiter import parse_rate
+from workers.market_data.simulated_exchange import polygon as sim_polygon
+from workers.market_data.simulated_exchange import tiingo as sim_tiingo
+from workers.market_data.simulated_exchange import yahoo as sim_yahoo
+from workers.market_data.simulated_exchange.series import build_series, symbol_seed
 
 TODAY = date(2026, 11, 20)
 D = date.fromisoformat

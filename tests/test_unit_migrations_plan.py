@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.migrations import (
+from service.core.migrations import (
     MIGRATIONS_DIR,
     AppliedMigration,
     Migration,

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
-from service.trading_calendar import EXCHANGE_TZ, TradingCalendar
-from workers.schedule.jobs import BEAT_SCHEDULE, PROBE_SCHEDULE, jobs_for, jobs_from_beat_schedule
-from workers.schedule.plan import (
+from service.core.trading_calendar import EXCHANGE_TZ, TradingCalendar
+from service.scheduler.jobs import BEAT_SCHEDULE, PROBE_SCHEDULE, jobs_for, jobs_from_beat_schedule
+from service.scheduler.plan import (
     Every,
     Fire,
     Job,
@@ -20,7 +20,7 @@ from workers.schedule.plan import (
     next_fires,
     wake_times,
 )
-from workers.schedule.process import wake_trigger
+from service.scheduler.replica import wake_trigger
 
 NYSE = TradingCalendar()
 JOBS = {job.id: job for job in jobs_for("market")}

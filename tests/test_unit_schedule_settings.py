@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.settings import ConfigError, Settings
-from workers.schedule.leader import lock_server_settings
+from service.core.settings import ConfigError, Settings
+from service.scheduler.leader import lock_server_settings
 
 
 class TestSchedulerSettings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.settings import ConfigError, Settings, redact_secrets
+from service.core.settings import ConfigError, Settings, redact_secrets
 
 
 class TestSettings:

@@ -6,7 +6,7 @@ import uuid
 
 import asyncpg
 
-from service import users
+from service.core import users
 
 
 class TestKeys:

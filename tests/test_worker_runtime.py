@@ -16,13 +16,13 @@ import redis.asyncio as aioredis
 from celery import Celery
 from celery.result import AsyncResult
 
-from service import task_registry
-from service.cancellation import request_cancel
-from service.embedded import free_port
-from service.settings import Settings
+from service.core import task_registry
+from service.core.cancellation import request_cancel
+from service.core.celery_config import create_celery_app, create_publisher_app
+from service.core.settings import Settings
+from service.dev.embedded import free_port
 from tests.conftest import start_worker
 from tests.processes import ManagedProcess, wait_for
-from workers.celery_app import create_celery_app, create_publisher_app
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,11 @@ import asyncpg
 import redis.asyncio as aioredis
 from celery.exceptions import SoftTimeLimitExceeded
 
-from service import task_registry
-from service.cancellation import cancel_key
-from service.database import create_pool
-from service.logs import get_logger
-from service.settings import Settings
+from service.core import task_registry
+from service.core.cancellation import cancel_key
+from service.core.database import create_pool
+from service.core.logs import get_logger
+from service.core.settings import Settings
 
 log = get_logger(__name__)
 

@@ -8,22 +8,22 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Ignore
 
-from service.logs import get_logger
+from service.core.logs import get_logger
 from workers.analytics.tasks import (
     calculate_portfolio_performance,
     create_portfolio_snapshot,
     generate_portfolio_report,
 )
-from workers.cleanup import cleanup
-from workers.demo import demo_fetch
-from workers.market_data_tasks import (
+from workers.maintenance.cleanup import cleanup
+from workers.maintenance.demo import demo_fetch
+from workers.maintenance.probe import scheduler_probe
+from workers.market_data.tasks import (
     fetch_asset_info,
     fetch_market_data,
     fetch_market_data_chunk,
     update_portfolio_prices,
 )
 from workers.runtime import AsyncRuntime, TaskBody, TaskCancelled, TaskSkipped
-from workers.schedule.probe import scheduler_probe
 
 log = get_logger(__name__)
 

@@ -19,12 +19,12 @@ from celery.signals import (
     worker_process_shutdown,
 )
 
-from service.logs import configure_logging
-from service.settings import Settings
-from workers.celery_app import create_celery_app
+from service.core.celery_config import create_celery_app
+from service.core.logs import configure_logging
+from service.core.settings import Settings
+from workers.heartbeat import HeartbeatRecorder
 from workers.runtime import AsyncRuntime
 from workers.tasks import register_tasks
-from workers.worker_heartbeat import HeartbeatRecorder
 
 settings = Settings.from_env()
 configure_logging(service="worker", level=settings.log_level, fmt=settings.log_format)

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from service.trading_calendar import NYSE
+from service.core.trading_calendar import NYSE
 
 MAX_WINDOW_DAYS = 366 * 30
 Id = Annotated[int, msgspec.Meta(ge=1)]

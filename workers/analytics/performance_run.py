@@ -13,8 +13,8 @@ from typing import Any
 
 import asyncpg
 
-from service.logs import get_logger
-from service.trading_calendar import NYSE
+from service.core.logs import get_logger
+from service.core.trading_calendar import NYSE
 from workers.analytics.performance import (
     METRIC_NAMES,
     DailySeries,

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from service.settings import Settings
+from service.core.settings import Settings
 from workers.analytics.performance_run import calculate_performance, read_benchmark, read_series
 from workers.analytics.portfolio_reads import PortfolioRow
 from workers.analytics.report_build import AssetInfo, build_report

@@ -15,10 +15,10 @@ from typing import Any
 
 import asyncpg
 
-from service.logs import get_logger
+from service.core.logs import get_logger
+from service.core.trading_calendar import NYSE
 from service.portfolio.positions import LedgerError, Transaction, replay
 from service.portfolio.valuation import MissingPrice, Valuation, valuations
-from service.trading_calendar import NYSE
 from workers.analytics.portfolio_reads import (
     MarketData,
     PortfolioRow,

@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from service.logs import get_logger
-from service.trading_calendar import exchange_today
+from service.core.logs import get_logger
+from service.core.trading_calendar import exchange_today
 from workers.analytics.params import (
     PerformanceParams,
     ReportParams,

@@ -1,0 +1,220 @@
+"""Read endpoints for market data: an asset's info, latest quote and freshness; its prices.
+
+Prices are JSON numbers (stored as numeric(20, 6)); `close` is split-adjusted
+and not dividend-adjusted, `adj_close` is both (docs/MARKET_DATA.md).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+import asyncpg
+import msgspec
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from service.api.problems import ProblemException
+from service.api.task_schemas import SYMBOL_PATTERN
+from service.core.trading_calendar import EXCHANGE_TZ, NYSE
+
+MAX_PRICE_ROWS = 20_000
+SymbolPath = Annotated[
+    str, Parameter(pattern=SYMBOL_PATTERN, description="Ticker, e.g. AAPL or BRK.B")
+]
+
+
+class QuoteView(msgspec.Struct, frozen=True):
+    """The latest stored quote."""
+
+    price: float
+    currency: str | None
+    market_time: datetime | None
+    source: str
+    updated_at: datetime
+
+
+class FetchStateView(msgspec.Struct, frozen=True):
+    """How fresh the stored history is and how the last attempt went."""
+
+    last_attempt_at: datetime
+    last_success_at: datetime | None
+    last_stored_date: date | None
+    last_error: str | None
+    last_error_kind: str | None
+    consecutive_failures: int
+    provider: str | None
+    stale: bool
+    trading_days_behind: int | None
+
+
+class AssetView(msgspec.Struct, frozen=True):
+    """Reference data, latest quote and fetch state of one asset."""
+
+    symbol: str
+    name: str | None
+    exchange: str | None
+    currency: str | None
+    asset_type: str | None
+    sector: str | None
+    industry: str | None
+    country: str | None
+    is_active: bool
+    info_updated_at: datetime | None
+    first_price_date: date | None
+    last_price_date: date | None
+    quote: QuoteView | None
+    fetch_state: FetchStateView | None
+
+
+class PriceView(msgspec.Struct, frozen=True):
+    """One daily bar."""
+
+    date: date
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float
+    adj_close: float | None
+    volume: int | None
+    source: str
+
+
+class PricesView(msgspec.Struct, frozen=True):
+    """A symbol's daily bars, oldest first."""
+
+    symbol: str
+    prices: list[PriceView]
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def trading_days_behind(last_stored: date | None, *, today: date) -> int | None:
+    """Completed NYSE sessions after `last_stored` up to yesterday (today's may be running)."""
+    if last_stored is None:
+        return None
+    return max(0, len(NYSE.trading_days(last_stored, today)) - 1 - int(NYSE.is_trading_day(today)))
+
+
+async def _asset_row(pool: asyncpg.Pool, symbol: str) -> asyncpg.Record:
+    row = await pool.fetchrow(
+        """
+        SELECT a.*, q.price, q.currency AS quote_currency, q.market_time, q.source AS quote_source,
+               q.updated_at AS quote_updated_at,
+               f.last_attempt_at, f.last_success_at, f.last_stored_date, f.last_error,
+               f.last_error_kind, f.consecutive_failures, f.provider,
+               (SELECT min(date) FROM daily_prices p WHERE p.symbol = a.symbol) AS first_date,
+               (SELECT max(date) FROM daily_prices p WHERE p.symbol = a.symbol) AS last_date
+        FROM assets a
+        LEFT JOIN latest_quotes q ON q.symbol = a.symbol
+        LEFT JOIN fetch_state f ON f.symbol = a.symbol
+        WHERE a.symbol = $1
+        """,
+        symbol,
+    )
+    if row is None:
+        raise ProblemException(status=404, detail=f"unknown symbol {symbol}")
+    return row
+
+
+def asset_view(row: asyncpg.Record | dict[str, Any], *, today: date) -> AssetView:
+    """Shape a joined asset row for the API."""
+    quote = (
+        QuoteView(
+            price=float(row["price"]),
+            currency=row["quote_currency"],
+            market_time=row["market_time"],
+            source=row["quote_source"],
+            updated_at=row["quote_updated_at"],
+        )
+        if row["price"] is not None
+        else None
+    )
+    fetch_state = None
+    if row["last_attempt_at"] is not None:
+        behind = trading_days_behind(row["last_stored_date"], today=today)
+        fetch_state = FetchStateView(
+            last_attempt_at=row["last_attempt_at"],
+            last_success_at=row["last_success_at"],
+            last_stored_date=row["last_stored_date"],
+            last_error=row["last_error"],
+            last_error_kind=row["last_error_kind"],
+            consecutive_failures=row["consecutive_failures"],
+            provider=row["provider"],
+            stale=behind is None or behind >= 1 or row["consecutive_failures"] > 0,
+            trading_days_behind=behind,
+        )
+    return AssetView(
+        symbol=row["symbol"],
+        name=row["name"],
+        exchange=row["exchange"],
+        currency=row["currency"],
+        asset_type=row["asset_type"],
+        sector=row["sector"],
+        industry=row["industry"],
+        country=row["country"],
+        is_active=row["is_active"],
+        info_updated_at=row["info_updated_at"],
+        first_price_date=row["first_date"],
+        last_price_date=row["last_date"],
+        quote=quote,
+        fetch_state=fetch_state,
+    )
+
+
+class AssetController(Controller):
+    """`/api/v1/assets`: what findash knows about an asset, and its daily prices."""
+
+    path = "/assets"
+    tags = ["assets"]
+
+    @get("/{symbol:str}", summary="An asset's info, latest quote and fetch state")
+    async def asset(self, state: State, symbol: SymbolPath) -> AssetView:
+        """404 problem when findash has never stored the symbol."""
+        row = await _asset_row(state.pool, symbol.upper())
+        return asset_view(row, today=datetime.now(UTC).astimezone(EXCHANGE_TZ).date())
+
+    @get("/{symbol:str}/prices", summary="Daily prices, oldest first")
+    async def prices(
+        self,
+        state: State,
+        symbol: SymbolPath,
+        start: Annotated[date | None, Parameter(query="start", description="First date")] = None,
+        end: Annotated[date | None, Parameter(query="end", description="Last date")] = None,
+    ) -> PricesView:
+        """Bars in [start, end] (both optional); 400 when start is after end."""
+        if start is not None and end is not None and start > end:
+            raise ProblemException(status=400, detail="end: must be on or after start")
+        name = symbol.upper()
+        await _asset_row(state.pool, name)
+        rows = await state.pool.fetch(
+            """
+            SELECT date, open, high, low, close, adj_close, volume, source FROM daily_prices
+            WHERE symbol = $1 AND ($2::date IS NULL OR date >= $2)
+              AND ($3::date IS NULL OR date <= $3)
+            ORDER BY date LIMIT $4
+            """,
+            name,
+            start,
+            end,
+            MAX_PRICE_ROWS,
+        )
+        return PricesView(
+            symbol=name,
+            prices=[
+                PriceView(
+                    date=r["date"],
+                    open=_num(r["open"]),
+                    high=_num(r["high"]),
+                    low=_num(r["low"]),
+                    close=float(r["close"]),
+                    adj_close=_num(r["adj_close"]),
+                    volume=r["volume"],
+                    source=r["source"],
+                )
+                for r in rows
+            ],
+        )

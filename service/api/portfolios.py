@@ -1,0 +1,322 @@
+"""`/api/v1/portfolios` and `/api/v1/reports`: portfolios, transactions and computed results.
+
+Everything is scoped to the API key's user: someone else's portfolio or report
+answers 404 exactly like one that does not exist. Handlers only read and write;
+snapshots, performance and reports are computed by the analytics tasks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import asyncpg
+from litestar import Controller, MediaType, Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.params import FromQuery, JSONBody, PathParameter
+
+from service.api.problems import ProblemException
+from service.core.trading_calendar import exchange_today
+from service.core.users import User
+from service.portfolio import store
+from service.portfolio.holdings import current_holdings
+from service.portfolio.positions import (
+    DayState,
+    LedgerError,
+    Split,
+    Transaction,
+    replay,
+    state_on,
+)
+from service.portfolio.schemas import (
+    HoldingsOut,
+    PortfolioCreate,
+    PortfolioOut,
+    SnapshotOut,
+    TransactionCreate,
+    TransactionOut,
+    number,
+)
+
+MAX_SNAPSHOT_ROWS = 20_000
+# Ids are bigint: a larger number is simply not found, and must never reach Postgres.
+PathId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
+
+
+def _not_found(portfolio_id: int) -> ProblemException:
+    return ProblemException(status=404, detail=f"no portfolio {portfolio_id}")
+
+
+def _portfolio_out(row: asyncpg.Record) -> PortfolioOut:
+    return PortfolioOut(
+        id=row["id"],
+        name=row["name"],
+        base_currency=row["base_currency"],
+        created_at=row["created_at"],
+    )
+
+
+def _transaction_out(tx: Transaction) -> TransactionOut:
+    return TransactionOut(
+        id=tx.id,
+        type=tx.type,
+        date=tx.date,
+        symbol=tx.symbol,
+        quantity=number(tx.quantity),
+        price=number(tx.price),
+        amount=number(tx.amount),
+        fee=float(tx.fee),
+    )
+
+
+async def _owned(
+    connection: asyncpg.Connection, portfolio_id: int, user: User, *, lock: bool = False
+) -> asyncpg.Record:
+    row = await store.get_portfolio(
+        connection, portfolio_id=portfolio_id, owner_id=user.id, lock=lock
+    )
+    if row is None:
+        raise _not_found(portfolio_id)
+    return row
+
+
+async def _check_ledger(connection: asyncpg.Connection, transactions: list[Transaction]) -> None:
+    """Refuse a change that leaves an impossible history (selling more than held, overdrawing)."""
+    symbols = sorted({tx.symbol for tx in transactions if tx.symbol})
+    splits = await store.load_splits(connection, symbols)
+    try:
+        replay(transactions, [s for items in splits.values() for s in items])
+    except LedgerError as exc:
+        raise ProblemException(status=422, detail=str(exc)) from None
+
+
+def _replay_stored(transactions: list[Transaction], splits: list[Split]) -> list[DayState]:
+    """Replay accepted transactions; a split stored since they were accepted can make them
+    impossible (a reverse split shrinking a position a later sell relies on): 409, not 500."""
+    try:
+        return replay(transactions, splits)
+    except LedgerError as exc:
+        raise ProblemException(
+            status=409,
+            detail=f"the recorded transactions no longer apply with the stored splits: {exc}; "
+            "correct or delete the transaction",
+        ) from None
+
+
+class PortfolioController(Controller):
+    """The caller's portfolios and their transactions, holdings and computed results."""
+
+    path = "/portfolios"
+    tags = ["portfolios"]
+
+    @post("/", status_code=201, summary="Create a portfolio")
+    async def create(
+        self, request: Request[User, int, State], data: JSONBody[PortfolioCreate]
+    ) -> PortfolioOut:
+        """A new, empty portfolio; 409 if the caller already has one by that name."""
+        async with request.app.state.pool.acquire() as connection:
+            row = await store.create_portfolio(
+                connection,
+                owner_id=request.user.id,
+                name=data.name,
+                base_currency=data.base_currency,
+            )
+        if row is None:
+            raise ProblemException(status=409, detail=f"a portfolio named {data.name!r} exists")
+        return _portfolio_out(row)
+
+    @get("/", summary="The caller's portfolios")
+    async def list_all(self, request: Request[User, int, State]) -> list[PortfolioOut]:
+        """Every portfolio of the caller, oldest first."""
+        async with request.app.state.pool.acquire() as connection:
+            rows = await store.list_portfolios(connection, owner_id=request.user.id)
+        return [_portfolio_out(row) for row in rows]
+
+    @get("/{portfolio_id:int}", summary="One portfolio")
+    async def get_one(
+        self, request: Request[User, int, State], portfolio_id: PathId
+    ) -> PortfolioOut:
+        """The portfolio; 404 if it is not the caller's."""
+        async with request.app.state.pool.acquire() as connection:
+            return _portfolio_out(await _owned(connection, portfolio_id, request.user))
+
+    @delete("/{portfolio_id:int}", status_code=204, summary="Delete a portfolio")
+    async def remove(self, request: Request[User, int, State], portfolio_id: PathId) -> None:
+        """Delete the portfolio with its transactions, snapshots, results and reports."""
+        async with request.app.state.pool.acquire() as connection:
+            deleted = await store.delete_portfolio(
+                connection, portfolio_id=portfolio_id, owner_id=request.user.id
+            )
+        if not deleted:
+            raise _not_found(portfolio_id)
+
+    @post("/{portfolio_id:int}/transactions", status_code=201, summary="Record a transaction")
+    async def add_transaction(
+        self,
+        request: Request[User, int, State],
+        portfolio_id: PathId,
+        data: JSONBody[TransactionCreate],
+    ) -> TransactionOut:
+        """Record a transaction; 422 if it would oversell, overdraw or mix currencies."""
+        async with request.app.state.pool.acquire() as connection, connection.transaction():
+            portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
+            if data.symbol is not None:
+                currency = await store.asset_currency(connection, data.symbol)
+                if currency is not None and currency != portfolio["base_currency"]:
+                    raise ProblemException(
+                        status=422,
+                        detail=f"{data.symbol} is quoted in {currency} but the portfolio's base "
+                        f"currency is {portfolio['base_currency']}; only base-currency assets "
+                        "are supported",
+                    )
+            recorded = await store.insert_transaction(
+                connection,
+                portfolio_id=portfolio_id,
+                tx_type=data.type,
+                day=data.date,
+                symbol=data.symbol,
+                quantity=data.quantity,
+                price=data.price,
+                amount=data.amount,
+                fee=data.fee,
+            )
+            await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
+            await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=data.date)
+        return _transaction_out(recorded)
+
+    @get("/{portfolio_id:int}/transactions", summary="The portfolio's transactions")
+    async def transactions(
+        self, request: Request[User, int, State], portfolio_id: PathId
+    ) -> list[TransactionOut]:
+        """Transactions in the order they apply (date, then recorded order)."""
+        async with request.app.state.pool.acquire() as connection:
+            await _owned(connection, portfolio_id, request.user)
+            rows = await store.list_transactions(connection, portfolio_id)
+        return [_transaction_out(tx) for tx in rows]
+
+    @delete(
+        "/{portfolio_id:int}/transactions/{transaction_id:int}",
+        status_code=204,
+        summary="Delete a transaction",
+    )
+    async def remove_transaction(
+        self,
+        request: Request[User, int, State],
+        portfolio_id: PathId,
+        transaction_id: PathId,
+    ) -> None:
+        """Delete a transaction; 422 if a later one would become impossible without it."""
+        async with request.app.state.pool.acquire() as connection, connection.transaction():
+            await _owned(connection, portfolio_id, request.user, lock=True)
+            day = await store.delete_transaction(
+                connection, portfolio_id=portfolio_id, transaction_id=transaction_id
+            )
+            if day is None:
+                raise ProblemException(status=404, detail=f"no transaction {transaction_id}")
+            await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
+            await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=day)
+
+    @get("/{portfolio_id:int}/holdings", summary="Current positions and cash")
+    async def holdings(
+        self,
+        request: Request[User, int, State],
+        portfolio_id: PathId,
+        as_of: FromQuery[dt.date | None] = None,
+    ) -> HoldingsOut:
+        """Positions at `as_of` (default today) valued at each symbol's last close; 409 if a
+        split stored since makes the recorded transactions impossible."""
+        day = as_of or exchange_today()
+        async with request.app.state.pool.acquire() as connection:
+            await _owned(connection, portfolio_id, request.user)
+            transactions = await store.list_transactions(connection, portfolio_id)
+            symbols = sorted({tx.symbol for tx in transactions if tx.symbol})
+            splits = await store.load_splits(connection, symbols)
+            closes = await store.latest_closes(connection, symbols, on_or_before=day)
+        states = _replay_stored(transactions, [s for items in splits.values() for s in items])
+        return current_holdings(
+            portfolio_id, state_on(states, day), as_of=day, closes=closes, splits=splits
+        )
+
+    @get("/{portfolio_id:int}/snapshots", summary="Stored daily snapshots")
+    async def snapshots(
+        self,
+        request: Request[User, int, State],
+        portfolio_id: PathId,
+        start: FromQuery[dt.date | None] = None,
+        end: FromQuery[dt.date | None] = None,
+    ) -> list[SnapshotOut]:
+        """Snapshots in [start, end] (both optional), oldest first."""
+        if start is not None and end is not None and start > end:
+            raise ProblemException(status=400, detail="invalid end: must be on or after start")
+        async with request.app.state.pool.acquire() as connection:
+            await _owned(connection, portfolio_id, request.user)
+            rows = await connection.fetch(
+                """
+                SELECT date, total_value, market_value, cash, cost_basis, unrealized_pnl,
+                       realized_pnl, income, fees, net_invested, net_flow, day_change, holdings
+                FROM portfolio_snapshots
+                WHERE portfolio_id = $1 AND ($2::date IS NULL OR date >= $2)
+                  AND ($3::date IS NULL OR date <= $3)
+                ORDER BY date LIMIT $4
+                """,
+                portfolio_id,
+                start,
+                end,
+                MAX_SNAPSHOT_ROWS,
+            )
+        return [
+            SnapshotOut(
+                **{
+                    key: float(value)
+                    for key, value in row.items()
+                    if key not in {"date", "holdings"}
+                },
+                date=row["date"],
+                holdings=row["holdings"],
+            )
+            for row in rows
+        ]
+
+    @get("/{portfolio_id:int}/performance", summary="The latest performance result")
+    async def performance(self, request: Request[User, int, State], portfolio_id: PathId) -> Any:
+        """The most recently computed result; 404 until `calculate_portfolio_performance` ran."""
+        async with request.app.state.pool.acquire() as connection:
+            await _owned(connection, portfolio_id, request.user)
+            result = await connection.fetchval(
+                "SELECT result FROM portfolio_performance WHERE portfolio_id = $1 "
+                "ORDER BY computed_at DESC LIMIT 1",
+                portfolio_id,
+            )
+        if result is None:
+            raise ProblemException(
+                status=404, detail=f"no performance computed yet for portfolio {portfolio_id}"
+            )
+        return result
+
+
+class ReportController(Controller):
+    """Stored reports of the caller's portfolios."""
+
+    path = "/reports"
+    tags = ["portfolios"]
+
+    @get(
+        "/{report_id:int}",
+        summary="A stored report (HTML or JSON, as generated)",
+        media_type=MediaType.HTML,
+    )
+    async def report(
+        self, request: Request[User, int, State], report_id: PathId
+    ) -> Response[bytes]:
+        """The report body with its own media type; 404 if it is not the caller's."""
+        async with request.app.state.pool.acquire() as connection:
+            row = await connection.fetchrow(
+                "SELECT r.format, r.body FROM portfolio_reports r "
+                "JOIN portfolios p ON p.id = r.portfolio_id WHERE r.id = $1 AND p.owner_id = $2",
+                report_id,
+                request.user.id,
+            )
+        if row is None:
+            raise ProblemException(status=404, detail=f"no report {report_id}")
+        media_type = MediaType.HTML if row["format"] == "html" else MediaType.JSON
+        return Response(content=row["body"].encode(), media_type=media_type)

@@ -1,0 +1,468 @@
+"""`/api/v1/tasks`: submit, follow, list and cancel background tasks.
+
+Handlers orchestrate: validation lives in `task_schemas`, state in `task_registry`,
+publishing in `publisher`. Every task belongs to the API key's user; someone else's
+task id answers 404 exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import asyncpg
+import msgspec
+import structlog
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from service.api.auth import admin_only
+from service.api.problems import ProblemException, problem_responses
+from service.api.rate_limit import RateLimiter
+from service.api.task_schemas import (
+    AssetInfoRequest,
+    CancelAccepted,
+    MarketDataRequest,
+    PerformanceRequest,
+    PortfolioPricesRequest,
+    ReportRequest,
+    SnapshotRequest,
+    Submitted,
+    WorkerInfo,
+)
+from service.core import idempotency, task_registry
+from service.core.cancellation import request_cancel
+from service.core.publisher import BrokerUnavailable, TaskPublisher
+from service.core.redis_keys import worker_heartbeat_key
+from service.core.task_registry import ACTIVE_STATES, TERMINAL_STATES, TaskStatus
+from service.core.users import User
+
+PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
+EVENTS_POLL_SECONDS = 0.25
+EVENTS_KEEPALIVE_SECONDS = 15.0
+EVENTS_MAX_SECONDS = 3600.0
+WORKERS_CACHE_SECONDS = 5.0
+STATE_NAMES = frozenset((*ACTIVE_STATES, *TERMINAL_STATES))
+
+
+class TaskPage(msgspec.Struct, frozen=True):
+    """A page of the caller's tasks, newest first; pass `next_cursor` for the next page."""
+
+    tasks: list[TaskStatus]
+    next_cursor: str | None
+
+
+def encode_cursor(status: TaskStatus) -> str:
+    """An opaque keyset cursor pointing after `status`."""
+    raw = f"{status.submitted_at.isoformat()}|{status.task_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Inverse of `encode_cursor`; ValueError if it was not made by us."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, task_id = raw.partition("|")
+        return datetime.fromisoformat(stamp), task_id
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError("not a cursor from this API") from exc
+
+
+def _bad_field(field: str, message: str) -> ProblemException:
+    exc = ProblemException(status=400, detail=f"invalid {field}")
+    exc.extra = [{"message": message, "key": field, "source": "query"}]
+    return exc
+
+
+class TaskController(Controller):
+    """Background tasks of the calling user."""
+
+    path = "/tasks"
+    tags = ["tasks"]
+
+    async def _submit(
+        self, request: Request[User, int, State], *, name: str, kwargs: dict[str, Any]
+    ) -> Response[Any]:
+        state = request.app.state
+        user = request.user
+        limiter: RateLimiter = state.submit_limiter
+        retry_after = await limiter.hit(str(user.key_id))
+        if retry_after is not None:
+            raise ProblemException(
+                status=429,
+                detail=f"too many submits for this API key; retry in {retry_after} s",
+                headers={"Retry-After": str(retry_after)},
+            )
+        idem_key = request.headers.get("idempotency-key")
+        if idem_key is not None and not 1 <= len(idem_key) <= idempotency.MAX_KEY_LENGTH:
+            raise _bad_field("Idempotency-Key", "must be 1 to 200 characters")
+        publisher: TaskPublisher = state.publisher
+        request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+        fingerprint = (
+            idempotency.request_fingerprint(
+                method=request.method, path=request.url.path, body=await request.body()
+            )
+            if idem_key is not None
+            else ""
+        )
+        async with state.pool.acquire() as connection:
+            # With a key, the whole submit runs in one transaction holding a lock on the key.
+            scope = connection.transaction() if idem_key is not None else contextlib.nullcontext()
+            async with scope:
+                if idem_key is not None:
+                    await idempotency.lock_key(connection, api_key_id=user.key_id, key=idem_key)
+                    stored = await idempotency.find(
+                        connection, api_key_id=user.key_id, key=idem_key
+                    )
+                    if stored is not None:
+                        if stored.request_hash != fingerprint:
+                            raise ProblemException(
+                                status=422,
+                                detail="this Idempotency-Key was used with a different request",
+                            )
+                        return Response(stored.body, status_code=stored.status_code)
+                try:
+                    body, status_code = await _record_and_publish(
+                        connection,
+                        publisher,
+                        user=user,
+                        name=name,
+                        kwargs=kwargs,
+                        request_id=request_id,
+                    )
+                except PublishFailed as failed:
+                    # Commit the FAILURE row but store no answer: a retry with the same key
+                    # may succeed once the broker is back.
+                    publish_failure: ProblemException | None = failed.problem
+                else:
+                    publish_failure = None
+                    if idem_key is not None:
+                        await idempotency.store(
+                            connection,
+                            api_key_id=user.key_id,
+                            key=idem_key,
+                            request_hash=fingerprint,
+                            status_code=status_code,
+                            body=msgspec.to_builtins(body),
+                        )
+        if publish_failure is not None:
+            raise publish_failure
+        return Response(body, status_code=status_code)
+
+    @post(
+        "/market-data",
+        status_code=202,
+        summary="Fetch daily history for many symbols",
+        responses=PROBLEMS,
+    )
+    async def market_data(
+        self, request: Request[User, int, State], data: MarketDataRequest
+    ) -> Response[Submitted]:
+        """Queue `fetch_market_data`; 200 with the existing id if an identical one is unfinished."""
+        return await self._submit(request, name="fetch_market_data", kwargs=data.task_kwargs())
+
+    @post("/portfolio-prices", status_code=202, summary="Refresh latest prices", responses=PROBLEMS)
+    async def portfolio_prices(
+        self, request: Request[User, int, State], data: PortfolioPricesRequest | None = None
+    ) -> Response[Submitted]:
+        """Queue `update_portfolio_prices` for portfolios, symbols, or all the caller's."""
+        kwargs = (data or PortfolioPricesRequest()).task_kwargs()
+        return await self._submit(
+            request, name="update_portfolio_prices", kwargs={**kwargs, "user_id": request.user.id}
+        )
+
+    @post(
+        "/asset-info",
+        status_code=202,
+        summary="Fetch one asset's reference data",
+        responses=PROBLEMS,
+    )
+    async def asset_info(
+        self, request: Request[User, int, State], data: AssetInfoRequest
+    ) -> Response[Submitted]:
+        """Queue `fetch_asset_info`."""
+        return await self._submit(request, name="fetch_asset_info", kwargs=data.task_kwargs())
+
+    @post(
+        "/portfolio-performance",
+        status_code=202,
+        summary="Calculate performance metrics",
+        responses=PROBLEMS,
+    )
+    async def portfolio_performance(
+        self, request: Request[User, int, State], data: PerformanceRequest
+    ) -> Response[Submitted]:
+        """Queue `calculate_portfolio_performance`; `user_id` needs an admin key."""
+        user = request.user
+        if data.user_id is not None and data.user_id != user.id and not user.is_admin:
+            raise ProblemException(status=403, detail="user_id needs an admin API key")
+        kwargs = {**data.task_kwargs(), "user_id": data.user_id or user.id}
+        return await self._submit(request, name="calculate_portfolio_performance", kwargs=kwargs)
+
+    @post(
+        "/portfolio-snapshot",
+        status_code=202,
+        summary="Create or backfill snapshots",
+        responses=PROBLEMS,
+    )
+    async def portfolio_snapshot(
+        self, request: Request[User, int, State], data: SnapshotRequest | None = None
+    ) -> Response[Submitted]:
+        """Queue `create_portfolio_snapshot` for a date or a range."""
+        kwargs = {**(data or SnapshotRequest()).task_kwargs(), "user_id": request.user.id}
+        return await self._submit(request, name="create_portfolio_snapshot", kwargs=kwargs)
+
+    @post("/portfolio-report", status_code=202, summary="Generate a report", responses=PROBLEMS)
+    async def portfolio_report(
+        self, request: Request[User, int, State], data: ReportRequest
+    ) -> Response[Submitted]:
+        """Queue `generate_portfolio_report`."""
+        kwargs = {**data.task_kwargs(), "user_id": request.user.id}
+        return await self._submit(request, name="generate_portfolio_report", kwargs=kwargs)
+
+    @get("/status/{task_id:str}", summary="A task's state, progress and result", responses=PROBLEMS)
+    async def status(self, request: Request[User, int, State], task_id: str) -> TaskStatus:
+        """The task's status; 404 if it is not the caller's."""
+        async with request.app.state.pool.acquire() as connection:
+            found = await task_registry.get_status(
+                connection, task_id=task_id, owner_id=request.user.id
+            )
+        if found is None:
+            raise ProblemException(status=404, detail=f"no task {task_id}")
+        return found
+
+    @delete(
+        "/cancel/{task_id:str}",
+        status_code=202,
+        summary="Cancel a queued or running task",
+        responses=PROBLEMS,
+    )
+    async def cancel(self, request: Request[User, int, State], task_id: str) -> CancelAccepted:
+        """A queued task never runs; a running one stops within 2 s; a finished one is 409."""
+        state = request.app.state
+        async with state.pool.acquire() as connection:
+            found = await task_registry.get_status(
+                connection, task_id=task_id, owner_id=request.user.id
+            )
+            if found is None:
+                raise ProblemException(status=404, detail=f"no task {task_id}")
+            if found.state in TERMINAL_STATES:
+                raise ProblemException(
+                    status=409, detail=f"task {task_id} already finished ({found.state})"
+                )
+            await request_cancel(state.redis, task_id)
+            if await task_registry.mark_revoked_if_pending(connection, task_id=task_id):
+                await state.publisher.revoke(task_id)
+                return CancelAccepted(task_id=task_id, state="REVOKED")
+            await task_registry.note_cancel_requested(connection, task_id=task_id)
+            current = await task_registry.get_status(
+                connection, task_id=task_id, owner_id=request.user.id
+            )
+        return CancelAccepted(task_id=task_id, state=current.state if current else found.state)
+
+    @get("/active", summary="The caller's unfinished tasks", responses=PROBLEMS)
+    async def active(self, request: Request[User, int, State]) -> list[TaskStatus]:
+        """PENDING, STARTED, PROGRESS and RETRY tasks, newest first."""
+        async with request.app.state.pool.acquire() as connection:
+            return await task_registry.list_statuses(
+                connection,
+                owner_id=request.user.id,
+                states=list(ACTIVE_STATES),
+                name=None,
+                limit=500,
+                before=None,
+            )
+
+    @get("/", summary="The caller's task history, newest first", responses=PROBLEMS)
+    async def history(
+        self,
+        request: Request[User, int, State],
+        state_filter: Annotated[
+            str | None, Parameter(query="state", description="State, or comma-separated states")
+        ] = None,
+        name: Annotated[str | None, Parameter(query="name", max_length=100)] = None,
+        limit: Annotated[int, Parameter(query="limit", ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Parameter(query="cursor", max_length=400)] = None,
+        user_id: Annotated[
+            int | None,
+            Parameter(query="user_id", ge=1, le=2**62, description="Another user's (admin only)"),
+        ] = None,
+    ) -> TaskPage:
+        """One page of tasks; `next_cursor` is null on the last page."""
+        owner_id = request.user.id
+        if user_id is not None and user_id != owner_id:
+            if not request.user.is_admin:
+                raise ProblemException(status=403, detail="user_id needs an admin API key")
+            owner_id = user_id
+        states = [s.strip().upper() for s in state_filter.split(",")] if state_filter else None
+        if states and not set(states) <= STATE_NAMES:
+            raise _bad_field("state", f"must be among {', '.join(sorted(STATE_NAMES))}")
+        try:
+            before = decode_cursor(cursor) if cursor else None
+        except ValueError as exc:
+            raise _bad_field("cursor", str(exc)) from None
+        async with request.app.state.pool.acquire() as connection:
+            page = await task_registry.list_statuses(
+                connection,
+                owner_id=owner_id,
+                states=states,
+                name=name,
+                limit=limit + 1,
+                before=before,
+            )
+        more = len(page) > limit
+        page = page[:limit]
+        return TaskPage(tasks=page, next_cursor=encode_cursor(page[-1]) if more else None)
+
+    @get(
+        "/{task_id:str}/events",
+        summary="Server-sent events until the task ends",
+        responses=PROBLEMS,
+    )
+    async def events(self, request: Request[User, int, State], task_id: str) -> ServerSentEvent:
+        """`status` events on every state or progress change; the stream ends with the task."""
+        pool: asyncpg.Pool = request.app.state.pool
+        owner_id = request.user.id
+        async with pool.acquire() as connection:
+            first = await task_registry.get_status(connection, task_id=task_id, owner_id=owner_id)
+        if first is None:
+            raise ProblemException(status=404, detail=f"no task {task_id}")
+        return ServerSentEvent(_status_stream(pool, first, owner_id=owner_id))
+
+    @get("/workers", guards=[admin_only], summary="Celery workers (admin)", responses=PROBLEMS)
+    async def workers(self, request: Request[User, int, State]) -> list[WorkerInfo]:
+        """Each worker's pool, concurrency, active and processed counts, queues, heartbeat age."""
+        state = request.app.state
+        cached = getattr(state, "workers_cache", None)
+        if cached is not None and time.monotonic() - cached[0] < WORKERS_CACHE_SECONDS:
+            return list(cached[1])
+        try:
+            raw = await state.publisher.inspect_workers()
+        except (TimeoutError, OSError) as exc:
+            raise ProblemException(status=503, detail=f"workers did not answer: {exc}") from None
+        hosts = sorted(raw)
+        stamps = (
+            await state.redis.mget([worker_heartbeat_key(host) for host in hosts]) if hosts else []
+        )
+        now = time.time()
+        infos = [
+            worker_info(host, raw[host], heartbeat_age_seconds=heartbeat_age(stamp, now=now))
+            for host, stamp in zip(hosts, stamps, strict=True)
+        ]
+        state.workers_cache = (time.monotonic(), infos)
+        return infos
+
+
+class PublishFailed(Exception):
+    """The broker did not take a new task; `problem` is the 503 to answer with."""
+
+    def __init__(self, problem: ProblemException) -> None:
+        super().__init__(problem.detail)
+        self.problem = problem
+
+
+async def _record_and_publish(
+    connection: asyncpg.Connection,
+    publisher: TaskPublisher,
+    *,
+    user: User,
+    name: str,
+    kwargs: dict[str, Any],
+    request_id: str,
+) -> tuple[Submitted, int]:
+    """Record the task (or find its unfinished twin) and publish it if new.
+
+    A publish that fails or times out finishes the row as FAILURE (BrokerUnavailable) and
+    raises `PublishFailed`: the caller learns the truth from the 503 and from the task's
+    status, a retry is not mistaken for a duplicate, and a message that reaches the broker
+    after the deadline is dropped by the worker, since the task already finished.
+    """
+    task_id, created = await task_registry.record_submission(
+        connection,
+        task_id=str(uuid.uuid4()),
+        owner_id=user.id,
+        name=name,
+        params=kwargs,
+        request_id=request_id,
+    )
+    if not created:
+        return Submitted(task_id=task_id, status="existing"), 200
+    try:
+        await publisher.publish(
+            name=name, task_id=task_id, kwargs=kwargs, headers={"request_id": request_id}
+        )
+    except BrokerUnavailable as exc:
+        await task_registry.record_outcome(
+            connection,
+            task_id=task_id,
+            state="FAILURE",
+            error=task_registry.TaskError(type="BrokerUnavailable", message=str(exc)),
+        )
+        raise PublishFailed(
+            ProblemException(
+                status=503,
+                detail=f"the task queue is unavailable: {exc}",
+                headers={"Retry-After": "5"},
+            )
+        ) from None
+    return Submitted(task_id=task_id, status="submitted"), 202
+
+
+def heartbeat_age(stamp: bytes | str | None, *, now: float) -> float | None:
+    """Seconds since a stored worker heartbeat, or None if there is none."""
+    if stamp is None:
+        return None
+    return max(0.0, round(now - float(stamp), 3))
+
+
+def worker_info(
+    host: str, data: dict[str, Any], *, heartbeat_age_seconds: float | None
+) -> WorkerInfo:
+    """Shape `celery inspect` output for one worker."""
+    stats = data.get("stats") or {}
+    pool = stats.get("pool") or {}
+    totals = stats.get("total") or {}
+    return WorkerInfo(
+        hostname=host,
+        # "celery.concurrency.prefork:TaskPool" → "prefork"
+        pool=str(pool.get("implementation", "")).split(":")[0].rsplit(".", 1)[-1] or None,
+        concurrency=pool.get("max-concurrency"),
+        active=len(data.get("active") or []),
+        processed=int(sum(totals.values())) if isinstance(totals, dict) else 0,
+        queues=sorted(q.get("name", "") for q in data.get("queues") or []),
+        heartbeat_age_seconds=heartbeat_age_seconds,
+    )
+
+
+async def _status_stream(
+    pool: asyncpg.Pool, first: TaskStatus, *, owner_id: int
+) -> AsyncIterator[ServerSentEventMessage]:
+    last: tuple[str, Any] | None = None
+    current: TaskStatus | None = first
+    started = time.monotonic()
+    last_sent = started
+    while current is not None and time.monotonic() - started < EVENTS_MAX_SECONDS:
+        key = (current.state, current.progress)
+        if key != last:
+            last = key
+            last_sent = time.monotonic()
+            yield ServerSentEventMessage(event="status", data=msgspec.json.encode(current).decode())
+            if current.state in TERMINAL_STATES:
+                return
+        elif time.monotonic() - last_sent > EVENTS_KEEPALIVE_SECONDS:
+            last_sent = time.monotonic()
+            yield ServerSentEventMessage(comment="keep-alive")
+        await asyncio.sleep(EVENTS_POLL_SECONDS)
+        async with pool.acquire() as connection:
+            current = await task_registry.get_status(
+                connection, task_id=first.task_id, owner_id=owner_id
+            )

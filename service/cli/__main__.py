@@ -1,0 +1,5 @@
+"""`python -m service.cli`: the findash CLI."""
+
+from service.cli.main import main
+
+main()

@@ -1,0 +1,334 @@
+"""A scheduler replica: follow until the lock is free, then lead until anything goes wrong.
+
+While leading, APScheduler (AsyncIOScheduler, CronTriggers in America/New_York)
+is only the wake-up clock: each trigger, each NOTIFY from `findash schedule run`
+and a periodic catch-up tick run one pass of `_run_due`, where the pure planner
+decides which fires are due and the ledger decides which are new. A pass claims
+each due fire on the lock connection (fenced on the epoch), sends it under its
+derived task id from a thread, then marks it sent. Any database error ends the term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from celery import Celery
+
+from service.core.celery_config import create_publisher_app
+from service.core.logs import get_logger
+from service.core.market_closures import load_trading_calendar
+from service.core.settings import Settings
+from service.core.trading_calendar import EXCHANGE_TZ
+from service.scheduler import ledger
+from service.scheduler.leader import LeadershipLost, heartbeat, open_lock_connection, try_acquire
+from service.scheduler.plan import EPOCH, Every, Fire, Job, MarketTimes, Rule, due_fires, wake_times
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def utc_now() -> datetime:
+    """The current instant, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def replica_name() -> str:
+    """`host:pid`, naming this replica in logs and in the epoch row."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def create_publisher(settings: Settings) -> Celery:
+    """The Celery app the leader sends with (see `create_publisher_app`)."""
+    return create_publisher_app(settings)
+
+
+def wake_trigger(rule: Rule) -> BaseTrigger:
+    """An APScheduler trigger that wakes the leader at (a superset of) the rule's fire times."""
+    if isinstance(rule, Every):
+        return IntervalTrigger(seconds=rule.seconds, start_date=EPOCH, timezone=UTC)
+    hours, minutes = wake_times(rule)
+    days = "mon-fri" if isinstance(rule, MarketTimes) else _WEEKDAYS[rule.weekday]
+    return CronTrigger(
+        day_of_week=days,
+        hour=",".join(map(str, hours)),
+        minute=",".join(map(str, minutes)),
+        timezone=EXCHANGE_TZ,
+    )
+
+
+class _BrokerUnavailable(Exception):
+    """A send failed; the fire stays claimed and the pass stops so heartbeats go on."""
+
+
+class Scheduler:
+    """One replica. `run()` alternates between following and leading until `stop` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        jobs: list[Job],
+        publisher: Celery,
+        name: str | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._settings = settings
+        self._jobs = jobs
+        self._jobs_by_id = {job.id: job for job in jobs}
+        self._publisher = publisher
+        self._name = name or replica_name()
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._retry_soon = False
+        self._last_proof = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow, lead, follow again…; returns once `stop` is set."""
+        log.info("scheduler started", replica=self._name, jobs=[job.id for job in self._jobs])
+        while not stop.is_set():
+            connection: asyncpg.Connection | None = None
+            epoch: int | None = None
+            try:
+                connection = await open_lock_connection(self._settings, name=self._name)
+                epoch = await self._follow(connection, stop)
+                if epoch is not None:
+                    await self._lead(connection, epoch, stop)
+            except Exception as exc:  # noqa: BLE001 - any error ends the term; we follow again
+                if epoch is not None:
+                    log.warning("stepping down", leader=self._name, epoch=epoch, error=repr(exc))
+                else:
+                    log.warning("election failed", replica=self._name, error=repr(exc))
+            finally:
+                if connection is not None:
+                    connection.terminate()
+            await _sleep_unless(stop, self._settings.scheduler_election_seconds)
+        log.info("scheduler stopped", replica=self._name)
+
+    async def _follow(self, connection: asyncpg.Connection, stop: asyncio.Event) -> int | None:
+        """Poll for the lock; the epoch of the new term once acquired, None when stopping."""
+        following_logged = False
+        while not stop.is_set():
+            epoch = await try_acquire(connection, name=self._name)
+            if epoch is not None:
+                return epoch
+            if not following_logged:
+                log.info("following", replica=self._name)
+                following_logged = True
+            await _sleep_unless(stop, self._settings.scheduler_election_seconds)
+        return None
+
+    async def _lead(self, connection: asyncpg.Connection, epoch: int, stop: asyncio.Event) -> None:
+        settings = self._settings
+        self._last_proof = time.monotonic()
+        log.info("became leader", leader=self._name, epoch=epoch)
+        first_seen = await ledger.register_jobs(connection, list(self._jobs_by_id))
+        clock = AsyncIOScheduler(timezone=UTC)
+
+        async def wake() -> None:
+            # A coroutine, so APScheduler's AsyncIOExecutor runs it on this loop, not a thread.
+            self._wake.set()
+
+        for job in self._jobs:
+            clock.add_job(
+                wake,
+                wake_trigger(job.rule),
+                id=job.id,
+                misfire_grace_time=None,
+                coalesce=True,
+                max_instances=1,
+            )
+
+        def on_notify(*_: Any) -> None:
+            self._wake.set()
+
+        await connection.add_listener(ledger.NOTIFY_CHANNEL, on_notify)
+        connection.add_termination_listener(on_notify)
+        clock.start()
+        try:
+            await self._run_due(connection, epoch, first_seen)
+            next_catchup = time.monotonic() + settings.scheduler_catchup_seconds
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), timeout=settings.scheduler_heartbeat_seconds
+                    )
+                await self._prove(connection, epoch)
+                if self._wake.is_set() or self._retry_soon or time.monotonic() >= next_catchup:
+                    self._wake.clear()
+                    self._retry_soon = False
+                    await self._run_due(connection, epoch, first_seen)
+                    next_catchup = time.monotonic() + settings.scheduler_catchup_seconds
+        finally:
+            clock.shutdown(wait=False)
+            log.info("leadership ended", leader=self._name, epoch=epoch)
+
+    async def _prove(self, connection: asyncpg.Connection, epoch: int) -> None:
+        await asyncio.wait_for(
+            heartbeat(connection, epoch=epoch), timeout=self._settings.scheduler_heartbeat_seconds
+        )
+        self._last_proof = time.monotonic()
+
+    def _check_lease(self, epoch: int) -> None:
+        # The server ends our session (and frees the lock) after session_timeout of idleness;
+        # if this process was frozen for half of that since its last proof, assume it is gone.
+        idle = time.monotonic() - self._last_proof
+        if idle > self._settings.scheduler_session_timeout_seconds / 2:
+            raise LeadershipLost(f"epoch {epoch}: no proof of leadership for {idle:.1f} s")
+
+    async def _run_due(
+        self, connection: asyncpg.Connection, epoch: int, first_seen: dict[str, datetime]
+    ) -> None:
+        """One pass: send pending claims, then claim and send every new due fire."""
+        now = self._clock()
+        try:
+            await self._send_pending(connection, epoch, now)
+            await self._claim_due(connection, epoch, first_seen, now)
+        except _BrokerUnavailable:
+            self._retry_soon = True
+
+    async def _claim_due(
+        self,
+        connection: asyncpg.Connection,
+        epoch: int,
+        first_seen: dict[str, datetime],
+        now: datetime,
+    ) -> None:
+        calendar = await load_trading_calendar(connection)
+        due = due_fires(self._jobs, calendar, now=now, first_seen=first_seen)
+        if not due:
+            return
+        known = await ledger.known_fires(connection, since=due[0].scheduled_for)
+        self._last_proof = time.monotonic()
+        for fire in due:
+            if (fire.job_id, fire.scheduled_for) in known:
+                continue
+            await self._claim_and_send(connection, epoch, fire)
+
+    async def _claim_and_send(self, connection: asyncpg.Connection, epoch: int, fire: Fire) -> None:
+        job = self._jobs_by_id[fire.job_id]
+        claim = await ledger.claim_fire(
+            connection, job=job, fire=fire, epoch=epoch, claimed_by=self._name
+        )
+        self._last_proof = time.monotonic()
+        if claim is None:
+            current = await ledger.current_epoch(connection)
+            if current != epoch:
+                raise LeadershipLost(f"claim fenced: epoch is {current}, mine {epoch}")
+            return
+        fields = {
+            "leader": self._name,
+            "epoch": epoch,
+            "job_id": job.id,
+            "scheduled_for": fire.scheduled_for.isoformat(),
+            "fire_task_id": fire.task_id,
+        }
+        if claim.state == "duplicate":
+            log.info("fire suppressed as duplicate", duplicate_of=claim.duplicate_of, **fields)
+            return
+        log.info("fire claimed", **fields)
+        pause = self._settings.scheduler_fault_pause_after_claim_seconds
+        if pause:
+            log.warning("fault injection: pausing between claim and send", seconds=pause)
+            await asyncio.sleep(pause)
+        await self._send(
+            connection,
+            epoch,
+            job_id=job.id,
+            task_name=job.task,
+            kwargs=dict(job.kwargs),
+            task_id=fire.task_id,
+            expires=fire.scheduled_for + job.grace,
+        )
+
+    async def _send_pending(
+        self, connection: asyncpg.Connection, epoch: int, now: datetime
+    ) -> None:
+        """Send claimed-but-unsent fires (a dead leader's, or the CLI's) under their task ids."""
+        longest = max(job.grace for job in self._jobs)
+        pending_list = await ledger.pending_fires(connection)
+        self._last_proof = time.monotonic()
+        for pending in pending_list:
+            job = self._jobs_by_id.get(pending.job_id)
+            grace = job.grace if job is not None else longest
+            if pending.scheduled_for + grace < now:
+                await ledger.mark_expired(connection, task_id=pending.task_id)
+                log.warning(
+                    "claimed fire expired unsent",
+                    leader=self._name,
+                    epoch=epoch,
+                    job_id=pending.job_id,
+                    fire_task_id=pending.task_id,
+                )
+                continue
+            log.info(
+                "resending claimed fire",
+                leader=self._name,
+                epoch=epoch,
+                claimed_in_epoch=pending.epoch,
+                source=pending.source,
+                job_id=pending.job_id,
+                scheduled_for=pending.scheduled_for.isoformat(),
+                fire_task_id=pending.task_id,
+            )
+            await self._send(
+                connection,
+                epoch,
+                job_id=pending.job_id,
+                task_name=pending.task_name,
+                kwargs=pending.kwargs,
+                task_id=pending.task_id,
+                expires=pending.scheduled_for + grace,
+            )
+
+    async def _send(
+        self,
+        connection: asyncpg.Connection,
+        epoch: int,
+        *,
+        job_id: str,
+        task_name: str,
+        kwargs: dict[str, Any],
+        task_id: str,
+        expires: datetime,
+    ) -> None:
+        self._check_lease(epoch)
+        fields = {"leader": self._name, "epoch": epoch, "job_id": job_id, "fire_task_id": task_id}
+        try:
+            # Bounded like the API's publish: a frozen broker ends this pass instead of
+            # stalling the leader. The fire stays claimed and is re-sent under the same task
+            # id; if the abandoned send completes later, the registry drops the second copy.
+            await asyncio.wait_for(
+                asyncio.to_thread(
+                    self._publisher.send_task,
+                    task_name,
+                    kwargs=kwargs,
+                    task_id=task_id,
+                    expires=expires,
+                ),
+                timeout=self._settings.publish_timeout_seconds,
+            )
+        except Exception as exc:  # kombu, redis-py and socket errors alike: retry later
+            log.error("fire send failed; stays claimed", error=repr(exc), **fields)
+            raise _BrokerUnavailable from exc
+        await ledger.mark_sent(connection, task_id=task_id, epoch=epoch)
+        self._last_proof = time.monotonic()
+        log.info("fire sent", task_name=task_name, **fields)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

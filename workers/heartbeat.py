@@ -1,0 +1,33 @@
+"""Worker liveness for `/tasks/workers`: each worker stamps a Redis key on every heartbeat."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from service.core.redis_keys import worker_heartbeat_key
+
+HEARTBEAT_TTL_SECONDS = 120
+
+
+class HeartbeatRecorder:
+    """Connected to Celery's `heartbeat_sent` signal in the worker's main process."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis_url = redis_url
+        self._client: redis.Redis | None = None
+
+    def __call__(self, sender: Any, **_: Any) -> None:
+        """Stamp this worker's key; a Redis hiccup only costs one stamp."""
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                self._redis_url, socket_timeout=1, socket_connect_timeout=1
+            )
+        try:
+            self._client.set(
+                worker_heartbeat_key(sender.eventer.hostname), time.time(), ex=HEARTBEAT_TTL_SECONDS
+            )
+        except (redis.RedisError, OSError):
+            self._client = None

@@ -1,0 +1,368 @@
+"""The simulated exchange's aiohttp application: Yahoo-, Polygon- and Tiingo-shaped routes
+over one deterministic series per symbol, with latency and fault injection.
+
+Faults (429 with Retry-After, 500, malformed bodies, slow responses, and on
+the chart `{"chart": null}` and an empty result) and latency are configured at
+start or at run time through `PUT /_sim/config`; `GET /_sim/stats` reports
+what was served, so tests can check what was stored. Yahoo's quoteSummary
+wants the cookie from `/_fc` and a crumb from `/v1/test/getcrumb`;
+`POST /_sim/rotate_crumb` invalidates issued crumbs. Polygon and Tiingo
+routes want any non-empty key (header or query parameter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
+from http.cookies import SimpleCookie
+from typing import Annotated, Literal
+
+import msgspec
+from aiohttp import web
+
+from service.core.trading_calendar import EXCHANGE_TZ
+from workers.market_data.simulated_exchange import polygon, tiingo, yahoo
+from workers.market_data.simulated_exchange.series import EPOCH, is_unknown
+
+Fault = Literal["429", "500", "malformed", "slow", "chart_null", "empty_result"]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+DataHandler = Callable[[web.Request, "Fault | None"], Awaitable[web.Response]]
+DEFAULT_UNIVERSE = ("AAPL", "MSFT", "AMZN", "GOOGL", "META", "NVDA", "BRK.B", "JPM", "V", "SPY")
+
+
+class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How the exchange behaves: latency, and which faults it injects how often."""
+
+    latency_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
+    jitter_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
+    fault_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    faults: list[Fault] = msgspec.field(default_factory=list)
+    fault_symbols: list[str] = msgspec.field(default_factory=list)
+    fault_providers: list[Literal["yahoo", "polygon", "tiingo"]] = msgspec.field(
+        default_factory=list
+    )
+    retry_after_seconds: Annotated[int, msgspec.Meta(ge=0)] = 1
+    slow_ms: Annotated[int, msgspec.Meta(ge=0)] = 5000
+    live_bar: bool = False
+    # Yahoo chart: every k-th bar's prices are null (no trade that day); 0 = none.
+    null_every: Annotated[int, msgspec.Meta(ge=0)] = 0
+    today: date | None = None
+    seed: int = 0
+    polygon_page_size: Annotated[int, msgspec.Meta(ge=1)] = 50_000
+    # A provider-side limit (0 = none): a token bucket of this rate and `rate_burst` tokens;
+    # requests beyond it get 429 with Retry-After, as a real provider's would.
+    rate_limit_per_second: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    rate_burst: Annotated[int, msgspec.Meta(ge=1)] = 2
+    universe: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_UNIVERSE))
+
+
+def _json(payload: object, status: int = 200) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(payload), status=status, content_type="application/json"
+    )
+
+
+def _iso(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+class SimulatedExchange:
+    """The aiohttp application and its mutable config and counters."""
+
+    def __init__(self, config: ExchangeConfig | None = None) -> None:
+        self.config = config or ExchangeConfig()
+        self.requests: Counter[str] = Counter()
+        self.bars_served: Counter[str] = Counter()
+        self._rng = random.Random(self.config.seed)
+        self._crumbs: dict[str, str] = {}
+        self._tokens = 0.0
+        self._tokens_at = 0.0
+
+    def _over_limit(self) -> bool:
+        rate = self.config.rate_limit_per_second
+        if rate <= 0:
+            return False
+        now = time.monotonic()
+        burst = float(self.config.rate_burst)
+        if self._tokens_at == 0.0:
+            self._tokens = burst
+        else:
+            self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1:
+            return True
+        self._tokens -= 1
+        return False
+
+    def today(self) -> date:
+        """The exchange's notion of today (fixed by config in tests)."""
+        return self.config.today or datetime.now(EXCHANGE_TZ).date()
+
+    def app(self) -> web.Application:
+        """Build the aiohttp application serving every provider's routes and the controls."""
+        app = web.Application()
+        data_routes: dict[str, tuple[str, DataHandler]] = {
+            "/v8/finance/chart/{symbol}": ("yahoo", self.chart),
+            "/v10/finance/quoteSummary/{symbol}": ("yahoo", self.quote_summary),
+            "/v2/aggs/ticker/{symbol}/range/1/day/{start}/{end}": ("polygon", self.polygon_aggs),
+            "/v2/aggs/grouped/locale/us/market/stocks/{day}": ("polygon", self.polygon_grouped),
+            "/v3/reference/dividends": ("polygon", self.polygon_dividends),
+            "/v3/reference/splits": ("polygon", self.polygon_splits),
+            "/v3/reference/tickers/{symbol}": ("polygon", self.polygon_ticker),
+            "/tiingo/daily/{symbol}/prices": ("tiingo", self.tiingo_prices),
+            "/tiingo/daily/{symbol}": ("tiingo", self.tiingo_meta),
+            "/iex/": ("tiingo", self.tiingo_iex),
+        }
+        for path, (provider, handler) in data_routes.items():
+            app.router.add_get(path, self._faulty(provider, handler))
+        app.router.add_get("/_fc", self.cookie)
+        app.router.add_get("/v1/test/getcrumb", self.crumb)
+        app.router.add_get("/_sim/config", self.get_config)
+        app.router.add_put("/_sim/config", self.put_config)
+        app.router.add_get("/_sim/stats", self.stats)
+        app.router.add_post("/_sim/reset", self.reset)
+        app.router.add_post("/_sim/rotate_crumb", self.rotate_crumb)
+        app.router.add_get("/health", self.health)
+        return app
+
+    # --- controls -------------------------------------------------------------------------
+
+    async def health(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def get_config(self, _: web.Request) -> web.Response:
+        return _json(self.config)
+
+    async def put_config(self, request: web.Request) -> web.Response:
+        try:
+            self.config = msgspec.json.decode(await request.read(), type=ExchangeConfig)
+        except msgspec.ValidationError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        self._rng = random.Random(self.config.seed)
+        self._tokens_at = 0.0
+        return await self.get_config(request)
+
+    async def stats(self, _: web.Request) -> web.Response:
+        return web.json_response(
+            {"requests": dict(self.requests), "bars_served": dict(self.bars_served)}
+        )
+
+    async def reset(self, _: web.Request) -> web.Response:
+        self.requests.clear()
+        self.bars_served.clear()
+        return web.json_response({"status": "reset"})
+
+    async def rotate_crumb(self, _: web.Request) -> web.Response:
+        self._crumbs.clear()
+        return web.json_response({"status": "rotated"})
+
+    # --- latency and faults ---------------------------------------------------------------
+
+    def _pick_fault(self, provider: str, symbol: str) -> Fault | None:
+        config = self.config
+        if config.fault_symbols and symbol not in config.fault_symbols:
+            return None
+        if config.fault_providers and provider not in config.fault_providers:
+            return None
+        if config.faults and self._rng.random() < config.fault_rate:
+            return self._rng.choice(config.faults)
+        return None
+
+    def _faulty(self, provider: str, handler: DataHandler) -> Handler:
+        async def serve(request: web.Request) -> web.Response:
+            config = self.config
+            symbol = request.match_info.get("symbol", "").upper()
+            delay = config.latency_ms + (
+                self._rng.randint(0, config.jitter_ms) if config.jitter_ms else 0
+            )
+            fault = self._pick_fault(provider, symbol)
+            if fault == "slow":
+                delay += config.slow_ms
+            if delay:
+                await asyncio.sleep(delay / 1000)
+            self.requests["total"] += 1
+            self.requests[f"{provider}:total"] += 1
+            if self._over_limit():
+                fault = "429"
+            if fault == "429":
+                self.requests["429"] += 1
+                return web.Response(
+                    status=429,
+                    text="Too Many Requests",
+                    headers={"Retry-After": str(config.retry_after_seconds)},
+                )
+            if fault == "500":
+                self.requests["500"] += 1
+                return web.Response(
+                    status=500, text="<html>Will be right back...</html>", content_type="text/html"
+                )
+            if fault == "malformed":
+                self.requests["malformed"] += 1
+                return web.Response(
+                    status=200, text='{"results": [{"c": ', content_type="application/json"
+                )
+            if provider != "yahoo" and not _has_key(request):
+                return _json(polygon.error_payload("ERROR", "API key missing"), status=401)
+            return await handler(request, fault)
+
+        return serve
+
+    # --- Yahoo ----------------------------------------------------------------------------
+
+    async def chart(self, request: web.Request, fault: Fault | None) -> web.Response:
+        symbol = request.match_info["symbol"].upper()
+        if fault == "chart_null":
+            return _json({"chart": None})
+        if fault == "empty_result":
+            self.requests["404"] += 1
+            return _json({"chart": {"result": [], "error": None}})
+        if is_unknown(symbol):
+            self.requests["404"] += 1
+            return _json(yahoo.not_found_payload(), status=404)
+        try:
+            start, end = yahoo.chart_window(dict(request.query), self.today())
+        except ValueError as exc:
+            error = {"code": "Bad Request", "description": str(exc)}
+            return _json({"chart": {"result": None, "error": error}}, status=400)
+        payload = yahoo.chart_payload(
+            symbol, start, end, live_bar=self.config.live_bar, null_every=self.config.null_every
+        )
+        closes = payload["chart"]["result"][0]["indicators"]["quote"][0]["close"]  # type: ignore[index]
+        bars = sum(1 for close in closes if close is not None)
+        self.bars_served[symbol] += bars - (1 if self.config.live_bar and bars else 0)
+        self.requests["200"] += 1
+        return _json(payload)
+
+    async def cookie(self, _: web.Request) -> web.Response:
+        # fc.yahoo.com answers 404 but sets the session cookie.
+        response = web.Response(status=404, text="Not Found")
+        response.set_cookie("A3", f"sim{secrets.token_hex(8)}", httponly=True, path="/")
+        return response
+
+    async def crumb(self, request: web.Request) -> web.Response:
+        cookie = _cookie(request)
+        if cookie is None:
+            return web.Response(status=401, text="Unauthorized")
+        crumb = secrets.token_urlsafe(8).replace("-", "x")
+        self._crumbs[cookie] = crumb
+        self.requests["crumb"] += 1
+        return web.Response(text=crumb, content_type="text/plain")
+
+    async def quote_summary(self, request: web.Request, fault: Fault | None) -> web.Response:
+        symbol = request.match_info["symbol"].upper()
+        cookie = _cookie(request)
+        if cookie is None or self._crumbs.get(cookie) != request.query.get("crumb"):
+            self.requests["401"] += 1
+            return _json(yahoo.INVALID_CRUMB, status=401)
+        if is_unknown(symbol):
+            return _json(yahoo.summary_not_found_payload(symbol), status=404)
+        return _json(yahoo.summary_payload(symbol, self.today()))
+
+    # --- Polygon --------------------------------------------------------------------------
+
+    async def polygon_aggs(self, request: web.Request, fault: Fault | None) -> web.Response:
+        symbol = request.match_info["symbol"].upper()
+        start, end = _iso(request.match_info["start"]), _iso(request.match_info["end"])
+        if start is None or end is None:
+            return _json(polygon.error_payload("ERROR", "Could not parse the date"), status=400)
+        adjusted = request.query.get("adjusted", "true") != "false"
+        today = self.today()
+        rows = (
+            []
+            if is_unknown(symbol)
+            else polygon.aggs_rows(
+                symbol, max(start, EPOCH), min(end, today), adjusted=adjusted, today=today
+            )
+        )
+        limit = min(int(request.query.get("limit", "5000")), self.config.polygon_page_size)
+        next_url = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            resume = datetime.fromtimestamp(int(rows[-1]["t"]) / 1000, tz=EXCHANGE_TZ)  # type: ignore[call-overload]
+            following = resume.date() + timedelta(days=1)
+            next_url = str(
+                request.url.with_path(
+                    f"/v2/aggs/ticker/{symbol}/range/1/day/{following}/{end}"
+                ).with_query({"adjusted": str(adjusted).lower(), "sort": "asc", "limit": limit})
+            )
+        self.bars_served[symbol] += len(rows)
+        return _json(polygon.aggs_payload(symbol, rows, adjusted=adjusted, next_url=next_url))
+
+    async def polygon_grouped(self, request: web.Request, fault: Fault | None) -> web.Response:
+        day = _iso(request.match_info["day"])
+        if day is None:
+            return _json(polygon.error_payload("ERROR", "Could not parse the date"), status=400)
+        universe = [s.upper() for s in self.config.universe]
+        return _json(polygon.grouped_payload(universe, day, today=self.today()))
+
+    async def polygon_dividends(self, request: web.Request, fault: Fault | None) -> web.Response:
+        symbol = request.query.get("ticker", "").upper()
+        since = _iso(request.query.get("ex_dividend_date.gte"))
+        if not symbol or is_unknown(symbol):
+            return _json({"results": [], "status": "OK", "request_id": "sim"})
+        return _json(polygon.dividends_payload(symbol, since, today=self.today()))
+
+    async def polygon_splits(self, request: web.Request, fault: Fault | None) -> web.Response:
+        symbol = request.query.get("ticker", "").upper()
+        since = _iso(request.query.get("execution_date.gte"))
+        if not symbol or is_unknown(symbol):
+            return _json({"results": [], "status": "OK", "request_id": "sim"})
+        return _json(polygon.splits_payload(symbol, since, today=self.today()))
+
+    async def polygon_ticker(self, request: web.Request, fault: Fault | None) -> web.Response:
+        symbol = request.match_info["symbol"].upper()
+        if is_unknown(symbol):
+            return _json(
+                {"status": "NOT_FOUND", "request_id": "sim", "message": "Ticker not found."},
+                status=404,
+            )
+        return _json(polygon.ticker_payload(symbol))
+
+    # --- Tiingo ---------------------------------------------------------------------------
+
+    async def tiingo_prices(self, request: web.Request, fault: Fault | None) -> web.Response:
+        symbol = request.match_info["symbol"].upper()
+        if is_unknown(symbol):
+            return _json(tiingo.not_found_payload(symbol), status=404)
+        today = self.today()
+        start = _iso(request.query.get("startDate")) or today - timedelta(days=31)
+        end = min(_iso(request.query.get("endDate")) or today, today)
+        rows = tiingo.prices_payload(symbol, max(start, EPOCH), end, today=today)
+        self.bars_served[symbol] += len(rows)
+        return _json(rows)
+
+    async def tiingo_meta(self, request: web.Request, fault: Fault | None) -> web.Response:
+        symbol = request.match_info["symbol"].upper()
+        if is_unknown(symbol):
+            return _json(tiingo.not_found_payload(symbol), status=404)
+        return _json(tiingo.meta_payload(symbol, self.today()))
+
+    async def tiingo_iex(self, request: web.Request, fault: Fault | None) -> web.Response:
+        names = [
+            t.strip().upper() for t in request.query.get("tickers", "").split(",") if t.strip()
+        ]
+        today = self.today()
+        return _json([tiingo.iex_row(s, today) for s in names if not is_unknown(s)])
+
+
+def _has_key(request: web.Request) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme in ("Bearer", "Token") and token.strip():
+        return True
+    return bool(request.query.get("apiKey") or request.query.get("token"))
+
+
+def _cookie(request: web.Request) -> str | None:
+    jar: SimpleCookie = SimpleCookie()
+    jar.load(request.headers.get("Cookie", ""))
+    morsel = jar.get("A3")
+    return morsel.value if morsel is not None and morsel.value else None

@@ -1,0 +1,141 @@
+"""Polygon-shaped bodies: aggregates, grouped daily, dividends, splits, ticker details."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+
+from service.core.trading_calendar import EXCHANGE_TZ
+from workers.market_data.simulated_exchange.series import (
+    build_series,
+    company_name,
+    factor_after,
+    is_unknown,
+    split_factors,
+    window_slice,
+)
+
+
+def _millis(day: date) -> int:
+    """Polygon stamps a daily bar at the start of its window: midnight New York."""
+    return int(datetime.combine(day, time(), tzinfo=EXCHANGE_TZ).timestamp() * 1000)
+
+
+def aggs_rows(
+    symbol: str, start: date, end: date, *, adjusted: bool, today: date
+) -> list[dict[str, object]]:
+    """Daily aggregates over [start, end]; `adjusted` means split-adjusted (not dividends)."""
+    series = build_series(symbol, today)
+    lo, hi = window_slice(series, start, end)
+    factors = split_factors(series) if not adjusted else None
+    rows: list[dict[str, object]] = []
+    for i in range(lo, hi):
+        scale = float(factors[i]) if factors is not None else 1.0
+        rows.append(
+            {
+                "o": round(float(series.open[i]) * scale, 4),
+                "h": round(float(series.high[i]) * scale, 4),
+                "l": round(float(series.low[i]) * scale, 4),
+                "c": round(float(series.close[i]) * scale, 4),
+                "v": float(int(series.volume[i]) / scale),
+                "vw": round(float(series.close[i]) * scale, 4),
+                "t": _millis(series.days[i]),
+                "n": 1000,
+            }
+        )
+    return rows
+
+
+def aggs_payload(
+    symbol: str, rows: list[dict[str, object]], *, adjusted: bool, next_url: str | None
+) -> dict[str, object]:
+    """The aggregates envelope; an unknown ticker is an OK answer with no results."""
+    body: dict[str, object] = {
+        "ticker": symbol,
+        "queryCount": len(rows),
+        "resultsCount": len(rows),
+        "adjusted": adjusted,
+        "status": "OK",
+        "request_id": "sim",
+    }
+    if rows:
+        body["results"] = rows
+    if next_url:
+        body["next_url"] = next_url
+    return body
+
+
+def grouped_payload(symbols: list[str], day: date, *, today: date) -> dict[str, object]:
+    """Grouped daily for `day`: one split-adjusted bar per listed symbol that traded."""
+    results: list[dict[str, object]] = []
+    for symbol in symbols:
+        if is_unknown(symbol):
+            continue
+        rows = aggs_rows(symbol, day, day, adjusted=True, today=today)
+        results.extend({"T": symbol, **row} for row in rows)
+    body: dict[str, object] = {
+        "queryCount": len(results),
+        "resultsCount": len(results),
+        "adjusted": True,
+        "status": "OK",
+        "request_id": "sim",
+    }
+    if results:
+        body["results"] = results
+    return body
+
+
+def dividends_payload(symbol: str, since: date | None, *, today: date) -> dict[str, object]:
+    """Dividends as Polygon reports them: the cash amount actually paid (not split-adjusted)."""
+    series = build_series(symbol, today)
+    rows = [
+        {
+            "ticker": symbol,
+            "ex_dividend_date": day.isoformat(),
+            "cash_amount": round(amount * factor_after(series, day), 6),
+            "dividend_type": "CD",
+            "frequency": 4,
+        }
+        for day, amount in sorted(series.dividends.items(), reverse=True)
+        if since is None or day >= since
+    ]
+    return {"results": rows, "status": "OK", "request_id": "sim"}
+
+
+def splits_payload(symbol: str, since: date | None, *, today: date) -> dict[str, object]:
+    """Splits: `split_to` new shares for every `split_from` old ones."""
+    series = build_series(symbol, today)
+    rows = [
+        {
+            "ticker": symbol,
+            "execution_date": day.isoformat(),
+            "split_from": den,
+            "split_to": num,
+        }
+        for day, (num, den) in sorted(series.splits.items(), reverse=True)
+        if since is None or day >= since
+    ]
+    return {"results": rows, "status": "OK", "request_id": "sim"}
+
+
+def ticker_payload(symbol: str) -> dict[str, object]:
+    """Ticker details."""
+    return {
+        "results": {
+            "ticker": symbol,
+            "name": company_name(symbol),
+            "market": "stocks",
+            "locale": "us",
+            "primary_exchange": "XNAS",
+            "type": "CS",
+            "currency_name": "usd",
+            "sic_description": "SERVICES-PREPACKAGED SOFTWARE",
+            "description": f"{company_name(symbol)} is a simulated company.",
+        },
+        "status": "OK",
+        "request_id": "sim",
+    }
+
+
+def error_payload(status: str, message: str) -> dict[str, object]:
+    """Polygon's error envelope."""
+    return {"status": status, "request_id": "sim", "error": message}

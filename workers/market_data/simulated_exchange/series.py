@@ -1,0 +1,156 @@
+"""Deterministic daily series per symbol: the one source every simulated provider serves.
+
+Every symbol gets its own seeded random walk over NYSE trading days since
+2000, so any date range for a symbol always returns the same bars. Some
+symbols pay quarterly dividends and some split once. `close` is
+split-adjusted and `adjclose` also dividend-adjusted (Yahoo's semantics);
+raw prices, for providers that serve them, are derived with `split_factors`.
+Symbols starting with `ZZ` are unknown to every provider. Every bar, dividend and split
+of a date is the same whatever `end` the series is built to.
+"""
+
+from __future__ import annotations
+
+import bisect
+import zlib
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+
+import numpy as np
+
+from service.core.trading_calendar import EXCHANGE_TZ, NYSE, REGULAR_OPEN
+
+EPOCH = date(2000, 1, 3)
+UNKNOWN_PREFIX = "ZZ"
+SPLIT_SPAN_DAYS = 9700
+SECTORS = ("Technology", "Healthcare", "Financial Services", "Energy", "Industrials")
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One symbol's full daily history since EPOCH."""
+
+    days: tuple[date, ...]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    adjclose: np.ndarray
+    volume: np.ndarray
+    dividends: dict[date, float]
+    splits: dict[date, tuple[int, int]]
+
+
+def symbol_seed(symbol: str) -> int:
+    """A stable per-symbol seed (crc32 does not vary between processes, unlike hash())."""
+    return zlib.crc32(symbol.encode())
+
+
+def is_unknown(symbol: str) -> bool:
+    """Whether the simulated market does not list `symbol`."""
+    return symbol.upper().startswith(UNKNOWN_PREFIX)
+
+
+@lru_cache(maxsize=64)
+def _trading_days(end: date) -> tuple[date, ...]:
+    return tuple(NYSE.iter_trading_days(EPOCH, end))
+
+
+@lru_cache(maxsize=64)
+def _quarter_starts(end: date) -> np.ndarray:
+    """Indices of the first trading day of February, May, August and November."""
+    days = _trading_days(end)
+    return np.array(
+        [
+            i
+            for i in range(1, len(days))
+            if days[i].month in (2, 5, 8, 11) and days[i - 1].month != days[i].month
+        ],
+        dtype=np.int64,
+    )
+
+
+@lru_cache(maxsize=8192)
+def build_series(symbol: str, end: date) -> Series:
+    """Deterministic bars for `symbol` from EPOCH to `end` (a prefix never changes)."""
+    days = _trading_days(end)
+    seed = symbol_seed(symbol)
+    n = len(days)
+    # One stream per quantity, so the first k draws (bars) never depend on n.
+    draws = [np.random.default_rng([seed, k]).standard_normal(n) for k in range(5)]
+    sigma = 0.01 + (seed % 200) / 10_000
+    drift = 0.0002 + ((seed >> 8) % 7) / 20_000
+    returns = drift + sigma * draws[0]
+    start_price = 10.0 + seed % 490
+    close = start_price * np.exp(np.cumsum(returns) - returns[0])
+    gap = np.exp(0.3 * sigma * draws[1])
+    open_ = np.concatenate(([close[0]], close[:-1])) * gap
+    high = np.maximum(open_, close) * (1 + np.abs(draws[2]) * sigma * 0.5)
+    low = np.minimum(open_, close) * (1 - np.abs(draws[3]) * sigma * 0.5)
+    volume = (1_000_000 * (1 + seed % 50) * np.exp(0.3 * draws[4])).astype(np.int64)
+
+    # adjclose: each close times the product of (1 - d / prev close) over later ex-dates.
+    dividends: dict[date, float] = {}
+    factor_at = np.ones(n)
+    if seed % 3 == 0:
+        for i in _quarter_starts(end).tolist():
+            amount = round(float(close[i - 1]) * 0.004, 4)
+            dividends[days[i]] = amount
+            factor_at[i - 1] = 1 - amount / float(close[i - 1])
+    factor = np.cumprod(factor_at[::-1])[::-1]
+    splits: dict[date, tuple[int, int]] = {}
+    if seed % 11 == 0:
+        # A fixed date per symbol, so a longer series never moves or adds an earlier split.
+        split_day = EPOCH + timedelta(days=(seed // 11) % SPLIT_SPAN_DAYS)
+        first_after = bisect.bisect_left(days, split_day)
+        if 0 < first_after < n:
+            splits[days[first_after]] = (2, 1)
+    return Series(days, open_, high, low, close, close * factor, volume, dividends, splits)
+
+
+def split_factors(series: Series) -> np.ndarray:
+    """Per day, the product of the ratios of every later split (raw price = adjusted x this)."""
+    factors = np.ones(len(series.days))
+    for split_day, (num, den) in series.splits.items():
+        for i, day in enumerate(series.days):
+            if day < split_day:
+                factors[i] *= num / den
+    return factors
+
+
+def factor_after(series: Series, day: date) -> float:
+    """The product of the ratios of every split after `day`."""
+    factor = 1.0
+    for split_day, (num, den) in series.splits.items():
+        if day < split_day:
+            factor *= num / den
+    return factor
+
+
+def window_slice(series: Series, start: date, end: date) -> tuple[int, int]:
+    """Index bounds [lo, hi) of the days inside [start, end]."""
+    lo = bisect.bisect_left(series.days, start)
+    hi = bisect.bisect_right(series.days, end)
+    return lo, max(lo, hi)
+
+
+def session_start(day: date) -> datetime:
+    """09:30 New York on `day`, as Yahoo stamps daily bars."""
+    return datetime.combine(day, REGULAR_OPEN, tzinfo=EXCHANGE_TZ)
+
+
+@lru_cache(maxsize=16_384)
+def epoch_seconds(day: date) -> int:
+    """The session start of `day` in unix seconds."""
+    return int(session_start(day).timestamp())
+
+
+def company_name(symbol: str) -> str:
+    """A stable, made-up company name for `symbol`."""
+    return f"{symbol.title()} Holdings Inc."
+
+
+def sector_of(symbol: str) -> str:
+    """A stable sector for `symbol`."""
+    return SECTORS[symbol_seed(symbol) % len(SECTORS)]

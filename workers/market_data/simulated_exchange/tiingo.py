@@ -1,0 +1,79 @@
+"""Tiingo-shaped bodies: end-of-day prices (raw plus adjusted), metadata, IEX last prices."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+
+from workers.market_data.simulated_exchange.series import (
+    EPOCH,
+    build_series,
+    company_name,
+    epoch_seconds,
+    split_factors,
+    window_slice,
+)
+
+
+def prices_payload(symbol: str, start: date, end: date, *, today: date) -> list[dict[str, object]]:
+    """Daily rows: raw `close` etc., split- and dividend-adjusted `adjClose`, `divCash` as
+    paid and `splitFactor` on the split date, as Tiingo serves them."""
+    series = build_series(symbol, today)
+    factors = split_factors(series)
+    lo, hi = window_slice(series, start, end)
+    rows: list[dict[str, object]] = []
+    for i in range(lo, hi):
+        day = series.days[i]
+        scale = float(factors[i])
+        adj_scale = float(series.adjclose[i] / series.close[i])
+        split = series.splits.get(day)
+        rows.append(
+            {
+                "date": datetime.combine(day, time(), tzinfo=UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%S.000Z"
+                ),
+                "open": round(float(series.open[i]) * scale, 4),
+                "high": round(float(series.high[i]) * scale, 4),
+                "low": round(float(series.low[i]) * scale, 4),
+                "close": round(float(series.close[i]) * scale, 4),
+                "volume": round(int(series.volume[i]) / scale),
+                "adjOpen": round(float(series.open[i]) * adj_scale, 4),
+                "adjHigh": round(float(series.high[i]) * adj_scale, 4),
+                "adjLow": round(float(series.low[i]) * adj_scale, 4),
+                "adjClose": round(float(series.adjclose[i]), 4),
+                "adjVolume": int(series.volume[i]),
+                "divCash": round(series.dividends.get(day, 0.0) * scale, 6),
+                "splitFactor": (split[0] / split[1]) if split else 1.0,
+            }
+        )
+    return rows
+
+
+def meta_payload(symbol: str, today: date) -> dict[str, object]:
+    """Ticker metadata."""
+    return {
+        "ticker": symbol.lower(),
+        "name": company_name(symbol),
+        "exchangeCode": "NASDAQ",
+        "startDate": EPOCH.isoformat(),
+        "endDate": today.isoformat(),
+        "description": f"{company_name(symbol)} is a simulated company.",
+    }
+
+
+def iex_row(symbol: str, today: date) -> dict[str, object]:
+    """One IEX top-of-book row with the last price."""
+    series = build_series(symbol, today)
+    last = round(float(series.close[-1]), 4)
+    stamp = datetime.fromtimestamp(epoch_seconds(series.days[-1]) + 6 * 3600, tz=UTC)
+    return {
+        "ticker": symbol.lower(),
+        "tngoLast": last,
+        "last": last,
+        "prevClose": round(float(series.close[-2]), 4) if len(series.days) > 1 else last,
+        "timestamp": stamp.isoformat(),
+    }
+
+
+def not_found_payload(symbol: str) -> dict[str, object]:
+    """Tiingo's 404 body."""
+    return {"detail": f"Error: Ticker '{symbol}' not found"}

@@ -1,0 +1,352 @@
+"""Task bodies: fetch_market_data (chunked fan-out), its helper, update_portfolio_prices,
+fetch_asset_info. They orchestrate; planning, parsing and storage live elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+from celery import Celery
+
+from service.core.cancellation import cancel_key, request_cancel
+from service.core.celery_config import create_celery_app
+from service.core.logs import get_logger
+from service.core.settings import Settings
+from service.core.trading_calendar import exchange_today
+from workers.market_data.failover import Failover, SymbolFailed
+from workers.market_data.fanout import RENEW_SECONDS, FetchJob
+from workers.market_data.fetch import ChunkFetcher, Failure, FetchResult
+from workers.market_data.plan import (
+    Window,
+    chunk_size_for,
+    chunked,
+    helper_count,
+    requested_window,
+)
+from workers.market_data.providers.registry import process_slots
+from workers.market_data.rate_limiter import parse_rate
+from workers.market_data.store import upsert_asset_info, upsert_quotes
+from workers.runtime import TaskContext
+
+log = get_logger(__name__)
+CHUNK_TASK = "fetch_market_data_chunk"
+PROGRESS_INTERVAL_SECONDS = 0.25
+IDLE_POLL_SECONDS = 0.2
+QUOTE_BATCH = 200
+
+_publisher: dict[int, Celery] = {}
+
+
+class JobCancelled(Exception):
+    """The fetch job this chunk belongs to was cancelled."""
+
+
+def _celery(settings: Settings) -> Celery:
+    """A publishing Celery app for this process (created on first use)."""
+    key = id(settings)
+    if key not in _publisher:
+        _publisher[key] = create_celery_app(settings)
+    return _publisher[key]
+
+
+def _failover(ctx: TaskContext) -> Failover:
+    slots = process_slots(ctx.settings, session=ctx.session, redis=ctx.redis)
+    return Failover(
+        slots, budget=ctx.settings.market_data_retry_budget_seconds, rng=random.Random()
+    )
+
+
+def _fetcher(ctx: TaskContext) -> ChunkFetcher:
+    return ChunkFetcher(
+        pool=ctx.pool, failover=_failover(ctx), overlap_days=ctx.settings.market_data_overlap_days
+    )
+
+
+def _chunk_size(settings: Settings) -> int:
+    provider = settings.market_data_providers[0] if settings.market_data_providers else "yahoo"
+    return chunk_size_for(
+        configured=settings.market_data_chunk_size,
+        provider=provider,
+        request_interval=parse_rate(getattr(settings, f"{provider}_rate_limit")),
+        time_limit=settings.celery_soft_time_limit,
+    )
+
+
+async def _report_every(
+    ctx: TaskContext, read: Callable[[], Awaitable[int]], *, total: int, message: str
+) -> None:
+    """Publish progress whenever it moves, at most every PROGRESS_INTERVAL_SECONDS."""
+    last = -1
+    while True:
+        current = min(await read(), total)
+        if current != last:
+            await ctx.report_progress(current=current, total=total, message=message)
+            last = current
+        await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+
+
+async def fetch_market_data(
+    ctx: TaskContext,
+    *,
+    symbols: list[str],
+    period: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> dict[str, Any]:
+    """Fetch and store daily history for `symbols`; one result for the whole request."""
+    wanted = requested_window(
+        period=period,
+        start=date.fromisoformat(start) if start else None,
+        end=date.fromisoformat(end) if end else None,
+        today=exchange_today(),
+    )
+    chunks = chunked(symbols, _chunk_size(ctx.settings))
+    started = time.monotonic()
+    if len(chunks) <= 1:
+        result = await _fetch_in_process(ctx, symbols, wanted)
+    else:
+        result = await _fetch_fanned_out(ctx, chunks, wanted)
+    log.info(
+        "market data fetched",
+        requested=result.requested,
+        fetched=result.fetched,
+        rows_written=result.rows_written,
+        failed=len(result.failed),
+        chunks=len(chunks),
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return {
+        "requested": result.requested,
+        "fetched": result.fetched,
+        "rows_written": result.rows_written,
+        "failed": [{"symbol": f.symbol, "reason": f.reason} for f in result.failed],
+    }
+
+
+async def _fetch_in_process(ctx: TaskContext, symbols: list[str], wanted: Window) -> FetchResult:
+    done = 0
+
+    async def tick() -> None:
+        nonlocal done
+        done += 1
+
+    async def read() -> int:
+        return done
+
+    reporter = asyncio.ensure_future(
+        _report_every(ctx, read, total=len(symbols), message="fetching")
+    )
+    try:
+        result = await _fetcher(ctx).run(symbols, wanted, on_symbol=tick)
+    finally:
+        reporter.cancel()
+    await ctx.report_progress(current=len(symbols), total=len(symbols), message="done")
+    return result
+
+
+async def _fetch_fanned_out(
+    ctx: TaskContext, chunks: list[list[str]], wanted: Window
+) -> FetchResult:
+    total = sum(len(chunk) for chunk in chunks)
+    job = FetchJob(ctx.redis, ctx.task_id)
+    await job.create(chunks, {"start": wanted.start.isoformat(), "end": wanted.end.isoformat()})
+    helpers = helper_count(len(chunks), max_helpers=ctx.settings.market_data_max_helpers)
+    app = _celery(ctx.settings)
+    helper_ids = await asyncio.to_thread(
+        lambda: [
+            app.send_task(CHUNK_TASK, kwargs={"job_id": job.job_id}).id for _ in range(helpers)
+        ]
+    )
+    reporter = asyncio.ensure_future(
+        _report_every(ctx, job.done, total=total, message=f"fetching in {len(chunks)} chunks")
+    )
+    try:
+        await _work_through(ctx, job, wanted, wait_for_others=True)
+        results = await job.results()
+    except BaseException:
+        await job.stop()
+        for helper_id in helper_ids:
+            await request_cancel(ctx.redis, helper_id)
+        raise
+    finally:
+        reporter.cancel()
+    await job.drop()
+    merged = FetchResult()
+    for index in sorted(results):
+        merged.merge(_decode_result(results[index]))
+    await ctx.report_progress(current=total, total=total, message="done")
+    return merged
+
+
+def _decode_result(raw: dict[str, Any]) -> FetchResult:
+    return FetchResult(
+        requested=raw["requested"],
+        fetched=raw["fetched"],
+        rows_written=raw["rows_written"],
+        failed=[Failure(symbol=f["symbol"], reason=f["reason"]) for f in raw["failed"]],
+    )
+
+
+async def _work_through(
+    ctx: TaskContext, job: FetchJob, wanted: Window, *, wait_for_others: bool
+) -> int:
+    """Claim and run chunks until none is left; the parent also waits for other claimants."""
+    fetcher = _fetcher(ctx)
+    ran = 0
+    while True:
+        claimed = await job.claim()
+        if claimed is None:
+            if not wait_for_others or await job.finished():
+                return ran
+            await asyncio.sleep(IDLE_POLL_SECONDS)
+            continue
+        index, symbols = claimed
+        renewer = asyncio.ensure_future(_renew(job, index))
+        unreported = 0
+        reported_at = time.monotonic()
+        try:
+
+            async def tick() -> None:
+                # Progress is shown every 0.25 s, so count symbols locally in between.
+                nonlocal unreported, reported_at
+                unreported += 1
+                if time.monotonic() - reported_at >= PROGRESS_INTERVAL_SECONDS:
+                    await job.add_done(unreported)
+                    unreported, reported_at = 0, time.monotonic()
+
+            async def still_wanted() -> None:
+                # A helper's own cancel flag is polled every 0.2 s by its runtime; checking
+                # the job's flag right before each write closes that window.
+                if await ctx.redis.exists(cancel_key(job.job_id)):
+                    raise JobCancelled(job.job_id)
+
+            result = await fetcher.run(symbols, wanted, on_symbol=tick, before_write=still_wanted)
+        finally:
+            renewer.cancel()
+        await job.add_done(unreported)
+        await job.complete(
+            index,
+            {
+                "requested": result.requested,
+                "fetched": result.fetched,
+                "rows_written": result.rows_written,
+                "failed": [{"symbol": f.symbol, "reason": f.reason} for f in result.failed],
+            },
+        )
+        ran += 1
+
+
+async def _renew(job: FetchJob, index: int) -> None:
+    while True:
+        await asyncio.sleep(RENEW_SECONDS)
+        with contextlib.suppress(OSError):
+            await job.renew(index)
+
+
+async def fetch_market_data_chunk(ctx: TaskContext, *, job_id: str) -> dict[str, Any]:
+    """Help a parent fetch: run its unclaimed chunks until none is left."""
+    job = FetchJob(ctx.redis, job_id)
+    spec = await job.spec()
+    if spec is None or await ctx.redis.exists(cancel_key(job_id)):
+        return {"job_id": job_id, "chunks": 0}
+    wanted = Window(date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"]))
+    try:
+        ran = await _work_through(ctx, job, wanted, wait_for_others=False)
+    except JobCancelled:
+        log.info("fetch job cancelled: helper stops", job_id=job_id)
+        return {"job_id": job_id, "chunks": 0, "cancelled": True}
+    return {"job_id": job_id, "chunks": ran}
+
+
+async def _portfolio_symbols(
+    ctx: TaskContext, *, portfolio_ids: list[int] | None, user_id: int | None
+) -> list[str]:
+    """Symbols with a positive position in `portfolio_ids` (only the user's own when
+    `user_id` is given), or in all of the user's portfolios when no ids are given,
+    deduplicated across portfolios, with stored splits applied."""
+    if not portfolio_ids and user_id is None:
+        return []
+    async with ctx.pool.acquire() as connection:
+        # Quantities in today's shares: a trade before a split counts times that split's
+        # ratio, so selling 15 after a 2:1 split of 10 still leaves a position.
+        rows = await connection.fetch(
+            """
+            SELECT DISTINCT held.symbol FROM (
+                SELECT t.portfolio_id, t.symbol
+                FROM transactions t JOIN portfolios p ON p.id = t.portfolio_id
+                LEFT JOIN LATERAL (
+                    SELECT exp(sum(ln(s.numerator / s.denominator))) AS factor
+                    FROM splits s WHERE s.symbol = t.symbol AND s.date > t.date
+                ) AS later ON true
+                WHERE t.type IN ('BUY', 'SELL')
+                  AND ($1::bigint[] IS NULL OR p.id = ANY($1::bigint[]))
+                  AND ($2::bigint IS NULL OR p.owner_id = $2::bigint)
+                GROUP BY t.portfolio_id, t.symbol
+                HAVING sum(
+                    CASE t.type WHEN 'BUY' THEN t.quantity ELSE -t.quantity END
+                    * coalesce(later.factor, 1)
+                ) > 1e-9
+            ) AS held
+            ORDER BY held.symbol
+            """,
+            portfolio_ids or None,
+            user_id,
+        )
+    return [str(row["symbol"]).upper() for row in rows]
+
+
+async def update_portfolio_prices(
+    ctx: TaskContext,
+    *,
+    portfolio_ids: list[int] | None = None,
+    symbols: list[str] | None = None,
+    user_id: int | None = None,
+) -> dict[str, Any]:
+    """Refresh latest quotes for `symbols`, or for every symbol the portfolios hold
+    (`portfolio_ids`, else all of `user_id`'s), deduplicated and batched."""
+    held = (
+        []
+        if symbols and not portfolio_ids
+        else await _portfolio_symbols(ctx, portfolio_ids=portfolio_ids, user_id=user_id)
+    )
+    wanted = sorted({*(s.upper() for s in symbols or []), *held})
+    failover = _failover(ctx)
+    updated = 0
+    failed: list[dict[str, str]] = []
+    for i in range(0, len(wanted), QUOTE_BATCH):
+        batch = wanted[i : i + QUOTE_BATCH]
+        found, missing = await failover.quotes(batch)
+        async with ctx.pool.acquire() as connection:
+            await upsert_quotes(connection, list(found.values()))
+        updated += len(found)
+        failed.extend({"symbol": s, "reason": f.reason} for s, f in sorted(missing.items()))
+        await ctx.report_progress(
+            current=min(i + QUOTE_BATCH, len(wanted)), total=len(wanted), message="quotes"
+        )
+    return {"requested": len(wanted), "updated": updated, "failed": failed}
+
+
+async def fetch_asset_info(ctx: TaskContext, *, symbol: str) -> dict[str, Any]:
+    """Fetch and store one asset's reference data."""
+    try:
+        info, source = await _failover(ctx).asset_info(symbol)
+    except SymbolFailed as failed:
+        return {"symbol": symbol, "stored": False, "reason": failed.reason}
+    async with ctx.pool.acquire() as connection:
+        await upsert_asset_info(connection, info, source=source)
+    return {
+        "symbol": symbol,
+        "stored": True,
+        "source": source,
+        "name": info.name,
+        "exchange": info.exchange,
+        "currency": info.currency,
+        "asset_type": info.asset_type,
+        "sector": info.sector,
+        "industry": info.industry,
+    }

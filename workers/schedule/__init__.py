@@ -1,1 +1,0 @@
-"""The market-hours scheduler: pure planning, job table, leader election, fire ledger, process."""
