@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 import pytest
-from celery import Celery
 
+from service.core.publisher import TaskPublisher
 from service.core.settings import Settings
 from service.dev.embedded import free_port
 from service.scheduler.jobs import jobs_for
@@ -22,8 +22,8 @@ LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def publisher(settings: Settings) -> Iterator[Celery]:
-    """A publishing-only Celery app on the session's Redis."""
+def publisher(settings: Settings) -> Iterator[TaskPublisher]:
+    """The scheduler's publisher on the session's Redis."""
     app = create_publisher(settings)
     yield app
     app.close()
@@ -32,7 +32,7 @@ def publisher(settings: Settings) -> Iterator[Celery]:
 async def run_leader_at(
     pool: asyncpg.Pool,
     settings: Settings,
-    publisher: Celery,
+    publisher: TaskPublisher,
     *,
     now: datetime,
     fresh: bool = True,
@@ -74,7 +74,7 @@ async def run_leader_at(
 
 class TestMarketPass:
     async def test_coinciding_fires_and_grace(
-        self, pool: asyncpg.Pool, settings: Settings, publisher: Celery
+        self, pool: asyncpg.Pool, settings: Settings, publisher: TaskPublisher
     ) -> None:
         """At 10:05 EDT on 2026-03-09 the 10:00 hourly fire is sent and the coinciding
         extended fire is recorded as a duplicate; older fires are past their grace."""
@@ -87,7 +87,7 @@ class TestMarketPass:
         ]
 
     async def test_snapshot_caught_up_hours_later(
-        self, pool: asyncpg.Pool, settings: Settings, publisher: Celery
+        self, pool: asyncpg.Pool, settings: Settings, publisher: TaskPublisher
     ) -> None:
         """A leader starting at 18:00 EST on the early-close day sends the 13:30 snapshot
         (within its 6 h grace) and nothing else (the 17:00 extended fire is past its 10 min)."""
@@ -97,7 +97,7 @@ class TestMarketPass:
         assert ledger == [("daily-snapshot", "2026-11-27T18:30:00+00:00", "sent")]
 
     async def test_holiday_is_silent(
-        self, pool: asyncpg.Pool, settings: Settings, publisher: Celery
+        self, pool: asyncpg.Pool, settings: Settings, publisher: TaskPublisher
     ) -> None:
         """At noon on Thanksgiving 2026 no market job is due."""
         ledger = await run_leader_at(
@@ -106,7 +106,7 @@ class TestMarketPass:
         assert ledger == []
 
     async def test_broker_down_keeps_fire_claimed_until_a_leader_can_send(
-        self, pool: asyncpg.Pool, settings: Settings, publisher: Celery
+        self, pool: asyncpg.Pool, settings: Settings, publisher: TaskPublisher
     ) -> None:
         """With the broker unreachable the fire stays claimed; the next leader that reaches the
         broker sends it under the same task id."""

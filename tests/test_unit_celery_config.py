@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from service.core.celery_config import TASK_QUEUES, celery_config, create_publisher_app
+from service.core.celery_config import celery_config, create_publisher_app
+from service.core.contracts import CONTRACTS, TaskContract
 from service.core.settings import Settings
 
 SETTINGS = Settings.from_env(
@@ -52,14 +53,15 @@ class TestCeleryConfig:
         assert policy["max_retries"] <= 3
         assert policy["interval_max"] <= 1
 
-    @pytest.mark.parametrize(("name", "queue"), sorted(TASK_QUEUES.items()))
-    def test_every_task_is_routed_to_its_queue(self, name: str, queue: str) -> None:
-        """Each task name goes to the queue of its kind of work."""
-        assert celery_config(SETTINGS)["task_routes"][name] == {"queue": queue}
+    @pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.name)
+    def test_every_task_is_routed_to_its_contract_queue(self, contract: type[TaskContract]) -> None:
+        """Celery's route for each task is the queue its contract names."""
+        assert celery_config(SETTINGS)["task_routes"][contract.name] == {"queue": contract.queue}
 
     def test_seed_task_names_have_queues(self) -> None:
         """The seed's six task names are routed: I/O-bound to market_data, CPU to analytics."""
-        assert {name: TASK_QUEUES[name] for name in SEED_TASKS} == SEED_TASKS
+        routes = celery_config(SETTINGS)["task_routes"]
+        assert {name: routes[name]["queue"] for name in SEED_TASKS} == SEED_TASKS
 
     def test_publisher_reads_no_results(self) -> None:
         """Publishers (API, scheduler) keep the JSON contract but have no result backend."""

@@ -6,8 +6,9 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
+from service.core.contracts import Cleanup, SchedulerProbe
 from service.core.trading_calendar import EXCHANGE_TZ, TradingCalendar
-from service.scheduler.jobs import BEAT_SCHEDULE, PROBE_SCHEDULE, jobs_for, jobs_from_beat_schedule
+from service.scheduler.jobs import MARKET_JOBS, PROBE_JOBS, jobs_for
 from service.scheduler.plan import (
     Every,
     Fire,
@@ -147,7 +148,7 @@ class TestFireTimes:
     )
     def test_interval_rule(self, start: str, end: str, expected: list[str]) -> None:
         """An Every rule fires on multiples of its period since the epoch, in [start, end)."""
-        job = Job(id="t", task="scheduler_probe", rule=Every(seconds=2), grace=timedelta(seconds=5))
+        job = Job(id="t", task=SchedulerProbe(), rule=Every(seconds=2), grace=timedelta(seconds=5))
         fires = fire_times(job, NYSE, start=utc(start), end=utc(end))
         assert [f"{fire:%H:%M:%S}" for fire in fires] == expected
 
@@ -227,13 +228,13 @@ class TestNextFires:
 class TestJobs:
     def test_table_ids(self) -> None:
         """The market table holds the four jobs the dashboard relies on, in tie-break order."""
-        assert list(BEAT_SCHEDULE) == [
+        assert [job.id for job in MARKET_JOBS] == [
             "hourly-price-update",
             "daily-snapshot",
             "extended-hours-update",
             "weekly-cleanup",
         ]
-        assert [job.task for job in jobs_for("market")] == [
+        assert [job.task.name for job in jobs_for("market")] == [
             "update_portfolio_prices",
             "create_portfolio_snapshot",
             "update_portfolio_prices",
@@ -251,11 +252,11 @@ class TestJobs:
     def test_quiet_hours_refused(self, rule: Weekly | MarketTimes) -> None:
         """A job firing between 01:00 and 03:00 local is refused when the table is built."""
         with pytest.raises(ValueError, match="DST window"):
-            Job(id="bad", task="cleanup", rule=rule, grace=timedelta(minutes=1))
+            Job(id="bad", task=Cleanup(), rule=rule, grace=timedelta(minutes=1))
 
     def test_probe_table_builds(self) -> None:
         """The probe table converts like the market one."""
-        assert [job.id for job in jobs_from_beat_schedule(PROBE_SCHEDULE)] == [
+        assert [job.id for job in PROBE_JOBS] == [
             "probe-every-2s",
             "probe-shadow-every-4s",
         ]
@@ -275,7 +276,7 @@ class TestJobs:
 
 
 class TestWakeTrigger:
-    @pytest.mark.parametrize("job_id", list(BEAT_SCHEDULE))
+    @pytest.mark.parametrize("job_id", [job.id for job in MARKET_JOBS])
     @pytest.mark.parametrize(
         "day", [date(2026, 3, 8), date(2026, 3, 9), date(2026, 11, 1), date(2026, 11, 27)]
     )

@@ -27,8 +27,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from service.core import task_registry
 from service.core.cancellation import cancel_key
+from service.core.celery_config import create_publisher_app
+from service.core.contracts import TaskContract
 from service.core.database import create_pool
 from service.core.logs import get_logger
+from service.core.publisher import TaskPublisher
 from service.core.settings import Settings
 
 log = get_logger(__name__)
@@ -59,6 +62,7 @@ class Resources:
     session: aiohttp.ClientSession
     pool: asyncpg.Pool
     redis: aioredis.Redis
+    publisher: TaskPublisher
 
 
 @dataclass(slots=True)
@@ -71,6 +75,7 @@ class TaskContext:
     session: aiohttp.ClientSession
     pool: asyncpg.Pool
     redis: aioredis.Redis
+    publisher: TaskPublisher
     progress_sink: ProgressCallback
     _last_progress_at: float = 0.0
 
@@ -96,7 +101,7 @@ class TaskContext:
             log.warning("progress not recorded", error=str(exc) or type(exc).__name__)
 
 
-TaskBody = Callable[..., Coroutine[Any, Any, Any]]
+TaskBody = Callable[["TaskContext", Any], Coroutine[Any, Any, Any]]
 
 
 class AsyncRuntime:
@@ -160,7 +165,13 @@ class AsyncRuntime:
                     socket_connect_timeout=5,
                     health_check_interval=25,
                 )
-                self._resources = Resources(session=session, pool=pool, redis=redis_client)
+                publisher = TaskPublisher(
+                    create_publisher_app(settings),
+                    timeout_seconds=settings.publish_timeout_seconds,
+                )
+                self._resources = Resources(
+                    session=session, pool=pool, redis=redis_client, publisher=publisher
+                )
                 log.info("worker resources opened", pid=os.getpid())
         return self._resources
 
@@ -172,25 +183,28 @@ class AsyncRuntime:
         self,
         body: TaskBody,
         *,
+        contract: type[TaskContract],
         task_id: str,
-        task_name: str,
         kwargs: dict[str, Any],
         deadline_seconds: float,
         progress_sink: ProgressCallback,
         delivery: int = 0,
         worker: str = "",
     ) -> Any:
-        """Run `body(ctx, **kwargs)` on the loop and block this (Celery) thread for its result.
+        """Run `body(ctx, contract.decode(kwargs))` on the loop and block this (Celery) thread
+        for its result.
 
-        The run is recorded in the task registry. Raises `TaskSkipped` when this copy must
-        not run, `TaskCancelled` when the task was asked to stop, and
+        The run is recorded in the task registry. Arguments that break the contract fail the
+        task (`InvalidTaskArguments`) before the body starts. Raises `TaskSkipped` when this
+        copy must not run, `TaskCancelled` when the task was asked to stop, and
         `TaskDeadlineExceeded` when it ran past `deadline_seconds`.
         """
+        task_name = contract.name
         future = self.submit(
             self._supervise(
                 body,
+                contract=contract,
                 task_id=task_id,
-                task_name=task_name,
                 kwargs=kwargs,
                 deadline_seconds=deadline_seconds,
                 progress_sink=progress_sink,
@@ -229,8 +243,8 @@ class AsyncRuntime:
         self,
         body: TaskBody,
         *,
+        contract: type[TaskContract],
         task_id: str,
-        task_name: str,
         kwargs: dict[str, Any],
         deadline_seconds: float,
         progress_sink: ProgressCallback,
@@ -242,7 +256,7 @@ class AsyncRuntime:
             claimed = await task_registry.claim_run(
                 connection,
                 task_id=task_id,
-                name=task_name,
+                name=contract.name,
                 params=kwargs,
                 delivery=delivery,
                 worker=worker,
@@ -255,9 +269,8 @@ class AsyncRuntime:
             result = await self._run_body(
                 body,
                 resources=resources,
+                task=contract.decode(kwargs),
                 task_id=task_id,
-                task_name=task_name,
-                kwargs=kwargs,
                 deadline_seconds=deadline_seconds,
                 progress_sink=progress_sink,
             )
@@ -301,12 +314,12 @@ class AsyncRuntime:
         body: TaskBody,
         *,
         resources: Resources,
+        task: TaskContract,
         task_id: str,
-        task_name: str,
-        kwargs: dict[str, Any],
         deadline_seconds: float,
         progress_sink: ProgressCallback,
     ) -> Any:
+        task_name = task.name
         if await resources.redis.exists(cancel_key(task_id)):
             raise TaskCancelled(task_id)
         ctx = TaskContext(
@@ -316,9 +329,10 @@ class AsyncRuntime:
             session=resources.session,
             pool=resources.pool,
             redis=resources.redis,
+            publisher=resources.publisher,
             progress_sink=progress_sink,
         )
-        work = asyncio.ensure_future(body(ctx, **kwargs))
+        work = asyncio.ensure_future(body(ctx, task))
         watcher = asyncio.ensure_future(
             _watch_cancel_flag_and_heartbeat(resources.redis, resources.pool, task_id)
         )
@@ -351,6 +365,7 @@ class AsyncRuntime:
         await resources.session.close()
         await resources.pool.close()
         await resources.redis.aclose()
+        resources.publisher.close()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Close resources and stop the loop thread; best effort at process exit."""

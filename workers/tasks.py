@@ -1,14 +1,18 @@
-"""Celery task registration: each task is a thin sync shell around an async body."""
+"""Which body runs each task contract, and the Celery shell around every body.
+
+Adding a task is one contract in `service.core.contracts` plus one body, paired here.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Ignore
 
-from service.core.logs import get_logger
+from service.core import contracts as c
 from workers.analytics.tasks import (
     calculate_portfolio_performance,
     create_portfolio_snapshot,
@@ -23,16 +27,33 @@ from workers.market_data.tasks import (
     fetch_market_data_chunk,
     update_portfolio_prices,
 )
-from workers.runtime import AsyncRuntime, TaskBody, TaskCancelled, TaskSkipped
+from workers.runtime import AsyncRuntime, TaskCancelled, TaskContext, TaskSkipped
 
-log = get_logger(__name__)
+# `async def body(ctx, task) -> result`, where `task` is the decoded contract.
+Body = Callable[[TaskContext, Any], Coroutine[Any, Any, Any]]
+
+BODIES: Mapping[type[c.TaskContract], Body] = {
+    c.FetchMarketData: fetch_market_data,
+    c.FetchMarketDataChunk: fetch_market_data_chunk,
+    c.UpdatePortfolioPrices: update_portfolio_prices,
+    c.FetchAssetInfo: fetch_asset_info,
+    c.CalculatePortfolioPerformance: calculate_portfolio_performance,
+    c.CreatePortfolioSnapshot: create_portfolio_snapshot,
+    c.GeneratePortfolioReport: generate_portfolio_report,
+    c.Cleanup: cleanup,
+    c.SchedulerProbe: scheduler_probe,
+    c.DemoFetch: demo_fetch,
+}
 
 
-def register_async_task(app: Celery, runtime: AsyncRuntime, *, name: str, body: TaskBody) -> Task:
-    """Register `body` (an `async def body(ctx, **kwargs)`) as Celery task `name`."""
+def register_async_task(
+    app: Celery, runtime: AsyncRuntime, *, contract: type[c.TaskContract], body: Body
+) -> Task:
+    """Register `body` as Celery task `contract.name`; the message is decoded into the
+    contract before the body runs, so arguments that break it fail the task unrun."""
 
     # A task whose worker process died is retried (task_retry_on_worker_lost) after this.
-    @app.task(name=name, bind=True, default_retry_delay=1)  # type: ignore[untyped-decorator]
+    @app.task(name=contract.name, bind=True, default_retry_delay=1)  # type: ignore[untyped-decorator]
     def run(self: Task, **kwargs: Any) -> Any:
         task_id = self.request.id
 
@@ -47,8 +68,8 @@ def register_async_task(app: Celery, runtime: AsyncRuntime, *, name: str, body: 
         try:
             return runtime.run_task(
                 body,
+                contract=contract,
                 task_id=task_id,
-                task_name=name,
                 kwargs=kwargs,
                 deadline_seconds=app.conf.task_soft_time_limit,
                 progress_sink=report,
@@ -64,21 +85,9 @@ def register_async_task(app: Celery, runtime: AsyncRuntime, *, name: str, body: 
     return run
 
 
-def register_tasks(app: Celery, runtime: AsyncRuntime) -> None:
-    """Register every findash task on `app`."""
-    register_async_task(app, runtime, name="demo_fetch", body=demo_fetch)
-    register_async_task(
-        app, runtime, name="create_portfolio_snapshot", body=create_portfolio_snapshot
-    )
-    register_async_task(
-        app, runtime, name="calculate_portfolio_performance", body=calculate_portfolio_performance
-    )
-    register_async_task(
-        app, runtime, name="generate_portfolio_report", body=generate_portfolio_report
-    )
-    register_async_task(app, runtime, name="fetch_market_data", body=fetch_market_data)
-    register_async_task(app, runtime, name="fetch_market_data_chunk", body=fetch_market_data_chunk)
-    register_async_task(app, runtime, name="update_portfolio_prices", body=update_portfolio_prices)
-    register_async_task(app, runtime, name="fetch_asset_info", body=fetch_asset_info)
-    register_async_task(app, runtime, name="cleanup", body=cleanup)
-    register_async_task(app, runtime, name="scheduler_probe", body=scheduler_probe)
+def register_tasks(
+    app: Celery, runtime: AsyncRuntime, *, bodies: Mapping[type[c.TaskContract], Body] = BODIES
+) -> None:
+    """Register a Celery task for every contract in `bodies`."""
+    for contract, body in bodies.items():
+        register_async_task(app, runtime, contract=contract, body=body)

@@ -22,9 +22,11 @@ from service.api.portfolios import PortfolioController, ReportController
 from service.api.problems import EXCEPTION_HANDLERS
 from service.api.rate_limit import RateLimiter, parse_rate
 from service.api.request_context import request_context_middleware
+from service.api.submit_routes import submit_routes
 from service.api.tasks import TaskController
 from service.core import idempotency, task_registry
 from service.core.celery_config import create_publisher_app
+from service.core.contracts import CONTRACTS, TaskContract
 from service.core.database import create_pool
 from service.core.logs import configure_logging, get_logger
 from service.core.publisher import TaskPublisher
@@ -51,18 +53,27 @@ async def sweep_forever(settings: Settings, app: Litestar) -> None:
             log.exception("task sweep failed")
 
 
-def api_v1_router() -> Router:
-    """Every authenticated route, under /api/v1."""
+def api_v1_router(contracts: tuple[type[TaskContract], ...] = CONTRACTS) -> Router:
+    """Every authenticated route, under /api/v1: a submit route per contract, and the rest."""
     return Router(
         path="/api/v1",
-        route_handlers=[TaskController, PortfolioController, ReportController, AssetController],
+        route_handlers=[
+            *submit_routes(contracts),
+            TaskController,
+            PortfolioController,
+            ReportController,
+            AssetController,
+        ],
         middleware=[AUTH_MIDDLEWARE],
         security=SECURITY_REQUIREMENT,
     )
 
 
-def create_app(settings: Settings) -> Litestar:
-    """Build the API for `settings`; I/O resources open in the lifespan."""
+def create_app(
+    settings: Settings, *, contracts: tuple[type[TaskContract], ...] = CONTRACTS
+) -> Litestar:
+    """Build the API for `settings`, accepting the tasks in `contracts`; I/O resources open
+    in the lifespan."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -103,7 +114,7 @@ def create_app(settings: Settings) -> Litestar:
 
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
     return Litestar(
-        route_handlers=[HealthController, api_v1_router()],
+        route_handlers=[HealthController, api_v1_router(contracts)],
         lifespan=[lifespan],
         middleware=[request_context_middleware],
         exception_handlers=EXCEPTION_HANDLERS,

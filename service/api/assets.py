@@ -16,7 +16,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from service.api.problems import ProblemException
-from service.api.task_schemas import SYMBOL_PATTERN
+from service.core.contracts import SYMBOL_PATTERN
 from service.core.trading_calendar import EXCHANGE_TZ, NYSE
 
 MAX_PRICE_ROWS = 20_000

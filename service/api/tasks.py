@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import asyncpg
 import msgspec
 import structlog
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get
 from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
@@ -28,19 +28,10 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from service.api.auth import admin_only
 from service.api.problems import ProblemException, problem_responses
 from service.api.rate_limit import RateLimiter
-from service.api.task_schemas import (
-    AssetInfoRequest,
-    CancelAccepted,
-    MarketDataRequest,
-    PerformanceRequest,
-    PortfolioPricesRequest,
-    ReportRequest,
-    SnapshotRequest,
-    Submitted,
-    WorkerInfo,
-)
+from service.api.task_schemas import CancelAccepted, Submitted, WorkerInfo
 from service.core import idempotency, task_registry
 from service.core.cancellation import request_cancel
+from service.core.contracts import TaskContract
 from service.core.publisher import BrokerUnavailable, TaskPublisher
 from service.core.redis_keys import worker_heartbeat_key
 from service.core.task_registry import ACTIVE_STATES, TERMINAL_STATES, TaskStatus
@@ -88,146 +79,6 @@ class TaskController(Controller):
 
     path = "/tasks"
     tags = ["tasks"]
-
-    async def _submit(
-        self, request: Request[User, int, State], *, name: str, kwargs: dict[str, Any]
-    ) -> Response[Any]:
-        state = request.app.state
-        user = request.user
-        limiter: RateLimiter = state.submit_limiter
-        retry_after = await limiter.hit(str(user.key_id))
-        if retry_after is not None:
-            raise ProblemException(
-                status=429,
-                detail=f"too many submits for this API key; retry in {retry_after} s",
-                headers={"Retry-After": str(retry_after)},
-            )
-        idem_key = request.headers.get("idempotency-key")
-        if idem_key is not None and not 1 <= len(idem_key) <= idempotency.MAX_KEY_LENGTH:
-            raise _bad_field("Idempotency-Key", "must be 1 to 200 characters")
-        publisher: TaskPublisher = state.publisher
-        request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-        fingerprint = (
-            idempotency.request_fingerprint(
-                method=request.method, path=request.url.path, body=await request.body()
-            )
-            if idem_key is not None
-            else ""
-        )
-        async with state.pool.acquire() as connection:
-            # With a key, the whole submit runs in one transaction holding a lock on the key.
-            scope = connection.transaction() if idem_key is not None else contextlib.nullcontext()
-            async with scope:
-                if idem_key is not None:
-                    await idempotency.lock_key(connection, api_key_id=user.key_id, key=idem_key)
-                    stored = await idempotency.find(
-                        connection, api_key_id=user.key_id, key=idem_key
-                    )
-                    if stored is not None:
-                        if stored.request_hash != fingerprint:
-                            raise ProblemException(
-                                status=422,
-                                detail="this Idempotency-Key was used with a different request",
-                            )
-                        return Response(stored.body, status_code=stored.status_code)
-                try:
-                    body, status_code = await _record_and_publish(
-                        connection,
-                        publisher,
-                        user=user,
-                        name=name,
-                        kwargs=kwargs,
-                        request_id=request_id,
-                    )
-                except PublishFailed as failed:
-                    # Commit the FAILURE row but store no answer: a retry with the same key
-                    # may succeed once the broker is back.
-                    publish_failure: ProblemException | None = failed.problem
-                else:
-                    publish_failure = None
-                    if idem_key is not None:
-                        await idempotency.store(
-                            connection,
-                            api_key_id=user.key_id,
-                            key=idem_key,
-                            request_hash=fingerprint,
-                            status_code=status_code,
-                            body=msgspec.to_builtins(body),
-                        )
-        if publish_failure is not None:
-            raise publish_failure
-        return Response(body, status_code=status_code)
-
-    @post(
-        "/market-data",
-        status_code=202,
-        summary="Fetch daily history for many symbols",
-        responses=PROBLEMS,
-    )
-    async def market_data(
-        self, request: Request[User, int, State], data: MarketDataRequest
-    ) -> Response[Submitted]:
-        """Queue `fetch_market_data`; 200 with the existing id if an identical one is unfinished."""
-        return await self._submit(request, name="fetch_market_data", kwargs=data.task_kwargs())
-
-    @post("/portfolio-prices", status_code=202, summary="Refresh latest prices", responses=PROBLEMS)
-    async def portfolio_prices(
-        self, request: Request[User, int, State], data: PortfolioPricesRequest | None = None
-    ) -> Response[Submitted]:
-        """Queue `update_portfolio_prices` for portfolios, symbols, or all the caller's."""
-        kwargs = (data or PortfolioPricesRequest()).task_kwargs()
-        return await self._submit(
-            request, name="update_portfolio_prices", kwargs={**kwargs, "user_id": request.user.id}
-        )
-
-    @post(
-        "/asset-info",
-        status_code=202,
-        summary="Fetch one asset's reference data",
-        responses=PROBLEMS,
-    )
-    async def asset_info(
-        self, request: Request[User, int, State], data: AssetInfoRequest
-    ) -> Response[Submitted]:
-        """Queue `fetch_asset_info`."""
-        return await self._submit(request, name="fetch_asset_info", kwargs=data.task_kwargs())
-
-    @post(
-        "/portfolio-performance",
-        status_code=202,
-        summary="Calculate performance metrics",
-        responses=PROBLEMS,
-    )
-    async def portfolio_performance(
-        self, request: Request[User, int, State], data: PerformanceRequest
-    ) -> Response[Submitted]:
-        """Queue `calculate_portfolio_performance`; `user_id` needs an admin key."""
-        user = request.user
-        if data.user_id is not None and data.user_id != user.id and not user.is_admin:
-            raise ProblemException(status=403, detail="user_id needs an admin API key")
-        kwargs = {**data.task_kwargs(), "user_id": data.user_id or user.id}
-        return await self._submit(request, name="calculate_portfolio_performance", kwargs=kwargs)
-
-    @post(
-        "/portfolio-snapshot",
-        status_code=202,
-        summary="Create or backfill snapshots",
-        responses=PROBLEMS,
-    )
-    async def portfolio_snapshot(
-        self, request: Request[User, int, State], data: SnapshotRequest | None = None
-    ) -> Response[Submitted]:
-        """Queue `create_portfolio_snapshot` for a date or a range."""
-        kwargs = {**(data or SnapshotRequest()).task_kwargs(), "user_id": request.user.id}
-        return await self._submit(request, name="create_portfolio_snapshot", kwargs=kwargs)
-
-    @post("/portfolio-report", status_code=202, summary="Generate a report", responses=PROBLEMS)
-    async def portfolio_report(
-        self, request: Request[User, int, State], data: ReportRequest
-    ) -> Response[Submitted]:
-        """Queue `generate_portfolio_report`."""
-        kwargs = {**data.task_kwargs(), "user_id": request.user.id}
-        return await self._submit(request, name="generate_portfolio_report", kwargs=kwargs)
 
     @get("/status/{task_id:str}", summary="A task's state, progress and result", responses=PROBLEMS)
     async def status(self, request: Request[User, int, State], task_id: str) -> TaskStatus:
@@ -362,6 +213,72 @@ class TaskController(Controller):
         return infos
 
 
+async def submit(request: Request[User, int, State], task: TaskContract) -> Response[Any]:
+    """Record `task` for the caller (or find its unfinished twin) and publish it if new."""
+    state = request.app.state
+    user = request.user
+    limiter: RateLimiter = state.submit_limiter
+    retry_after = await limiter.hit(str(user.key_id))
+    if retry_after is not None:
+        raise ProblemException(
+            status=429,
+            detail=f"too many submits for this API key; retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+    idem_key = request.headers.get("idempotency-key")
+    if idem_key is not None and not 1 <= len(idem_key) <= idempotency.MAX_KEY_LENGTH:
+        raise _bad_field("Idempotency-Key", "must be 1 to 200 characters")
+    publisher: TaskPublisher = state.publisher
+    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    fingerprint = (
+        idempotency.request_fingerprint(
+            method=request.method, path=request.url.path, body=await request.body()
+        )
+        if idem_key is not None
+        else ""
+    )
+    async with state.pool.acquire() as connection:
+        # With a key, the whole submit runs in one transaction holding a lock on the key.
+        scope = connection.transaction() if idem_key is not None else contextlib.nullcontext()
+        async with scope:
+            if idem_key is not None:
+                await idempotency.lock_key(connection, api_key_id=user.key_id, key=idem_key)
+                stored = await idempotency.find(connection, api_key_id=user.key_id, key=idem_key)
+                if stored is not None:
+                    if stored.request_hash != fingerprint:
+                        raise ProblemException(
+                            status=422,
+                            detail="this Idempotency-Key was used with a different request",
+                        )
+                    return Response(stored.body, status_code=stored.status_code)
+            try:
+                body, status_code = await _record_and_publish(
+                    connection,
+                    publisher,
+                    user=user,
+                    task=task,
+                    request_id=request_id,
+                )
+            except PublishFailed as failed:
+                # Commit the FAILURE row but store no answer: a retry with the same key
+                # may succeed once the broker is back.
+                publish_failure: ProblemException | None = failed.problem
+            else:
+                publish_failure = None
+                if idem_key is not None:
+                    await idempotency.store(
+                        connection,
+                        api_key_id=user.key_id,
+                        key=idem_key,
+                        request_hash=fingerprint,
+                        status_code=status_code,
+                        body=msgspec.to_builtins(body),
+                    )
+    if publish_failure is not None:
+        raise publish_failure
+    return Response(body, status_code=status_code)
+
+
 class PublishFailed(Exception):
     """The broker did not take a new task; `problem` is the 503 to answer with."""
 
@@ -375,8 +292,7 @@ async def _record_and_publish(
     publisher: TaskPublisher,
     *,
     user: User,
-    name: str,
-    kwargs: dict[str, Any],
+    task: TaskContract,
     request_id: str,
 ) -> tuple[Submitted, int]:
     """Record the task (or find its unfinished twin) and publish it if new.
@@ -390,16 +306,14 @@ async def _record_and_publish(
         connection,
         task_id=str(uuid.uuid4()),
         owner_id=user.id,
-        name=name,
-        params=kwargs,
+        name=task.name,
+        params=task.kwargs(),
         request_id=request_id,
     )
     if not created:
         return Submitted(task_id=task_id, status="existing"), 200
     try:
-        await publisher.publish(
-            name=name, task_id=task_id, kwargs=kwargs, headers={"request_id": request_id}
-        )
+        await publisher.publish(task, task_id=task_id, headers={"request_id": request_id})
     except BrokerUnavailable as exc:
         await task_registry.record_outcome(
             connection,

@@ -132,7 +132,7 @@ def list_jobs(next_count: int, last_count: int) -> None:
         ]
         table.add_row(
             view.job.id,
-            view.job.task,
+            view.job.task.name,
             "\n".join(_local(fire) for fire in view.next_fires) or "-",
             "\n".join(last) or "-",
         )

@@ -14,26 +14,8 @@ from celery import Celery
 from kombu.entity import Queue
 
 from service.core.broker_transport import TRANSPORT_PATH as PUBLISHER_TRANSPORT
+from service.core.contracts import ALL_QUEUES, CONTRACTS, QUEUE_MARKET_DATA
 from service.core.settings import Settings
-
-QUEUE_MARKET_DATA = "market_data"
-QUEUE_ANALYTICS = "analytics"
-ALL_QUEUES = (QUEUE_MARKET_DATA, QUEUE_ANALYTICS)
-
-# I/O-bound work (many concurrent HTTP requests) and CPU-bound work (analytics)
-# run on separate queues so a long report never delays a price update.
-TASK_QUEUES: dict[str, str] = {
-    "fetch_market_data": QUEUE_MARKET_DATA,
-    "update_portfolio_prices": QUEUE_MARKET_DATA,
-    "fetch_asset_info": QUEUE_MARKET_DATA,
-    "fetch_market_data_chunk": QUEUE_MARKET_DATA,
-    "demo_fetch": QUEUE_MARKET_DATA,
-    "calculate_portfolio_performance": QUEUE_ANALYTICS,
-    "create_portfolio_snapshot": QUEUE_ANALYTICS,
-    "generate_portfolio_report": QUEUE_ANALYTICS,
-    "cleanup": QUEUE_ANALYTICS,
-    "scheduler_probe": QUEUE_MARKET_DATA,
-}
 
 _REDIS_SOCKET_OPTIONS: dict[str, Any] = {
     "socket_timeout": 30,
@@ -93,7 +75,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_redirect_stdouts": False,
         "task_default_queue": QUEUE_MARKET_DATA,
         "task_queues": [Queue(name) for name in ALL_QUEUES],  # type: ignore[no-untyped-call]
-        "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
+        # I/O-bound work (many concurrent HTTP requests) and CPU-bound work (analytics) run on
+        # separate queues, so a long report never delays a price update. Publishers also pass
+        # each contract's queue explicitly; these routes serve `send_task` by name (Flower).
+        "task_routes": {task.name: {"queue": task.queue} for task in CONTRACTS},
         "timezone": "UTC",
         "enable_utc": True,
     }

@@ -1,8 +1,10 @@
-"""Publishing tasks to Celery without blocking the API's event loop.
+"""The one way findash publishes a task: a contract, sent without blocking the event loop.
 
+Every sender uses it: the API, the scheduler's leader and the market-data fan-out.
 kombu and redis-py publish synchronously and retry, so `send_task` runs in a worker
 thread, at most `PUBLISH_CONCURRENCY` at a time, under a hard deadline: a dead broker
-becomes a fast `BrokerUnavailable` (→ 503), never a hung request.
+becomes a fast `BrokerUnavailable` (→ 503 in the API, a retried fire in the scheduler),
+never a hung caller.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
 from celery import Celery
 
+from service.core.contracts import TaskContract
 from service.core.logs import get_logger
 
 PUBLISH_CONCURRENCY = 16
@@ -43,16 +47,25 @@ class TaskPublisher:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def publish(
-        self, *, name: str, task_id: str, kwargs: dict[str, Any], headers: dict[str, str]
+        self,
+        task: TaskContract,
+        *,
+        task_id: str,
+        headers: dict[str, str] | None = None,
+        expires: datetime | None = None,
     ) -> None:
-        """Send task `name` with id `task_id`; raise `BrokerUnavailable` past the deadline."""
+        """Send `task` to its contract's queue under `task_id`; raise `BrokerUnavailable`
+        past the deadline. A message not started by `expires` is discarded by the worker."""
+        name = task.name
 
         def send() -> None:
             self._app.send_task(
                 name,
-                kwargs=kwargs,
+                kwargs=task.kwargs(),
+                queue=task.queue,
                 task_id=task_id,
-                headers=headers,
+                headers=headers or {},
+                expires=expires,
                 retry=True,
                 retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2},
             )

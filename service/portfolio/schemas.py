@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from service.core.contracts import SYMBOL_PATTERN
 from service.portfolio.positions import ZERO, TxType
 
-SYMBOL_PATTERN = r"^[A-Za-z0-9^][A-Za-z0-9.\-=^]{0,14}$"
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN, examples=["AAPL"])]
 Currency = Annotated[
     str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code", examples=["USD"])

@@ -1,89 +1,82 @@
-"""The job table, in one place, in the shape of Celery's `beat_schedule`.
+"""The job table, in one place: each job is an id, a task contract instance, a rule and a
+grace period (how late a fire may still be sent after a pause or a failover).
 
-Each entry is `{"task": name, "schedule": rule, "kwargs": {...}, "options": {"grace": ...}}`.
 Times are America/New_York wall-clock times; `plan.py` turns them into UTC instants.
+Adding a schedule is one entry here (docs/TASKS.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import time, timedelta
-from typing import Any, Literal
+from typing import Literal
 
+from service.core.contracts import (
+    Cleanup,
+    CreatePortfolioSnapshot,
+    SchedulerProbe,
+    UpdatePortfolioPrices,
+)
 from service.scheduler.plan import Every, Job, MarketTimes, Weekly, every
 
-BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    "hourly-price-update": {
-        "task": "update_portfolio_prices",
-        "schedule": MarketTimes(
+MARKET_JOBS: tuple[Job, ...] = (
+    # No arguments: every symbol held in any portfolio (the contract's documented meaning).
+    Job(
+        id="hourly-price-update",
+        task=UpdatePortfolioPrices(),
+        rule=MarketTimes(
             regular=every(time(9), time(16), timedelta(hours=1)),
             early=every(time(9), time(13), timedelta(hours=1)),
         ),
-        "kwargs": {},
-        "options": {"grace": timedelta(minutes=20)},
-    },
-    "daily-snapshot": {
-        "task": "create_portfolio_snapshot",
-        "schedule": MarketTimes(regular=(time(16, 30),), early=(time(13, 30),)),
-        "kwargs": {},
-        "options": {"grace": timedelta(hours=6)},
-    },
-    "extended-hours-update": {
-        "task": "update_portfolio_prices",
-        "schedule": MarketTimes(
+        grace=timedelta(minutes=20),
+    ),
+    # No arguments: every portfolio, valued on the last trading day on or before today.
+    Job(
+        id="daily-snapshot",
+        task=CreatePortfolioSnapshot(),
+        rule=MarketTimes(regular=(time(16, 30),), early=(time(13, 30),)),
+        grace=timedelta(hours=6),
+    ),
+    Job(
+        id="extended-hours-update",
+        task=UpdatePortfolioPrices(),
+        rule=MarketTimes(
             regular=every(time(6), time(20), timedelta(minutes=30)),
             early=every(time(6), time(17), timedelta(minutes=30)),
         ),
-        "kwargs": {},
-        "options": {"grace": timedelta(minutes=10)},
-    },
-    "weekly-cleanup": {
-        "task": "cleanup",
-        "schedule": Weekly(weekday=6, at=time(4)),
-        "kwargs": {},
-        "options": {"grace": timedelta(hours=24)},
-    },
-}
+        grace=timedelta(minutes=10),
+    ),
+    # No arguments: the retention settings.
+    Job(
+        id="weekly-cleanup",
+        task=Cleanup(),
+        rule=Weekly(weekday=6, at=time(4)),
+        grace=timedelta(hours=24),
+    ),
+)
 
 # Test and smoke-check schedule (SCHEDULER_SCHEDULE=probe): second-level fires of the
 # harmless `scheduler_probe` task, so failover can be exercised in seconds. The shadow job
-# sends the same task and kwargs, so every other fire coincides and is suppressed.
-PROBE_SCHEDULE: dict[str, dict[str, Any]] = {
-    "probe-every-2s": {
-        "task": "scheduler_probe",
-        "schedule": Every(seconds=2),
-        "kwargs": {},
-        "options": {"grace": timedelta(seconds=30)},
-    },
-    "probe-shadow-every-4s": {
-        "task": "scheduler_probe",
-        "schedule": Every(seconds=4),
-        "kwargs": {},
-        "options": {"grace": timedelta(seconds=30)},
-    },
-}
+# sends the same task and arguments, so every other fire coincides and is suppressed.
+PROBE_JOBS: tuple[Job, ...] = (
+    Job(
+        id="probe-every-2s",
+        task=SchedulerProbe(),
+        rule=Every(seconds=2),
+        grace=timedelta(seconds=30),
+    ),
+    Job(
+        id="probe-shadow-every-4s",
+        task=SchedulerProbe(),
+        rule=Every(seconds=4),
+        grace=timedelta(seconds=30),
+    ),
+)
 
 ScheduleName = Literal["market", "probe"]
-SCHEDULES: dict[ScheduleName, dict[str, dict[str, Any]]] = {
-    "market": BEAT_SCHEDULE,
-    "probe": PROBE_SCHEDULE,
-}
-
-
-def jobs_from_beat_schedule(schedule: Mapping[str, Mapping[str, Any]]) -> list[Job]:
-    """The entries as `Job`s, in table order (which breaks ties between coinciding fires)."""
-    return [
-        Job(
-            id=job_id,
-            task=entry["task"],
-            rule=entry["schedule"],
-            grace=entry["options"]["grace"],
-            kwargs=dict(entry.get("kwargs", {})),
-        )
-        for job_id, entry in schedule.items()
-    ]
+SCHEDULES: dict[ScheduleName, tuple[Job, ...]] = {"market": MARKET_JOBS, "probe": PROBE_JOBS}
 
 
 def jobs_for(name: ScheduleName) -> list[Job]:
-    """The jobs of the named schedule (`market` in production, `probe` for tests)."""
-    return jobs_from_beat_schedule(SCHEDULES[name])
+    """The jobs of the named schedule (`market` in production, `probe` for tests), in table
+    order (which breaks ties between coinciding fires)."""
+    return list(SCHEDULES[name])

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
 
+from service.core.contracts import TaskContract
 from service.core.trading_calendar import EXCHANGE_TZ, TradingCalendar
 
 QUIET_START = time(1, 0)
@@ -90,13 +90,12 @@ Rule = MarketTimes | Weekly | Every
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One scheduled job: its id, the Celery task it sends, and when."""
+    """One scheduled job: its id, the task it sends (a contract instance), and when."""
 
     id: str
-    task: str
+    task: TaskContract
     rule: Rule
     grace: timedelta
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.grace <= timedelta(0):
@@ -110,9 +109,9 @@ class Job:
 
     @property
     def dedupe_key(self) -> str:
-        """Jobs sending the same task with the same kwargs share this key; coinciding
+        """Jobs sending the same task with the same arguments share this key; coinciding
         fires of such jobs run once."""
-        return f"{self.task}:{json.dumps(dict(self.kwargs), sort_keys=True)}"
+        return f"{self.task.name}:{json.dumps(self.task.kwargs(), sort_keys=True)}"
 
 
 @dataclass(frozen=True, slots=True, order=True)

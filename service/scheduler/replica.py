@@ -24,11 +24,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from celery import Celery
 
 from service.core.celery_config import create_publisher_app
+from service.core.contracts import CONTRACTS, TaskContract, contracts_by_name
 from service.core.logs import get_logger
 from service.core.market_closures import load_trading_calendar
+from service.core.publisher import TaskPublisher
 from service.core.settings import Settings
 from service.core.trading_calendar import EXCHANGE_TZ
 from service.scheduler import ledger
@@ -51,9 +52,11 @@ def replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def create_publisher(settings: Settings) -> Celery:
-    """The Celery app the leader sends with (see `create_publisher_app`)."""
-    return create_publisher_app(settings)
+def create_publisher(settings: Settings) -> TaskPublisher:
+    """What the leader sends with: the one publisher, under `PUBLISH_TIMEOUT_SECONDS`."""
+    return TaskPublisher(
+        create_publisher_app(settings), timeout_seconds=settings.publish_timeout_seconds
+    )
 
 
 def wake_trigger(rule: Rule) -> BaseTrigger:
@@ -82,13 +85,15 @@ class Scheduler:
         settings: Settings,
         *,
         jobs: list[Job],
-        publisher: Celery,
+        publisher: TaskPublisher,
         name: str | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._settings = settings
         self._jobs = jobs
         self._jobs_by_id = {job.id: job for job in jobs}
+        scheduled = (type(job.task) for job in jobs)
+        self._contracts = contracts_by_name(tuple(dict.fromkeys((*CONTRACTS, *scheduled))))
         self._publisher = publisher
         self._name = name or replica_name()
         self._clock = clock
@@ -248,8 +253,7 @@ class Scheduler:
             connection,
             epoch,
             job_id=job.id,
-            task_name=job.task,
-            kwargs=dict(job.kwargs),
+            task=job.task,
             task_id=fire.task_id,
             expires=fire.scheduled_for + job.grace,
         )
@@ -288,8 +292,7 @@ class Scheduler:
                 connection,
                 epoch,
                 job_id=pending.job_id,
-                task_name=pending.task_name,
-                kwargs=pending.kwargs,
+                task=self._contracts[pending.task_name].decode(pending.kwargs),
                 task_id=pending.task_id,
                 expires=pending.scheduled_for + grace,
             )
@@ -300,33 +303,24 @@ class Scheduler:
         epoch: int,
         *,
         job_id: str,
-        task_name: str,
-        kwargs: dict[str, Any],
+        task: TaskContract,
         task_id: str,
         expires: datetime,
     ) -> None:
         self._check_lease(epoch)
         fields = {"leader": self._name, "epoch": epoch, "job_id": job_id, "fire_task_id": task_id}
         try:
-            # Bounded like the API's publish: a frozen broker ends this pass instead of
-            # stalling the leader. The fire stays claimed and is re-sent under the same task
-            # id; if the abandoned send completes later, the registry drops the second copy.
-            await asyncio.wait_for(
-                asyncio.to_thread(
-                    self._publisher.send_task,
-                    task_name,
-                    kwargs=kwargs,
-                    task_id=task_id,
-                    expires=expires,
-                ),
-                timeout=self._settings.publish_timeout_seconds,
-            )
+            # The one publisher, bounded by PUBLISH_TIMEOUT_SECONDS: a frozen broker ends this
+            # pass instead of stalling the leader. The fire stays claimed and is re-sent under
+            # the same task id; if the abandoned send completes later, the registry drops the
+            # second copy.
+            await self._publisher.publish(task, task_id=task_id, expires=expires)
         except Exception as exc:  # kombu, redis-py and socket errors alike: retry later
             log.error("fire send failed; stays claimed", error=repr(exc), **fields)
             raise _BrokerUnavailable from exc
         await ledger.mark_sent(connection, task_id=task_id, epoch=epoch)
         self._last_proof = time.monotonic()
-        log.info("fire sent", task_name=task_name, **fields)
+        log.info("fire sent", task_name=task.name, **fields)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

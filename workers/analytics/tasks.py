@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
+from service.core.contracts import (
+    CalculatePortfolioPerformance,
+    CreatePortfolioSnapshot,
+    GeneratePortfolioReport,
+)
 from service.core.logs import get_logger
 from service.core.trading_calendar import exchange_today
-from workers.analytics.params import (
-    PerformanceParams,
-    ReportParams,
-    SnapshotParams,
-    performance_window,
-)
 from workers.analytics.performance_run import calculate_performance
 from workers.analytics.portfolio_reads import select_portfolios
 from workers.analytics.report_run import generate_report
@@ -27,9 +24,10 @@ class PortfolioNotFound(LookupError):
     """The portfolio does not exist (or is not the given user's)."""
 
 
-async def create_portfolio_snapshot(ctx: TaskContext, **kwargs: Any) -> dict[str, Any]:
+async def create_portfolio_snapshot(
+    ctx: TaskContext, params: CreatePortfolioSnapshot
+) -> dict[str, Any]:
     """Snapshot the portfolios (named, the user's, or all) for one date or a range."""
-    params = msgspec.convert(kwargs, SnapshotParams, strict=False)
     dates = params.valuation_dates(today=exchange_today())
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
@@ -61,9 +59,10 @@ async def create_portfolio_snapshot(ctx: TaskContext, **kwargs: Any) -> dict[str
     }
 
 
-async def calculate_portfolio_performance(ctx: TaskContext, **kwargs: Any) -> dict[str, Any]:
-    """Compute and store the performance of one portfolio or of all a user's."""
-    params = msgspec.convert(kwargs, PerformanceParams, strict=False)
+async def calculate_portfolio_performance(
+    ctx: TaskContext, params: CalculatePortfolioPerformance
+) -> dict[str, Any]:
+    """Compute and store the performance of one portfolio, of all a user's, or of all."""
     base, end = params.window(today=exchange_today())
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
@@ -90,10 +89,11 @@ async def calculate_portfolio_performance(ctx: TaskContext, **kwargs: Any) -> di
     }
 
 
-async def generate_portfolio_report(ctx: TaskContext, **kwargs: Any) -> dict[str, Any]:
+async def generate_portfolio_report(
+    ctx: TaskContext, params: GeneratePortfolioReport
+) -> dict[str, Any]:
     """Build a JSON or HTML report for one portfolio and store it; returns the report id."""
-    params = msgspec.convert(kwargs, ReportParams, strict=False)
-    base, end = performance_window(days=params.days, start=None, end=None, today=exchange_today())
+    base, end = params.window(today=exchange_today())
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
             connection, portfolio_ids=[params.portfolio_id], user_id=params.user_id

@@ -8,23 +8,15 @@ prunes what lives in Postgres. Every delete is by age, so running twice is harml
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
 
 import asyncpg
-import msgspec
 
 from service.core import idempotency
+from service.core.contracts import Cleanup
 from service.core.logs import get_logger
 from workers.runtime import TaskContext
 
 log = get_logger(__name__)
-
-
-class CleanupParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Optional overrides of the retention settings, in days."""
-
-    task_retention_days: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    ledger_retention_days: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 async def prune_fires(connection: asyncpg.Connection, *, before: datetime) -> int:
@@ -39,9 +31,8 @@ def _deleted(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def cleanup(ctx: TaskContext, **kwargs: Any) -> dict[str, int]:
+async def cleanup(ctx: TaskContext, params: Cleanup) -> dict[str, int]:
     """Delete finished registry rows, settled ledger fires and probe runs past their retention."""
-    params = msgspec.convert(kwargs, CleanupParams)
     settings = ctx.settings
     now = datetime.now(UTC)
     task_cutoff = now - timedelta(

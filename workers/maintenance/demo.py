@@ -10,6 +10,7 @@ import asyncio
 import os
 from typing import Any
 
+from service.core.contracts import DemoFetch
 from service.core.logs import get_logger
 from workers.market_data.providers.yahoo_chart import parse_chart
 from workers.market_data.store import bar_rows, upsert_bars
@@ -18,10 +19,9 @@ from workers.runtime import TaskContext
 log = get_logger(__name__)
 
 
-async def demo_fetch(
-    ctx: TaskContext, *, symbol: str, period: str = "1mo", hold_seconds: float = 0
-) -> dict[str, Any]:
-    """Fetch `symbol`'s daily chart, upsert its bars, then hold for `hold_seconds`."""
+async def demo_fetch(ctx: TaskContext, task: DemoFetch) -> dict[str, Any]:
+    """Fetch the symbol's daily chart, upsert its bars, then hold for `hold_seconds`."""
+    symbol, period, hold_seconds = task.symbol, task.period, task.hold_seconds
     url = f"{ctx.settings.yahoo_base_url}/v8/finance/chart/{symbol}"
     async with ctx.session.get(url, params={"range": period, "interval": "1d"}) as response:
         body = await response.read()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.core.contracts import SchedulerProbe
 from workers.runtime import TaskContext
 
 
-async def scheduler_probe(ctx: TaskContext, **_: Any) -> dict[str, Any]:
+async def scheduler_probe(ctx: TaskContext, task: SchedulerProbe) -> dict[str, Any]:
     """Record one run of this task id; return the run count so far."""
     async with ctx.pool.acquire() as connection:
         runs: int = await connection.fetchval(

@@ -7,14 +7,18 @@ import asyncio
 import contextlib
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
-from celery import Celery
-
 from service.core.cancellation import cancel_key, request_cancel
-from service.core.celery_config import create_celery_app
+from service.core.contracts import (
+    FetchAssetInfo,
+    FetchMarketData,
+    FetchMarketDataChunk,
+    UpdatePortfolioPrices,
+)
 from service.core.logs import get_logger
 from service.core.settings import Settings
 from service.core.trading_calendar import exchange_today
@@ -34,24 +38,13 @@ from workers.market_data.store import upsert_asset_info, upsert_quotes
 from workers.runtime import TaskContext
 
 log = get_logger(__name__)
-CHUNK_TASK = "fetch_market_data_chunk"
 PROGRESS_INTERVAL_SECONDS = 0.25
 IDLE_POLL_SECONDS = 0.2
 QUOTE_BATCH = 200
 
-_publisher: dict[int, Celery] = {}
-
 
 class JobCancelled(Exception):
     """The fetch job this chunk belongs to was cancelled."""
-
-
-def _celery(settings: Settings) -> Celery:
-    """A publishing Celery app for this process (created on first use)."""
-    key = id(settings)
-    if key not in _publisher:
-        _publisher[key] = create_celery_app(settings)
-    return _publisher[key]
 
 
 def _failover(ctx: TaskContext) -> Failover:
@@ -90,20 +83,11 @@ async def _report_every(
         await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
 
 
-async def fetch_market_data(
-    ctx: TaskContext,
-    *,
-    symbols: list[str],
-    period: str | None = None,
-    start: str | None = None,
-    end: str | None = None,
-) -> dict[str, Any]:
-    """Fetch and store daily history for `symbols`; one result for the whole request."""
+async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str, Any]:
+    """Fetch and store daily history for the symbols; one result for the whole request."""
+    symbols = task.symbols
     wanted = requested_window(
-        period=period,
-        start=date.fromisoformat(start) if start else None,
-        end=date.fromisoformat(end) if end else None,
-        today=exchange_today(),
+        period=task.period, start=task.start, end=task.end, today=exchange_today()
     )
     chunks = chunked(symbols, _chunk_size(ctx.settings))
     started = time.monotonic()
@@ -156,12 +140,9 @@ async def _fetch_fanned_out(
     job = FetchJob(ctx.redis, ctx.task_id)
     await job.create(chunks, {"start": wanted.start.isoformat(), "end": wanted.end.isoformat()})
     helpers = helper_count(len(chunks), max_helpers=ctx.settings.market_data_max_helpers)
-    app = _celery(ctx.settings)
-    helper_ids = await asyncio.to_thread(
-        lambda: [
-            app.send_task(CHUNK_TASK, kwargs={"job_id": job.job_id}).id for _ in range(helpers)
-        ]
-    )
+    helper_ids = [str(uuid.uuid4()) for _ in range(helpers)]
+    for helper_id in helper_ids:
+        await ctx.publisher.publish(FetchMarketDataChunk(job_id=job.job_id), task_id=helper_id)
     reporter = asyncio.ensure_future(
         _report_every(ctx, job.done, total=total, message=f"fetching in {len(chunks)} chunks")
     )
@@ -248,8 +229,9 @@ async def _renew(job: FetchJob, index: int) -> None:
             await job.renew(index)
 
 
-async def fetch_market_data_chunk(ctx: TaskContext, *, job_id: str) -> dict[str, Any]:
+async def fetch_market_data_chunk(ctx: TaskContext, task: FetchMarketDataChunk) -> dict[str, Any]:
     """Help a parent fetch: run its unclaimed chunks until none is left."""
+    job_id = task.job_id
     job = FetchJob(ctx.redis, job_id)
     spec = await job.spec()
     if spec is None or await ctx.redis.exists(cancel_key(job_id)):
@@ -267,10 +249,8 @@ async def _portfolio_symbols(
     ctx: TaskContext, *, portfolio_ids: list[int] | None, user_id: int | None
 ) -> list[str]:
     """Symbols with a positive position in `portfolio_ids` (only the user's own when
-    `user_id` is given), or in all of the user's portfolios when no ids are given,
-    deduplicated across portfolios, with stored splits applied."""
-    if not portfolio_ids and user_id is None:
-        return []
+    `user_id` is given), or in all of the user's portfolios when no ids are given, or in
+    every portfolio when neither is; deduplicated, with stored splits applied."""
     async with ctx.pool.acquire() as connection:
         # Quantities in today's shares: a trade before a split counts times that split's
         # ratio, so selling 15 after a 2:1 split of 10 still leaves a position.
@@ -300,15 +280,11 @@ async def _portfolio_symbols(
     return [str(row["symbol"]).upper() for row in rows]
 
 
-async def update_portfolio_prices(
-    ctx: TaskContext,
-    *,
-    portfolio_ids: list[int] | None = None,
-    symbols: list[str] | None = None,
-    user_id: int | None = None,
-) -> dict[str, Any]:
-    """Refresh latest quotes for `symbols`, or for every symbol the portfolios hold
-    (`portfolio_ids`, else all of `user_id`'s), deduplicated and batched."""
+async def update_portfolio_prices(ctx: TaskContext, task: UpdatePortfolioPrices) -> dict[str, Any]:
+    """Refresh latest quotes for the symbols asked, or for every symbol the portfolios hold
+    (`portfolio_ids`, else all of `user_id`'s, else every portfolio's), deduplicated and
+    batched."""
+    portfolio_ids, symbols, user_id = task.portfolio_ids, task.symbols, task.user_id
     held = (
         []
         if symbols and not portfolio_ids
@@ -331,8 +307,9 @@ async def update_portfolio_prices(
     return {"requested": len(wanted), "updated": updated, "failed": failed}
 
 
-async def fetch_asset_info(ctx: TaskContext, *, symbol: str) -> dict[str, Any]:
+async def fetch_asset_info(ctx: TaskContext, task: FetchAssetInfo) -> dict[str, Any]:
     """Fetch and store one asset's reference data."""
+    symbol = task.symbol
     try:
         info, source = await _failover(ctx).asset_info(symbol)
     except SymbolFailed as failed:

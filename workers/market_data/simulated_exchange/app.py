@@ -41,6 +41,8 @@ class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     latency_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
     jitter_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
     fault_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.0
+    # Stop injecting after this many faults under this config (0 = no limit).
+    fault_limit: Annotated[int, msgspec.Meta(ge=0)] = 0
     faults: list[Fault] = msgspec.field(default_factory=list)
     fault_symbols: list[str] = msgspec.field(default_factory=list)
     fault_providers: list[Literal["yahoo", "polygon", "tiingo"]] = msgspec.field(
@@ -85,6 +87,8 @@ class SimulatedExchange:
         self._crumbs: dict[str, str] = {}
         self._tokens = 0.0
         self._tokens_at = 0.0
+        self._faults_counted_for: ExchangeConfig | None = None
+        self._faults_injected = 0
 
     def _over_limit(self) -> bool:
         rate = self.config.rate_limit_per_second
@@ -172,7 +176,12 @@ class SimulatedExchange:
             return None
         if config.fault_providers and provider not in config.fault_providers:
             return None
+        if self._faults_counted_for is not config:  # a new config starts a new count
+            self._faults_counted_for, self._faults_injected = config, 0
+        if config.fault_limit and self._faults_injected >= config.fault_limit:
+            return None
         if config.faults and self._rng.random() < config.fault_rate:
+            self._faults_injected += 1
             return self._rng.choice(config.faults)
         return None
 
