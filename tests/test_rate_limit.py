@@ -7,6 +7,7 @@ import uuid
 import redis.asyncio as aioredis
 
 from service.api.rate_limit import Rate, RateLimiter
+from service.core.redis_keys import SUBMIT_RATE_LIMIT
 from service.dev.embedded import free_port
 
 # Day-long fixed windows: a window boundary falling between a test's hits (which would
@@ -31,7 +32,7 @@ class TestRateLimiter:
         key = uuid.uuid4().hex
         await limiter.hit(key)
         await limiter.hit(key)
-        [redis_key] = await redis_client.keys(f"findash:rl:ttl:{key}:*")
+        [redis_key] = await redis_client.keys(f"{SUBMIT_RATE_LIMIT}ttl:{key}:*")
         assert DAY - 1 <= await redis_client.ttl(redis_key) <= DAY + 1
         assert await redis_client.get(redis_key) in (b"2", "2")
 

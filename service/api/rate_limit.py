@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from service.core.logs import get_logger
+from service.core.redis_keys import submit_window_key
 
 log = get_logger(__name__)
 _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
@@ -58,7 +59,7 @@ class RateLimiter:
     async def hit(self, key: str) -> int | None:
         """Count one request; None if allowed, else the seconds to wait (Retry-After)."""
         start, retry_after = window_of(time.time(), self._rate)
-        redis_key = f"findash:rl:{self._namespace}:{key}:{start}"
+        redis_key = submit_window_key(self._namespace, key, start)
         try:
             count = await self._hit_script(keys=[redis_key], args=[self._rate.window_seconds + 1])
         except (aioredis.RedisError, OSError) as exc:

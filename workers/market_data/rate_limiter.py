@@ -15,9 +15,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from service.core.redis_keys import provider_rate_limit_key
+
 _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86_400.0}
 _RATE = re.compile(r"^(?P<count>\d+)/(?P<period>second|minute|hour|day)$")
-KEY_PREFIX = "findash:ratelimit:"
 
 # KEYS[1] schedule key; ARGV: interval µs, burst, pause µs (0 = reserve a slot).
 # Returns the µs the caller must wait before sending.
@@ -59,7 +60,7 @@ class RedisRateLimiter:
         self, redis_client: aioredis.Redis, *, name: str, rate: str, burst: int = 1
     ) -> None:
         self._redis = redis_client
-        self.key = f"{KEY_PREFIX}{name}"
+        self.key = provider_rate_limit_key(name)
         self.interval = parse_rate(rate)
         self.burst = max(1, burst)
         self._script: Any = redis_client.register_script(_SCRIPT)

@@ -13,9 +13,10 @@ from typing import Any
 
 from celery import Celery
 
-from service.core.cancellation import cancel_key, request_cancel
+from service.core.cancellation import request_cancel
 from service.core.celery_config import create_celery_app
 from service.core.logs import get_logger
+from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
 from service.core.trading_calendar import exchange_today
 from workers.market_data.failover import Failover, SymbolFailed
