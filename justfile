@@ -23,11 +23,12 @@ dev:
 test *args:
     uv run --frozen pytest {{args}}
 
-# Lint and type-check.
+# Lint, type-check and check the import layering ([tool.importlinter] in pyproject.toml).
 lint:
     uv run --frozen ruff check .
     uv run --frozen ruff format --check .
     uv run --frozen mypy
+    uv run --frozen lint-imports
 
 # Format the code and apply safe lint fixes.
 fmt:

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from service.core.redis_keys import PROVIDER_RATE_LIMIT
 from service.core.settings import Settings
 from service.core.trading_calendar import NYSE, exchange_today
 from tests.market_sim import Sim, failover, market_settings, serve_exchange, slots
@@ -21,7 +22,6 @@ from workers.market_data.failover import SymbolFailed
 from workers.market_data.providers.base import ErrorKind, Provider, ProviderError
 from workers.market_data.providers.polygon import PolygonProvider
 from workers.market_data.providers.registry import ProviderSlot
-from workers.market_data.rate_limiter import KEY_PREFIX
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +367,7 @@ class TestFailoverAndBreaker:
         start, end = _window()
         with pytest.raises(ProviderError):
             await providers["tiingo"].provider.history("PAUSE", start=start, end=end)
-        keys = [k async for k in redis_client.scan_iter(match=f"{KEY_PREFIX}test-*tiingo")]
+        keys = [k async for k in redis_client.scan_iter(match=f"{PROVIDER_RATE_LIMIT}test-*tiingo")]
         seconds, micros = await redis_client.time()
         now_us = seconds * 1_000_000 + micros
         paused = [int(await redis_client.get(k) or 0) - now_us for k in keys]

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from service.core.rates import parse_rate
 from service.core.settings import Settings
 from workers.market_data.backoff import backoff_delay, next_delay
 from workers.market_data.circuit_breaker import BreakerState, CircuitBreaker
@@ -36,7 +37,6 @@ from workers.market_data.providers.base import (
 )
 from workers.market_data.providers.symbols import provider_symbol
 from workers.market_data.providers.transport import Reply, classify_status, parse_retry_after
-from workers.market_data.rate_limiter import parse_rate
 from workers.market_data.simulated_exchange import polygon as sim_polygon
 from workers.market_data.simulated_exchange import tiingo as sim_tiingo
 from workers.market_data.simulated_exchange import yahoo as sim_yahoo
@@ -194,7 +194,7 @@ class TestChunking:
             chunk_size_for(
                 configured=250,
                 provider=provider,
-                request_interval=parse_rate(rate),
+                request_interval=parse_rate(rate).interval,
                 time_limit=limit,
             )
             == expected
@@ -597,4 +597,4 @@ class TestMarketDataSettings:
     )
     def test_rates(self, rate: str, interval: float) -> None:
         """A rate is turned into the interval between requests."""
-        assert parse_rate(rate) == pytest.approx(interval)
+        assert parse_rate(rate).interval == pytest.approx(interval)

@@ -26,12 +26,12 @@ import redis.asyncio as aioredis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from service.core import task_registry
-from service.core.cancellation import cancel_key
 from service.core.celery_config import create_publisher_app
 from service.core.contracts import TaskContract
 from service.core.database import create_pool
 from service.core.logs import get_logger
 from service.core.publisher import TaskPublisher
+from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
 
 log = get_logger(__name__)

@@ -20,7 +20,7 @@ from service.api.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQU
 from service.api.health import HealthController
 from service.api.portfolios import PortfolioController, ReportController
 from service.api.problems import EXCEPTION_HANDLERS
-from service.api.rate_limit import RateLimiter, parse_rate
+from service.api.rate_limit import RateLimiter
 from service.api.request_context import request_context_middleware
 from service.api.submit_routes import submit_routes
 from service.api.tasks import TaskController
@@ -30,6 +30,7 @@ from service.core.contracts import CONTRACTS, TaskContract
 from service.core.database import create_pool
 from service.core.logs import configure_logging, get_logger
 from service.core.publisher import TaskPublisher
+from service.core.rates import parse_rate
 from service.core.settings import Settings
 
 log = get_logger(__name__)

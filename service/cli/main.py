@@ -15,7 +15,6 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlencode
 
@@ -29,9 +28,9 @@ from rich.table import Table
 from service.cli.portfolios import portfolios_group
 from service.cli.schedule import schedule_group
 from service.core import users
+from service.core.dev_env import DEV_ENV_FILE, read_env_file
 from service.core.settings import Settings
 
-DEV_ENV_FILE = Path(__file__).resolve().parents[2] / ".dev" / "env"
 EXIT_TASK_FAILED = 1
 EXIT_REFUSED = 2
 TERMINAL = {"SUCCESS", "FAILURE", "REVOKED"}
@@ -41,14 +40,7 @@ errors = Console(stderr=True)
 
 def cli_environment() -> dict[str, str]:
     """The process environment laid over `.dev/env` (the environment wins)."""
-    merged: dict[str, str] = {}
-    if DEV_ENV_FILE.exists():
-        for line in DEV_ENV_FILE.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                key, _, value = line.partition("=")
-                merged[key.strip()] = value.strip()
-    merged.update(os.environ)
-    return merged
+    return {**read_env_file(DEV_ENV_FILE), **os.environ}
 
 
 class ApiClient:

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-CANCEL_KEY_PREFIX = "findash:cancel:"
+from service.core.redis_keys import cancel_key
+
 CANCEL_FLAG_TTL_SECONDS = 86_400
-
-
-def cancel_key(task_id: str) -> str:
-    """The Redis key whose presence asks task `task_id` to stop."""
-    return f"{CANCEL_KEY_PREFIX}{task_id}"
 
 
 async def request_cancel(redis_client: aioredis.Redis, task_id: str) -> None:

@@ -14,9 +14,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from service.core.rates import RATE_PATTERN
+
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-RateLimit = Annotated[str, msgspec.Meta(pattern=r"^\d+/(second|minute|hour|day)$")]
+RateLimit = Annotated[str, msgspec.Meta(pattern=RATE_PATTERN)]
 ProviderName = Literal["yahoo", "polygon", "tiingo"]
 
 # Fields given as comma-separated lists in the environment.

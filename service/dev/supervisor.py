@@ -21,6 +21,7 @@ from honcho.manager import Manager
 
 from service.core import users
 from service.core.database import create_pool
+from service.core.dev_env import DEV_ENV_FILE, read_env_file, write_env_file
 from service.core.logs import configure_logging, get_logger
 from service.core.migrations import migrate
 from service.core.settings import Settings
@@ -28,7 +29,6 @@ from service.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_DIR = ROOT / ".dev"
-ENV_FILE = DEV_DIR / "env"
 log = get_logger("service.dev")
 
 # Marks in .dev/env that a URL there belongs to a server `just dev` started itself.
@@ -36,18 +36,6 @@ _EMBEDDED_MARKS = {
     "DATABASE_URL": "FINDASH_EMBEDDED_DATABASE",
     "REDIS_URL": "FINDASH_EMBEDDED_REDIS",
 }
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a KEY=VALUE file (as `just` loads it); missing file → empty."""
-    if not path.exists():
-        return {}
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
 
 
 def user_supplied_url(
@@ -71,18 +59,10 @@ def process_commands(*, python: str) -> dict[str, str]:
     }
 
 
-def write_env_file(path: Path, values: Mapping[str, str]) -> None:
-    """Write `values` as KEY=VALUE lines, readable by just, honcho and the CLI."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = "".join(f"{key}={value}\n" for key, value in values.items())
-    path.write_text("# written by `just dev`; recipes and the CLI read it\n" + body)
-    path.chmod(0o600)
-
-
 def main() -> None:
     """Run the development stack until Ctrl-C."""
     environ = dict(os.environ)
-    previous = read_env_file(ENV_FILE)
+    previous = read_env_file(DEV_ENV_FILE)
     environ.setdefault("LOG_FORMAT", "console")
     database_url = user_supplied_url("DATABASE_URL", environ, previous)
     redis_url = user_supplied_url("REDIS_URL", environ, previous)
@@ -119,7 +99,7 @@ def main() -> None:
             **extra,
             **embedded,
         }
-        write_env_file(ENV_FILE, shared)
+        write_env_file(DEV_ENV_FILE, shared)
         environ.update(shared)
         print_banner(shared, api_url=api_url)
         manager = Manager()
@@ -137,7 +117,7 @@ def print_banner(values: Mapping[str, str], *, api_url: str) -> None:
         f"  API        {api_url}   (try: curl {api_url}/ready)",
         f"  OpenAPI    {api_url}/schema",
         *(f"  {key:<22} {value}" for key, value in values.items()),
-        f"  written to {ENV_FILE.relative_to(ROOT)}; Ctrl-C stops everything",
+        f"  written to {DEV_ENV_FILE.relative_to(ROOT)}; Ctrl-C stops everything",
         "",
     ]
     print("\n".join(lines), flush=True)  # noqa: T201 - a banner for the human at the terminal

@@ -17,7 +17,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-JOB_PREFIX = "findash:fetchjob:"
+from service.core.redis_keys import fetch_job_key
+
 JOB_TTL_SECONDS = 86_400
 LEASE_SECONDS = 30
 RENEW_SECONDS = 10
@@ -51,13 +52,12 @@ class FetchJob:
     def __init__(self, redis_client: aioredis.Redis, job_id: str) -> None:
         self._redis = redis_client
         self.job_id = job_id
-        prefix = f"{JOB_PREFIX}{job_id}:"
-        self.spec_key = f"{prefix}spec"
-        self.chunks_key = f"{prefix}chunks"
-        self.pending_key = f"{prefix}pending"
-        self.claims_key = f"{prefix}claims"
-        self.results_key = f"{prefix}results"
-        self.done_key = f"{prefix}done"
+        self.spec_key = fetch_job_key(job_id, "spec")
+        self.chunks_key = fetch_job_key(job_id, "chunks")
+        self.pending_key = fetch_job_key(job_id, "pending")
+        self.claims_key = fetch_job_key(job_id, "claims")
+        self.results_key = fetch_job_key(job_id, "results")
+        self.done_key = fetch_job_key(job_id, "done")
         self._claim: Any = redis_client.register_script(_CLAIM)
 
     @property

@@ -10,14 +10,12 @@ back when a provider answers 429 with Retry-After.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 import redis.asyncio as aioredis
 
-_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86_400.0}
-_RATE = re.compile(r"^(?P<count>\d+)/(?P<period>second|minute|hour|day)$")
-KEY_PREFIX = "findash:ratelimit:"
+from service.core.rates import parse_rate
+from service.core.redis_keys import provider_rate_limit_key
 
 # KEYS[1] schedule key; ARGV: interval µs, burst, pause µs (0 = reserve a slot).
 # Returns the µs the caller must wait before sending.
@@ -44,14 +42,6 @@ return wait
 """
 
 
-def parse_rate(text: str) -> float:
-    """Seconds between requests for a rate such as `5/minute` or `50/second`."""
-    match = _RATE.match(text.strip())
-    if match is None or int(match["count"]) <= 0:
-        raise ValueError(f"invalid rate {text!r}; expected N/second|minute|hour|day")
-    return _PERIODS[match["period"]] / int(match["count"])
-
-
 class RedisRateLimiter:
     """At most one request per `interval` (plus `burst - 1` in hand) across every process."""
 
@@ -59,8 +49,8 @@ class RedisRateLimiter:
         self, redis_client: aioredis.Redis, *, name: str, rate: str, burst: int = 1
     ) -> None:
         self._redis = redis_client
-        self.key = f"{KEY_PREFIX}{name}"
-        self.interval = parse_rate(rate)
+        self.key = provider_rate_limit_key(name)
+        self.interval = parse_rate(rate).interval
         self.burst = max(1, burst)
         self._script: Any = redis_client.register_script(_SCRIPT)
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
-from service.core.cancellation import cancel_key, request_cancel
+from service.core.cancellation import request_cancel
 from service.core.contracts import (
     FetchAssetInfo,
     FetchMarketData,
@@ -20,6 +20,8 @@ from service.core.contracts import (
     UpdatePortfolioPrices,
 )
 from service.core.logs import get_logger
+from service.core.rates import parse_rate
+from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
 from service.core.trading_calendar import exchange_today
 from workers.market_data.failover import Failover, SymbolFailed
@@ -33,7 +35,6 @@ from workers.market_data.plan import (
     requested_window,
 )
 from workers.market_data.providers.registry import process_slots
-from workers.market_data.rate_limiter import parse_rate
 from workers.market_data.store import upsert_asset_info, upsert_quotes
 from workers.runtime import TaskContext
 
@@ -65,7 +66,7 @@ def _chunk_size(settings: Settings) -> int:
     return chunk_size_for(
         configured=settings.market_data_chunk_size,
         provider=provider,
-        request_interval=parse_rate(getattr(settings, f"{provider}_rate_limit")),
+        request_interval=parse_rate(getattr(settings, f"{provider}_rate_limit")).interval,
         time_limit=settings.celery_soft_time_limit,
     )
 
