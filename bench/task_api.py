@@ -8,14 +8,19 @@ each next to bare Celery on the same machine in the same run.
   rate limit, registry row, publish), closed loop, then open loop at 200 submits/s;
 - floor B: `send_task(...).get()` of a one-symbol `fetch_market_data`;
 - ours B: API submit of the same task, then polling its status until SUCCESS.
+
+Every submit names a symbol no earlier submit of the run used. The API answers 200
+"existing" instead of 202 when the same key submits a task identical to an unfinished
+one, and no worker runs during the submit phases, so every task they submit stays
+PENDING for the rest of the run: one repeated symbol would be a duplicate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
-import uuid
 from typing import Any
 
 import aiohttp
@@ -38,8 +43,32 @@ FLOOR_SUBMITS = 1500
 ROUND_TRIPS = 40
 
 
+# A counter, not a random suffix: a random 8-hex-digit suffix (2^32 values) repeats among
+# the run's ~4,600 API submits about once in 400 runs (birthday bound; once in 1,200 within
+# the open loop), and a repeat is answered 200. The run's API key is new and its database
+# empty, so only a repeat within the run can collide. Nine characters, as before.
+_SYMBOL_NUMBERS = itertools.count(1)
+
+
 def _symbols() -> list[str]:
-    return [f"B{uuid.uuid4().hex[:8].upper()}"]
+    """One symbol never used before in this process: B00000001, B00000002, ..."""
+    return [f"B{next(_SYMBOL_NUMBERS):08d}"]
+
+
+async def _check_submitted(response: aiohttp.ClientResponse, *, phase: str, body: Any) -> str:
+    """The new task's id; raises, saying what happened, unless the API answered 202."""
+    if response.status == 202:
+        task_id: str = (await response.json())["task_id"]
+        return task_id
+    text = await response.text()
+    if response.status == 200:
+        raise RuntimeError(
+            f"{phase}: submit answered 200 instead of 202 for {body}: the API found an "
+            f"unfinished identical task from this API key and returned its id ({text}); "
+            "the benchmark submitted the same parameters twice, so this sample measured "
+            "duplicate detection, not a submit"
+        )
+    raise RuntimeError(f"{phase}: submit answered {response.status} for {body}: {text}")
 
 
 def bare_publish_rate(stack: Stack, *, publisher_app: bool = False) -> tuple[float, float]:
@@ -58,16 +87,17 @@ def bare_publish_rate(stack: Stack, *, publisher_app: bool = False) -> tuple[flo
         app.close()
 
 
-async def _submit(session: aiohttp.ClientSession, url: str, key: str) -> float:
+async def _submit(session: aiohttp.ClientSession, url: str, key: str, *, phase: str) -> float:
+    body = {"symbols": _symbols(), "period": "1mo"}
     started = time.perf_counter()
     async with session.post(
         f"{url}/api/v1/tasks/market-data",
-        json={"symbols": _symbols(), "period": "1mo"},
+        json=body,
         headers={"Authorization": f"Bearer {key}"},
     ) as response:
         await response.read()
         if response.status != 202:
-            raise RuntimeError(f"submit answered {response.status}")
+            await _check_submitted(response, phase=phase, body=body)
     return time.perf_counter() - started
 
 
@@ -77,13 +107,13 @@ async def api_closed_loop(url: str, key: str) -> tuple[float, list[float]]:
     remaining = CLOSED_LOOP_SUBMITS
     connector = aiohttp.TCPConnector(limit=CLOSED_LOOP_CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await _submit(session, url, key)
+        await _submit(session, url, key, phase="closed loop warm-up")
 
         async def client() -> None:
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
-                latencies.append(await _submit(session, url, key))
+                latencies.append(await _submit(session, url, key, phase="closed loop"))
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(CLOSED_LOOP_CONCURRENCY)))
@@ -101,7 +131,7 @@ async def api_open_loop(url: str, key: str) -> list[float]:
             delay = started + i / OPEN_LOOP_RATE - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            pending.append(asyncio.ensure_future(_submit(session, url, key)))
+            pending.append(asyncio.ensure_future(_submit(session, url, key, phase="open loop")))
         return list(await asyncio.gather(*pending))
 
 
@@ -127,11 +157,11 @@ async def api_round_trips(url: str, key: str) -> list[float]:
     headers = {"Authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession(headers=headers) as session:
         for _ in range(ROUND_TRIPS):
+            body = {"symbols": _symbols(), "period": "1mo"}
             started = time.perf_counter()
-            async with session.post(
-                f"{url}/api/v1/tasks/market-data", json={"symbols": _symbols(), "period": "1mo"}
-            ) as response:
-                task_id = (await response.json())["task_id"]
+            async with session.post(f"{url}/api/v1/tasks/market-data", json=body) as response:
+                # A 200 here would name a purged PENDING task: polling it would never end.
+                task_id = await _check_submitted(response, phase="round trip", body=body)
             while True:
                 async with session.get(f"{url}/api/v1/tasks/status/{task_id}") as response:
                     state = (await response.json())["state"]
