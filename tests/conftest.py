@@ -120,15 +120,17 @@ def start_worker(
     name: str,
     concurrency: int = 2,
     extra_args: tuple[str, ...] = (),
+    app_module: str = "workers.worker",
+    queues: str = "market_data,analytics",
 ) -> ManagedProcess:
-    """Start `celery worker` on every queue and wait until it answers a ping."""
+    """Start `celery worker` (every queue by default) and wait until it answers a ping."""
     process = ManagedProcess(
         [
             sys.executable,
             "-m",
             "celery",
             "-A",
-            "workers.worker",
+            app_module,
             "-q",
             "worker",
             "-P",
@@ -136,7 +138,7 @@ def start_worker(
             "-c",
             str(concurrency),
             "-Q",
-            "market_data,analytics",
+            queues,
             "-n",
             f"{name}@%h",
             "--without-mingle",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Any, TypeVar
 
 from celery import Celery
@@ -52,10 +51,11 @@ class TaskPublisher:
         *,
         task_id: str,
         headers: dict[str, str] | None = None,
-        expires: datetime | None = None,
+        expires_in: float | None = None,
     ) -> None:
         """Send `task` to its contract's queue under `task_id`; raise `BrokerUnavailable`
-        past the deadline. A message not started by `expires` is discarded by the worker."""
+        past the deadline. A message not started within `expires_in` seconds is discarded by
+        the worker (relative, so a sender on a pinned clock cannot expire it by mistake)."""
         name = task.name
 
         def send() -> None:
@@ -65,7 +65,7 @@ class TaskPublisher:
                 queue=task.queue,
                 task_id=task_id,
                 headers=headers or {},
-                expires=expires,
+                expires=expires_in,
                 retry=True,
                 retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2},
             )

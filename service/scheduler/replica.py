@@ -255,7 +255,7 @@ class Scheduler:
             job_id=job.id,
             task=job.task,
             task_id=fire.task_id,
-            expires=fire.scheduled_for + job.grace,
+            expires_at=fire.scheduled_for + job.grace,
         )
 
     async def _send_pending(
@@ -294,7 +294,7 @@ class Scheduler:
                 job_id=pending.job_id,
                 task=self._contracts[pending.task_name].decode(pending.kwargs),
                 task_id=pending.task_id,
-                expires=pending.scheduled_for + grace,
+                expires_at=pending.scheduled_for + grace,
             )
 
     async def _send(
@@ -305,7 +305,7 @@ class Scheduler:
         job_id: str,
         task: TaskContract,
         task_id: str,
-        expires: datetime,
+        expires_at: datetime,
     ) -> None:
         self._check_lease(epoch)
         fields = {"leader": self._name, "epoch": epoch, "job_id": job_id, "fire_task_id": task_id}
@@ -314,7 +314,9 @@ class Scheduler:
             # pass instead of stalling the leader. The fire stays claimed and is re-sent under
             # the same task id; if the abandoned send completes later, the registry drops the
             # second copy.
-            await self._publisher.publish(task, task_id=task_id, expires=expires)
+            # Relative to this replica's clock: the worker compares expiry with its own.
+            remaining = max(1.0, (expires_at - self._clock()).total_seconds())
+            await self._publisher.publish(task, task_id=task_id, expires_in=remaining)
         except Exception as exc:  # kombu, redis-py and socket errors alike: retry later
             log.error("fire send failed; stays claimed", error=repr(exc), **fields)
             raise _BrokerUnavailable from exc
