@@ -7,7 +7,6 @@ from typing import Any
 import msgspec
 
 from service.core.logs import get_logger
-from service.core.trading_calendar import exchange_today
 from workers.analytics.params import (
     PerformanceParams,
     ReportParams,
@@ -30,7 +29,7 @@ class PortfolioNotFound(LookupError):
 async def create_portfolio_snapshot(ctx: TaskContext, **kwargs: Any) -> dict[str, Any]:
     """Snapshot the portfolios (named, the user's, or all) for one date or a range."""
     params = msgspec.convert(kwargs, SnapshotParams, strict=False)
-    dates = params.valuation_dates(today=exchange_today())
+    dates = params.valuation_dates(today=ctx.today())
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
             connection, portfolio_ids=params.portfolio_ids, user_id=params.user_id
@@ -64,7 +63,7 @@ async def create_portfolio_snapshot(ctx: TaskContext, **kwargs: Any) -> dict[str
 async def calculate_portfolio_performance(ctx: TaskContext, **kwargs: Any) -> dict[str, Any]:
     """Compute and store the performance of one portfolio or of all a user's."""
     params = msgspec.convert(kwargs, PerformanceParams, strict=False)
-    base, end = params.window(today=exchange_today())
+    base, end = params.window(today=ctx.today())
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
             connection,
@@ -93,7 +92,7 @@ async def calculate_portfolio_performance(ctx: TaskContext, **kwargs: Any) -> di
 async def generate_portfolio_report(ctx: TaskContext, **kwargs: Any) -> dict[str, Any]:
     """Build a JSON or HTML report for one portfolio and store it; returns the report id."""
     params = msgspec.convert(kwargs, ReportParams, strict=False)
-    base, end = performance_window(days=params.days, start=None, end=None, today=exchange_today())
+    base, end = performance_window(days=params.days, start=None, end=None, today=ctx.today())
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
             connection, portfolio_ids=[params.portfolio_id], user_id=params.user_id

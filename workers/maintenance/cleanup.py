@@ -7,7 +7,7 @@ prunes what lives in Postgres. Every delete is by age, so running twice is harml
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
@@ -43,7 +43,7 @@ async def cleanup(ctx: TaskContext, **kwargs: Any) -> dict[str, int]:
     """Delete finished registry rows, settled ledger fires and probe runs past their retention."""
     params = msgspec.convert(kwargs, CleanupParams)
     settings = ctx.settings
-    now = datetime.now(UTC)
+    now = ctx.clock()
     task_cutoff = now - timedelta(
         days=params.task_retention_days or settings.cleanup_task_retention_days
     )

@@ -17,7 +17,6 @@ from service.core.cancellation import cancel_key, request_cancel
 from service.core.celery_config import create_celery_app
 from service.core.logs import get_logger
 from service.core.settings import Settings
-from service.core.trading_calendar import exchange_today
 from workers.market_data.failover import Failover, SymbolFailed
 from workers.market_data.fanout import RENEW_SECONDS, FetchJob
 from workers.market_data.fetch import ChunkFetcher, Failure, FetchResult
@@ -55,7 +54,7 @@ def _celery(settings: Settings) -> Celery:
 
 
 def _failover(ctx: TaskContext) -> Failover:
-    slots = process_slots(ctx.settings, session=ctx.session, redis=ctx.redis)
+    slots = process_slots(ctx.settings, session=ctx.session, redis=ctx.redis, clock=ctx.clock)
     return Failover(
         slots, budget=ctx.settings.market_data_retry_budget_seconds, rng=random.Random()
     )
@@ -63,7 +62,10 @@ def _failover(ctx: TaskContext) -> Failover:
 
 def _fetcher(ctx: TaskContext) -> ChunkFetcher:
     return ChunkFetcher(
-        pool=ctx.pool, failover=_failover(ctx), overlap_days=ctx.settings.market_data_overlap_days
+        pool=ctx.pool,
+        failover=_failover(ctx),
+        overlap_days=ctx.settings.market_data_overlap_days,
+        clock=ctx.clock,
     )
 
 
@@ -103,7 +105,7 @@ async def fetch_market_data(
         period=period,
         start=date.fromisoformat(start) if start else None,
         end=date.fromisoformat(end) if end else None,
-        today=exchange_today(),
+        today=ctx.today(),
     )
     chunks = chunked(symbols, _chunk_size(ctx.settings))
     started = time.monotonic()
