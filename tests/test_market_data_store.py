@@ -20,7 +20,7 @@ from tests.conftest import PINNED_CLOCK
 from tests.market_sim import Sim, failover, market_settings, serve_exchange
 from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id
 from workers.market_data.fetch import ChunkFetcher
-from workers.market_data.plan import Window
+from workers.market_data.plan import Window, requested_window
 from workers.market_data.simulated_exchange.series import build_series, symbol_seed
 from workers.market_data.store import upsert_asset_info, upsert_quotes
 from workers.market_data.types import Quote
@@ -151,6 +151,32 @@ class TestChunkFetch:
         for symbol in symbols:
             assert first[symbol] > 200
             assert 0 < sim.exchange.bars_served[symbol] - first[symbol] <= overlap_days
+
+    async def test_history_the_provider_lacks_is_asked_for_once(
+        self,
+        msettings: Settings,
+        pool: asyncpg.Pool,
+        http: aiohttp.ClientSession,
+        redis_client: aioredis.Redis,
+        sim: Sim,
+    ) -> None:
+        """After a `max` fetch (from 1970) the first bar's date is remembered as the first
+        available one, so the next refreshes download only the overlap."""
+        symbol = f"MAX{uuid.uuid4().hex[:6].upper()}"
+        today = exchange_today(PINNED_CLOCK)
+        wanted = requested_window(period="max", start=None, end=None, today=today)
+        fetcher = _fetcher(msettings, pool=pool, http=http, redis=redis_client)
+        await fetcher.run([symbol], wanted)
+        full = sim.exchange.bars_served[symbol]
+        assert full == len(NYSE.trading_days(date(2000, 1, 3), today))
+        first_available = "SELECT first_available_date FROM fetch_state WHERE symbol = $1"
+        assert await pool.fetchval(first_available, symbol) == date(2000, 1, 3)
+        for _ in range(2):
+            before = sim.exchange.bars_served[symbol]
+            await fetcher.run([symbol], wanted)
+            overlap = len(NYSE.trading_days(today - timedelta(days=5), today))
+            assert sim.exchange.bars_served[symbol] - before == overlap
+        assert await pool.fetchval(first_available, symbol) == date(2000, 1, 3)
 
     async def test_unknown_symbols_are_listed_with_reasons(
         self,
