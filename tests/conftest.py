@@ -1,5 +1,10 @@
 """Session-wide real infrastructure: private Postgres and Redis, the simulated exchange,
-a Celery worker subprocess and the API served by uvicorn, all on free loopback ports."""
+a Celery worker subprocess and the API served by uvicorn, all on free loopback ports.
+
+Every process of the session runs on one pinned clock (`CLOCK_START` at `CLOCK_ANCHOR`),
+so the suite sees the same calendar whatever the real date: `PINNED_START` is a Wednesday
+mid-session, and `clock` (a fixture) reads the same instant as the subprocesses.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import date, datetime
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +24,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from service.core.clock import Clock, exchange_today, pinned_clock
 from service.core.database import create_pool
 from service.core.migrations import migrate
 from service.core.settings import Settings
@@ -26,6 +33,31 @@ from service.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.processes import ManagedProcess, wait_until_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The instant the suite pins "now" to: Wednesday 2026-11-18, 15:00 in New York (a regular
+# session), read at CLOCK_ANCHOR (whole seconds, so pinned and real sub-seconds agree).
+PINNED_START = datetime.fromisoformat("2026-11-18T15:00:00-05:00")
+PINNED_TODAY = date(2026, 11, 18)
+CLOCK_ANCHOR = float(int(time.time()))
+PINNED_CLOCK: Clock = pinned_clock(PINNED_START, anchor=CLOCK_ANCHOR)
+CLOCK_ENV = {"CLOCK_START": PINNED_START.isoformat(), "CLOCK_ANCHOR": str(CLOCK_ANCHOR)}
+
+
+def unpinned(env: dict[str, str]) -> dict[str, str]:
+    """`env` without the pinned clock, for processes that must run on real time."""
+    return {k: v for k, v in env.items() if k not in CLOCK_ENV}
+
+
+@pytest.fixture(scope="session")
+def clock() -> Clock:
+    """The session's pinned clock, the one every subprocess reads."""
+    return PINNED_CLOCK
+
+
+@pytest.fixture(scope="session")
+def today(clock: Clock) -> date:
+    """Today on the exchange calendar by the pinned clock (PINNED_TODAY for a normal run)."""
+    return exchange_today(clock)
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +114,7 @@ def base_env(
         TASK_STALE_SECONDS="10",
         YAHOO_RATE_LIMIT="5000/second",
         PYTHONUNBUFFERED="1",
+        **CLOCK_ENV,
     )
     return env
 

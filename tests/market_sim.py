@@ -12,8 +12,10 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from service.core.clock import Clock, clock_from_settings
 from service.core.settings import Settings
 from service.dev.embedded import free_port
+from tests.conftest import PINNED_CLOCK
 from workers.market_data.failover import Failover
 from workers.market_data.providers.registry import ProviderSlot, build_slots
 from workers.market_data.simulated_exchange import ExchangeConfig, SimulatedExchange
@@ -36,9 +38,12 @@ class Sim:
 
 
 @asynccontextmanager
-async def serve_exchange(config: ExchangeConfig | None = None) -> AsyncIterator[Sim]:
-    """Serve a fresh simulated exchange until the block ends."""
-    exchange = SimulatedExchange(config)
+async def serve_exchange(
+    config: ExchangeConfig | None = None, *, clock: Clock = PINNED_CLOCK
+) -> AsyncIterator[Sim]:
+    """Serve a fresh simulated exchange, on the session's pinned clock unless `clock` is
+    given, until the block ends."""
+    exchange = SimulatedExchange(config, clock=clock)
     runner = web.AppRunner(exchange.app(), access_log=None)
     await runner.setup()
     port = free_port()
@@ -78,7 +83,11 @@ def slots(
 ) -> list[ProviderSlot]:
     """Fresh providers and breakers with rate-limiter keys private to the caller."""
     return build_slots(
-        settings, session=session, redis=redis, namespace=f"test-{uuid.uuid4().hex[:8]}:"
+        settings,
+        session=session,
+        redis=redis,
+        clock=clock_from_settings(settings),
+        namespace=f"test-{uuid.uuid4().hex[:8]}:",
     )
 
 

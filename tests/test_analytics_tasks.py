@@ -15,8 +15,10 @@ import pytest
 from celery import Celery
 
 from service.core.celery_config import create_celery_app
+from service.core.clock import exchange_today
 from service.core.settings import Settings
-from service.core.trading_calendar import NYSE, exchange_today
+from service.core.trading_calendar import NYSE
+from tests.conftest import PINNED_CLOCK
 from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id, put_closes
 from tests.processes import ManagedProcess
 
@@ -278,7 +280,7 @@ class TestPerformanceTask:
 @pytest.fixture(scope="module")
 async def recent_portfolio(pool: asyncpg.Pool) -> int:
     """A portfolio with 60 days of recent trading in two sectors."""
-    today = exchange_today()
+    today = exchange_today(PINNED_CLOCK)
     days = NYSE.trading_days(today - timedelta(days=90), today)
     await put_closes(pool, "RPTA1", {d: 50 + 5 * math.sin(i / 5) for i, d in enumerate(days)})
     await put_closes(

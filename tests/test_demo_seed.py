@@ -6,6 +6,7 @@ import asyncpg
 
 from service.portfolio.positions import replay
 from service.portfolio.store import list_transactions
+from tests.conftest import PINNED_CLOCK
 from tests.portfolio_data import new_owner_id
 from workers.demo_seed import DEMO_PORTFOLIOS, seed_demo_portfolios
 
@@ -15,13 +16,13 @@ class TestDemoSeed:
         """Seeding twice leaves two portfolios whose year of transactions replays cleanly and
         whose every trading day has a snapshot."""
         owner = await new_owner_id(pool)
-        await seed_demo_portfolios(pool, owner_id=owner)
+        await seed_demo_portfolios(pool, owner_id=owner, clock=PINNED_CLOCK)
         counts = await pool.fetch(
             "SELECT p.id, count(t.id) AS n FROM portfolios p JOIN transactions t "
             "ON t.portfolio_id = p.id WHERE p.owner_id = $1 GROUP BY p.id ORDER BY p.id",
             owner,
         )
-        await seed_demo_portfolios(pool, owner_id=owner)
+        await seed_demo_portfolios(pool, owner_id=owner, clock=PINNED_CLOCK)
         again = await pool.fetch(
             "SELECT p.id, count(t.id) AS n FROM portfolios p JOIN transactions t "
             "ON t.portfolio_id = p.id WHERE p.owner_id = $1 GROUP BY p.id ORDER BY p.id",

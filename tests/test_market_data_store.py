@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -13,12 +13,14 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from service.core.clock import exchange_today
 from service.core.settings import Settings
-from service.core.trading_calendar import NYSE, exchange_today
+from service.core.trading_calendar import NYSE
+from tests.conftest import PINNED_CLOCK
 from tests.market_sim import Sim, failover, market_settings, serve_exchange
 from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id
 from workers.market_data.fetch import ChunkFetcher
-from workers.market_data.plan import Window
+from workers.market_data.plan import Window, requested_window
 from workers.market_data.simulated_exchange.series import build_series, symbol_seed
 from workers.market_data.store import upsert_asset_info, upsert_quotes
 from workers.market_data.types import Quote
@@ -57,6 +59,7 @@ def _fetcher(
         pool=pool,
         failover=failover(settings, session=http, redis=redis),
         overlap_days=settings.market_data_overlap_days,
+        clock=PINNED_CLOCK,
         batch_rows=batch_rows,
     )
 
@@ -87,7 +90,7 @@ class TestChunkFetch:
     ) -> None:
         """Every served bar is stored once, in small write batches, with its dividends."""
         symbols = _dividend_symbols("EXACT", 12)
-        today = exchange_today()
+        today = exchange_today(PINNED_CLOCK)
         wanted = Window(today - timedelta(days=400), today)
         fetcher = _fetcher(msettings, pool=pool, http=http, redis=redis_client, batch_rows=300)
         result = await fetcher.run(symbols, wanted)
@@ -116,7 +119,7 @@ class TestChunkFetch:
         """Fetching the same window again changes no row (not even updated_at) and reports
         nothing written."""
         symbols = _dividend_symbols("IDEM", 6)
-        today = exchange_today()
+        today = exchange_today(PINNED_CLOCK)
         wanted = Window(today - timedelta(days=200), today)
         fetcher = _fetcher(msettings, pool=pool, http=http, redis=redis_client)
         first = await fetcher.run(symbols, wanted)
@@ -138,7 +141,7 @@ class TestChunkFetch:
     ) -> None:
         """A second fetch asks only for the days from the last stored bar minus the overlap."""
         symbols = ["INCR1", "INCR2"]
-        today = exchange_today()
+        today = exchange_today(PINNED_CLOCK)
         wanted = Window(today - timedelta(days=365), today)
         fetcher = _fetcher(msettings, pool=pool, http=http, redis=redis_client)
         await fetcher.run(symbols, wanted)
@@ -148,6 +151,32 @@ class TestChunkFetch:
         for symbol in symbols:
             assert first[symbol] > 200
             assert 0 < sim.exchange.bars_served[symbol] - first[symbol] <= overlap_days
+
+    async def test_history_the_provider_lacks_is_asked_for_once(
+        self,
+        msettings: Settings,
+        pool: asyncpg.Pool,
+        http: aiohttp.ClientSession,
+        redis_client: aioredis.Redis,
+        sim: Sim,
+    ) -> None:
+        """After a `max` fetch (from 1970) the first bar's date is remembered as the first
+        available one, so the next refreshes download only the overlap."""
+        symbol = f"MAX{uuid.uuid4().hex[:6].upper()}"
+        today = exchange_today(PINNED_CLOCK)
+        wanted = requested_window(period="max", start=None, end=None, today=today)
+        fetcher = _fetcher(msettings, pool=pool, http=http, redis=redis_client)
+        await fetcher.run([symbol], wanted)
+        full = sim.exchange.bars_served[symbol]
+        assert full == len(NYSE.trading_days(date(2000, 1, 3), today))
+        first_available = "SELECT first_available_date FROM fetch_state WHERE symbol = $1"
+        assert await pool.fetchval(first_available, symbol) == date(2000, 1, 3)
+        for _ in range(2):
+            before = sim.exchange.bars_served[symbol]
+            await fetcher.run([symbol], wanted)
+            overlap = len(NYSE.trading_days(today - timedelta(days=5), today))
+            assert sim.exchange.bars_served[symbol] - before == overlap
+        assert await pool.fetchval(first_available, symbol) == date(2000, 1, 3)
 
     async def test_unknown_symbols_are_listed_with_reasons(
         self,
@@ -160,7 +189,7 @@ class TestChunkFetch:
         are stored."""
         unknown = ["ZZBAD1", "ZZBAD2", "ZZBAD3"]
         symbols = [f"MIX{i}" for i in range(30)] + unknown
-        today = exchange_today()
+        today = exchange_today(PINNED_CLOCK)
         result = await _fetcher(msettings, pool=pool, http=http, redis=redis_client).run(
             symbols, Window(today - timedelta(days=30), today)
         )
@@ -187,7 +216,7 @@ class TestChunkFetch:
             MARKET_DATA_RETRY_BUDGET_SECONDS="0.3",
             MARKET_DATA_BREAKER_FAILURES="100",
         )
-        today = exchange_today()
+        today = exchange_today(PINNED_CLOCK)
         wanted = Window(today - timedelta(days=30), today)
         fetcher = _fetcher(settings, pool=pool, http=http, redis=redis_client)
         await fetcher.run(["STATE"], wanted)
@@ -218,8 +247,8 @@ def _split_symbol(after: date, *, skip: int = 0) -> tuple[str, date]:
         symbol = f"SPLIT{i}"
         if symbol_seed(symbol) % 11:
             continue
-        splits = build_series(symbol, exchange_today()).splits
-        if splits and after < min(splits) < exchange_today() - timedelta(days=30):
+        splits = build_series(symbol, exchange_today(PINNED_CLOCK)).splits
+        if splits and after < min(splits) < exchange_today(PINNED_CLOCK) - timedelta(days=30):
             if skip == 0:
                 return symbol, min(splits)
             skip -= 1
@@ -333,7 +362,7 @@ class TestQuotesAndInfo:
     async def test_an_older_quote_never_replaces_a_newer_one(self, pool: asyncpg.Pool) -> None:
         """A late write (another provider's staler price, a redelivered task) cannot roll the
         latest quote back; a newer one replaces it."""
-        now = datetime.now(UTC)
+        now = PINNED_CLOCK()
         symbol = f"QT{uuid.uuid4().hex[:6].upper()}"
 
         def quote(price: float, at: datetime | None) -> tuple[Quote, str]:

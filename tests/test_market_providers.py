@@ -13,9 +13,11 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from service.core.clock import exchange_today
 from service.core.redis_keys import PROVIDER_RATE_LIMIT
 from service.core.settings import Settings
-from service.core.trading_calendar import NYSE, exchange_today
+from service.core.trading_calendar import NYSE
+from tests.conftest import PINNED_CLOCK
 from tests.market_sim import Sim, failover, market_settings, serve_exchange, slots
 from workers.market_data.circuit_breaker import BreakerState
 from workers.market_data.failover import SymbolFailed
@@ -54,7 +56,7 @@ def providers(
 
 
 def _window(days: int = 60) -> tuple[date, date]:
-    today = exchange_today()
+    today = exchange_today(PINNED_CLOCK)
     return today - timedelta(days=days), today
 
 
@@ -206,6 +208,7 @@ class TestTransportFailures:
             transport=keyed._transport,  # the same limiter, but no key
             base_url=msettings.polygon_base_url,
             api_key="",
+            clock=PINNED_CLOCK,
         )
         start, end = _window()
         with pytest.raises(ProviderError) as caught:

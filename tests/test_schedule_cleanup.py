@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -18,6 +18,7 @@ from service.scheduler import ledger
 from service.scheduler.jobs import jobs_for
 from service.scheduler.leader import open_lock_connection, try_acquire
 from service.scheduler.plan import Fire
+from tests.conftest import PINNED_CLOCK
 from tests.processes import ManagedProcess
 
 JOB = next(job for job in jobs_for("market") if job.id == "daily-snapshot")
@@ -37,7 +38,7 @@ class TestCleanupTask:
     ) -> None:
         """Old sent fires and old probe runs go; recent fires and unsent claims stay."""
         await pool.execute("TRUNCATE schedule_fires, scheduler_jobs, scheduler_probe_runs")
-        now = datetime.now(UTC)
+        now = PINNED_CLOCK()  # the worker's clock: ages are measured from it
         old_sent = Fire(scheduled_for=now - timedelta(days=100), job_id=JOB.id)
         old_claimed = Fire(scheduled_for=now - timedelta(days=99), job_id=JOB.id)
         recent = Fire(scheduled_for=now - timedelta(days=1), job_id=JOB.id)
@@ -53,17 +54,21 @@ class TestCleanupTask:
             connection.terminate()
         await pool.execute(
             "INSERT INTO scheduler_probe_runs (task_id, runs, last_run_at) VALUES"
-            " (gen_random_uuid(), 1, now() - interval '100 days'), (gen_random_uuid(), 1, now())"
+            " (gen_random_uuid(), 1, $1), (gen_random_uuid(), 1, $2)",
+            now - timedelta(days=100),
+            now,
         )
         old_task, recent_task, unfinished_task = (str(uuid.uuid4()) for _ in range(3))
         await pool.execute(
             "INSERT INTO tasks (id, name, params_hash, state, finished_at) VALUES"
-            " ($1, 'demo_fetch', 'h1', 'SUCCESS', now() - interval '100 days'),"
-            " ($2, 'demo_fetch', 'h2', 'FAILURE', now() - interval '1 day'),"
+            " ($1, 'demo_fetch', 'h1', 'SUCCESS', $4),"
+            " ($2, 'demo_fetch', 'h2', 'FAILURE', $5),"
             " ($3, 'demo_fetch', 'h3', 'PENDING', NULL)",
             old_task,
             recent_task,
             unfinished_task,
+            now - timedelta(days=100),
+            now - timedelta(days=1),
         )
         result = publisher.send_task(
             "cleanup", kwargs={"ledger_retention_days": 90, "task_retention_days": 30}

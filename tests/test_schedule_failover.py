@@ -27,6 +27,7 @@ from service.core.trading_calendar import TradingCalendar
 from service.dev.embedded import EmbeddedRedis
 from service.scheduler.jobs import jobs_for
 from service.scheduler.plan import fire_task_id, fire_times
+from tests.conftest import unpinned
 from tests.processes import ManagedProcess
 
 SESSION_TIMEOUT = 5
@@ -79,7 +80,9 @@ def replicas(
     """A place to start scheduler replicas; all are stopped after the test."""
     log_dir = scratch_dir / f"schedulers-{request.node.name}"
     log_dir.mkdir(exist_ok=True)
-    group = Replicas(base_env, log_dir)
+    # The probe schedule fires every few real seconds and these tests check failover by
+    # elapsed time against datetime.now, so replicas run on the wall clock, not the pinned one.
+    group = Replicas(unpinned(base_env), log_dir)
     yield group
     group.stop_all()
 
@@ -345,7 +348,7 @@ class TestScheduleCli:
         epoch0, _ = await leader_pid(pool)
         replicas.start()
         await wait_for_leader(pool, replicas, after_epoch=epoch0, within=20)
-        env = {**base_env, **FAST_SCHEDULER}
+        env = {**unpinned(base_env), **FAST_SCHEDULER}
         runner = CliRunner()
         result = await asyncio.to_thread(
             runner.invoke, schedule_group, ["run", "probe-every-2s"], env=env

@@ -102,9 +102,10 @@ class TestClaim:
 
     async def test_first_seen_is_kept(self, lock_connection: asyncpg.Connection) -> None:
         """Registering jobs again keeps the time they were first seen."""
-        first = await ledger.register_jobs(lock_connection, ["a", "b"])
-        await asyncio.sleep(0.01)
-        again = await ledger.register_jobs(lock_connection, ["a", "b", "c"])
+        first = await ledger.register_jobs(lock_connection, ["a", "b"], now=AT)
+        again = await ledger.register_jobs(
+            lock_connection, ["a", "b", "c"], now=AT + timedelta(seconds=1)
+        )
         assert again["a"] == first["a"]
         assert again["c"] > first["b"]
 

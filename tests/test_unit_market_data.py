@@ -12,6 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from service.core.rates import parse_rate
 from service.core.settings import Settings
+from service.core.trading_calendar import NYSE
 from workers.market_data.backoff import backoff_delay, next_delay
 from workers.market_data.circuit_breaker import BreakerState, CircuitBreaker
 from workers.market_data.failover import summary_kind
@@ -113,7 +114,7 @@ class TestIncrementalWindow:
         self, stored: StoredRange | None, expected: Window
     ) -> None:
         """A refresh starts five days before the last stored bar when history covers the start."""
-        assert incremental_window(self.WANTED, stored, overlap_days=5) == expected
+        assert incremental_window(self.WANTED, stored, overlap_days=5, calendar=NYSE) == expected
 
 
 class TestNeedsRefetch:

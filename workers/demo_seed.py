@@ -17,10 +17,11 @@ from typing import Any
 
 import asyncpg
 
+from service.core.clock import Clock, clock_from_settings, exchange_today
 from service.core.database import create_pool
 from service.core.logs import configure_logging, get_logger
 from service.core.settings import Settings
-from service.core.trading_calendar import NYSE, exchange_today
+from service.core.trading_calendar import NYSE
 from workers.analytics.portfolio_reads import select_portfolios
 from workers.analytics.snapshots import snapshot_portfolios
 from workers.market_data.simulated_exchange import build_series
@@ -154,9 +155,10 @@ async def _store_prices(pool: asyncpg.Pool, days: list[date]) -> dict[str, dict[
     return closes
 
 
-async def seed_demo_portfolios(pool: asyncpg.Pool, *, owner_id: int) -> None:
-    """Create the demo portfolios (once), their prices, transactions and a year of snapshots."""
-    today = exchange_today()
+async def seed_demo_portfolios(pool: asyncpg.Pool, *, owner_id: int, clock: Clock) -> None:
+    """Create the demo portfolios (once), their prices, transactions and a year of snapshots,
+    up to the last session before `clock`'s today."""
+    today = exchange_today(clock)
     end = NYSE.last_trading_day_on_or_before(today - timedelta(days=1))
     days = NYSE.trading_days(end - timedelta(days=365), end)
     closes = await _store_prices(pool, days)
@@ -204,7 +206,7 @@ def _decimal(value: Any) -> Decimal | None:
 async def _seed(settings: Settings, *, owner_id: int) -> None:
     pool = await create_pool(settings, application_name="findash-demo-seed")
     try:
-        await seed_demo_portfolios(pool, owner_id=owner_id)
+        await seed_demo_portfolios(pool, owner_id=owner_id, clock=clock_from_settings(settings))
     finally:
         await pool.close()
 

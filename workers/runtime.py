@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any, Literal
 
 import aiohttp
@@ -27,6 +27,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from service.core import task_registry
 from service.core.celery_config import create_publisher_app
+from service.core.clock import Clock, clock_from_settings, exchange_today
 from service.core.contracts import TaskContract
 from service.core.database import create_pool
 from service.core.logs import get_logger
@@ -67,17 +68,23 @@ class Resources:
 
 @dataclass(slots=True)
 class TaskContext:
-    """What a task body receives: its identity, settings, shared I/O and a progress reporter."""
+    """What a task body receives: its identity, settings, clock, shared I/O and a progress
+    reporter."""
 
     task_id: str
     task_name: str
     settings: Settings
+    clock: Clock
     session: aiohttp.ClientSession
     pool: asyncpg.Pool
     redis: aioredis.Redis
     publisher: TaskPublisher
     progress_sink: ProgressCallback
     _last_progress_at: float = 0.0
+
+    def today(self) -> date:
+        """Today on the exchange's (New York) calendar, by the injected clock."""
+        return exchange_today(self.clock)
 
     async def report_progress(self, *, current: int, total: int, message: str = "") -> None:
         """Record `{current, total, message}` (state PROGRESS) in the registry and Celery.
@@ -109,6 +116,7 @@ class AsyncRuntime:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._clock = clock_from_settings(settings)
         self._pid: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -326,6 +334,7 @@ class AsyncRuntime:
             task_id=task_id,
             task_name=task_name,
             settings=self._settings,
+            clock=self._clock,
             session=resources.session,
             pool=resources.pool,
             redis=resources.redis,

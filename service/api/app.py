@@ -26,6 +26,7 @@ from service.api.submit_routes import submit_routes
 from service.api.tasks import TaskController
 from service.core import idempotency, task_registry
 from service.core.celery_config import create_publisher_app
+from service.core.clock import Clock, clock_from_settings
 from service.core.contracts import CONTRACTS, TaskContract
 from service.core.database import create_pool
 from service.core.logs import configure_logging, get_logger
@@ -71,14 +72,20 @@ def api_v1_router(contracts: tuple[type[TaskContract], ...] = CONTRACTS) -> Rout
 
 
 def create_app(
-    settings: Settings, *, contracts: tuple[type[TaskContract], ...] = CONTRACTS
+    settings: Settings,
+    *,
+    contracts: tuple[type[TaskContract], ...] = CONTRACTS,
+    clock: Clock | None = None,
 ) -> Litestar:
     """Build the API for `settings`, accepting the tasks in `contracts`; I/O resources open
-    in the lifespan."""
+    in the lifespan. "Now" comes from `clock` (in-process tests pin it), else from the
+    settings' clock."""
+    now = clock or clock_from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.settings = settings
+        app.state.clock = now
         # API queries keep no session state (locks are transaction-scoped), and skipping the
         # reset query saves a round trip per pool checkout (two per submit).
         app.state.pool = await create_pool(

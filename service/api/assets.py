@@ -6,7 +6,7 @@ and not dividend-adjusted, `adj_close` is both (docs/MARKET_DATA.md).
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -16,8 +16,9 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from service.api.problems import ProblemException
+from service.core.clock import exchange_today
 from service.core.contracts import SYMBOL_PATTERN
-from service.core.trading_calendar import EXCHANGE_TZ, NYSE
+from service.core.trading_calendar import NYSE
 
 MAX_PRICE_ROWS = 20_000
 SymbolPath = Annotated[
@@ -175,7 +176,7 @@ class AssetController(Controller):
     async def asset(self, state: State, symbol: SymbolPath) -> AssetView:
         """404 problem when findash has never stored the symbol."""
         row = await _asset_row(state.pool, symbol.upper())
-        return asset_view(row, today=datetime.now(UTC).astimezone(EXCHANGE_TZ).date())
+        return asset_view(row, today=exchange_today(state.clock))
 
     @get("/{symbol:str}/prices", summary="Daily prices, oldest first")
     async def prices(

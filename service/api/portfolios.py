@@ -16,7 +16,7 @@ from litestar.datastructures import State
 from litestar.params import FromQuery, JSONBody, PathParameter
 
 from service.api.problems import ProblemException
-from service.core.trading_calendar import exchange_today
+from service.core.clock import exchange_today
 from service.core.users import User
 from service.portfolio import store
 from service.portfolio.holdings import current_holdings
@@ -225,7 +225,7 @@ class PortfolioController(Controller):
     ) -> HoldingsOut:
         """Positions at `as_of` (default today) valued at each symbol's last close; 409 if a
         split stored since makes the recorded transactions impossible."""
-        day = as_of or exchange_today()
+        day = as_of or exchange_today(request.app.state.clock)
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
             transactions = await store.list_transactions(connection, portfolio_id)

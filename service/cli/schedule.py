@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from service.core.clock import clock_from_settings
 from service.core.market_closures import load_trading_calendar
 from service.core.settings import Settings
 from service.core.trading_calendar import EXCHANGE_TZ
@@ -55,7 +56,7 @@ async def _collect(
     connection = await _connect(settings)
     try:
         calendar = await load_trading_calendar(connection)
-        now = datetime.now(UTC)
+        now = clock_from_settings(settings)()
         views = [
             JobView(
                 job=job,
@@ -73,7 +74,7 @@ async def _collect(
 
 
 async def _claim_now(settings: Settings, *, job: Job, wait_seconds: float) -> tuple[Fire, str]:
-    fire = Fire(scheduled_for=datetime.now(UTC), job_id=job.id)
+    fire = Fire(scheduled_for=clock_from_settings(settings)(), job_id=job.id)
     connection = await _connect(settings)
     try:
         claimed = await ledger.claim_manual_fire(

@@ -12,10 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
+
+from service.core.trading_calendar import EXCHANGE_TZ
+
+if TYPE_CHECKING:
+    from service.core.settings import Settings
 
 Clock = Callable[[], datetime]
-EXCHANGE_TZ = ZoneInfo("America/New_York")
 
 
 def wall_clock() -> datetime:
@@ -47,3 +51,12 @@ def fixed_clock(instant: datetime) -> Clock:
 def exchange_today(clock: Clock) -> date:
     """Today's date on the exchange's (New York) calendar, by `clock`."""
     return clock().astimezone(EXCHANGE_TZ).date()
+
+
+def clock_from_settings(settings: Settings) -> Clock:
+    """The wall clock, or the clock pinned by `CLOCK_START`/`CLOCK_ANCHOR`/`CLOCK_SPEED`."""
+    if settings.clock_start is None:
+        return wall_clock
+    return pinned_clock(
+        settings.clock_start, anchor=settings.clock_anchor, speed=settings.clock_speed
+    )

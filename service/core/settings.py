@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -104,6 +105,13 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     scheduler_ledger_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 90
     cleanup_task_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 30
 
+    # A pinned clock, for tests and demos only (service/core/clock.py): every process reads
+    # CLOCK_START (an aware ISO instant) at unix time CLOCK_ANCHOR (default: its own start)
+    # and runs at CLOCK_SPEED times real time. Unset: the wall clock.
+    clock_start: datetime | None = None
+    clock_anchor: float | None = None
+    clock_speed: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+
     def __post_init__(self) -> None:
         if not self.celery_broker_url:
             msgspec.structs.force_setattr(self, "celery_broker_url", self.redis_url)
@@ -122,6 +130,8 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
                 raise ValueError(f"{name} must be a redis:// or rediss:// URL")
         if not self.database_url.startswith(("postgres://", "postgresql://")):
             raise ValueError("DATABASE_URL must be a postgresql:// URL")
+        if self.clock_start is not None and self.clock_start.tzinfo is None:
+            raise ValueError("CLOCK_START must carry a UTC offset, e.g. 2026-11-18T15:00-05:00")
         self._derive_yahoo_hosts()
 
     def _derive_yahoo_hosts(self) -> None:

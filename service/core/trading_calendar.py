@@ -9,7 +9,7 @@ a calendar is a value, and lookups are cached per year.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime, time, timedelta
+from datetime import date, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -19,11 +19,6 @@ EXCHANGE_TZ = ZoneInfo("America/New_York")
 REGULAR_OPEN = time(9, 30)
 REGULAR_CLOSE = time(16, 0)
 EARLY_CLOSE = time(13, 0)
-
-
-def exchange_today() -> date:
-    """Today's date in New York, where the trading day is defined."""
-    return datetime.now(EXCHANGE_TZ).date()
 
 
 @lru_cache(maxsize=64)

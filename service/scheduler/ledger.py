@@ -195,11 +195,16 @@ async def known_fires(
     return {(row["job_id"], row["scheduled_for"]) for row in rows}
 
 
-async def register_jobs(connection: asyncpg.Connection, job_ids: list[str]) -> dict[str, datetime]:
-    """Record jobs not seen before (as of now) and return when each job was first seen."""
+async def register_jobs(
+    connection: asyncpg.Connection, job_ids: list[str], *, now: datetime
+) -> dict[str, datetime]:
+    """Record jobs not seen before as first seen at `now` (the scheduler's clock) and return
+    when each job was first seen."""
     await connection.execute(
-        "INSERT INTO scheduler_jobs (job_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        "INSERT INTO scheduler_jobs (job_id, first_seen_at) SELECT unnest($1::text[]), $2"
+        " ON CONFLICT DO NOTHING",
         job_ids,
+        now,
     )
     rows = await connection.fetch(
         "SELECT job_id, first_seen_at FROM scheduler_jobs WHERE job_id = any($1::text[])", job_ids

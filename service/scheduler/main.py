@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from service.core.clock import clock_from_settings
 from service.core.logs import configure_logging, get_logger
 from service.core.settings import Settings
 from service.scheduler.jobs import jobs_for
@@ -19,7 +20,10 @@ async def run_scheduler(settings: Settings, *, stop: asyncio.Event) -> None:
     publisher = create_publisher(settings)
     try:
         scheduler = Scheduler(
-            settings, jobs=jobs_for(settings.scheduler_schedule), publisher=publisher
+            settings,
+            jobs=jobs_for(settings.scheduler_schedule),
+            publisher=publisher,
+            clock=clock_from_settings(settings),
         )
         await scheduler.run(stop)
     finally:

@@ -15,7 +15,6 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +25,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from service.core.celery_config import create_publisher_app
+from service.core.clock import Clock, wall_clock
 from service.core.contracts import CONTRACTS, TaskContract, contracts_by_name
 from service.core.logs import get_logger
 from service.core.market_closures import load_trading_calendar
@@ -38,13 +38,7 @@ from service.scheduler.plan import EPOCH, Every, Fire, Job, MarketTimes, Rule, d
 
 log = get_logger(__name__)
 
-Clock = Callable[[], datetime]
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def utc_now() -> datetime:
-    """The current instant, aware, in UTC."""
-    return datetime.now(UTC)
 
 
 def replica_name() -> str:
@@ -87,7 +81,7 @@ class Scheduler:
         jobs: list[Job],
         publisher: TaskPublisher,
         name: str | None = None,
-        clock: Clock = utc_now,
+        clock: Clock = wall_clock,
     ) -> None:
         self._settings = settings
         self._jobs = jobs
@@ -140,7 +134,9 @@ class Scheduler:
         settings = self._settings
         self._last_proof = time.monotonic()
         log.info("became leader", leader=self._name, epoch=epoch)
-        first_seen = await ledger.register_jobs(connection, list(self._jobs_by_id))
+        first_seen = await ledger.register_jobs(
+            connection, list(self._jobs_by_id), now=self._clock()
+        )
         clock = AsyncIOScheduler(timezone=UTC)
 
         async def wake() -> None:

@@ -10,7 +10,6 @@ from service.core.contracts import (
     GeneratePortfolioReport,
 )
 from service.core.logs import get_logger
-from service.core.trading_calendar import exchange_today
 from workers.analytics.performance_run import calculate_performance
 from workers.analytics.portfolio_reads import select_portfolios
 from workers.analytics.report_run import generate_report
@@ -28,7 +27,7 @@ async def create_portfolio_snapshot(
     ctx: TaskContext, params: CreatePortfolioSnapshot
 ) -> dict[str, Any]:
     """Snapshot the portfolios (named, the user's, or all) for one date or a range."""
-    dates = params.valuation_dates(today=exchange_today())
+    dates = params.valuation_dates(today=ctx.today())
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
             connection, portfolio_ids=params.portfolio_ids, user_id=params.user_id
@@ -63,7 +62,7 @@ async def calculate_portfolio_performance(
     ctx: TaskContext, params: CalculatePortfolioPerformance
 ) -> dict[str, Any]:
     """Compute and store the performance of one portfolio, of all a user's, or of all."""
-    base, end = params.window(today=exchange_today())
+    base, end = params.window(today=ctx.today())
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
             connection,
@@ -93,7 +92,7 @@ async def generate_portfolio_report(
     ctx: TaskContext, params: GeneratePortfolioReport
 ) -> dict[str, Any]:
     """Build a JSON or HTML report for one portfolio and store it; returns the report id."""
-    base, end = params.window(today=exchange_today())
+    base, end = params.window(today=ctx.today())
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
             connection, portfolio_ids=[params.portfolio_id], user_id=params.user_id

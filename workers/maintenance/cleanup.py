@@ -7,7 +7,7 @@ prunes what lives in Postgres. Every delete is by age, so running twice is harml
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -34,7 +34,7 @@ def _deleted(status: str) -> int:
 async def cleanup(ctx: TaskContext, params: Cleanup) -> dict[str, int]:
     """Delete finished registry rows, settled ledger fires and probe runs past their retention."""
     settings = ctx.settings
-    now = datetime.now(UTC)
+    now = ctx.clock()
     task_cutoff = now - timedelta(
         days=params.task_retention_days or settings.cleanup_task_retention_days
     )

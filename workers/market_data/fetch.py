@@ -18,9 +18,17 @@ from datetime import date
 import asyncpg
 import msgspec
 
+from service.core.clock import Clock
 from service.core.logs import get_logger
+from service.core.trading_calendar import NYSE, TradingCalendar
 from workers.market_data.failover import Failover, SymbolFailed
-from workers.market_data.plan import StoredRange, Window, incremental_window, needs_refetch
+from workers.market_data.plan import (
+    StoredRange,
+    Window,
+    first_available_from,
+    incremental_window,
+    needs_refetch,
+)
 from workers.market_data.providers.base import ErrorKind, History
 from workers.market_data.store import (
     BarRow,
@@ -69,7 +77,8 @@ class _Batch:
     bars: list[BarRow] = field(default_factory=list)
     dividends: list[tuple[object, ...]] = field(default_factory=list)
     splits: list[tuple[object, ...]] = field(default_factory=list)
-    successes: list[tuple[str, date | None, str]] = field(default_factory=list)
+    # (symbol, last stored date, provider, first date the provider has, when learned)
+    successes: list[tuple[str, date | None, str, date | None]] = field(default_factory=list)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     new_splits: list[tuple[str, date]] = field(default_factory=list)
 
@@ -85,14 +94,14 @@ class _Batch:
             rows.clear()
 
 
-async def _write(pool: asyncpg.Pool, batch: _Batch) -> int:
+async def _write(pool: asyncpg.Pool, batch: _Batch, *, clock: Clock) -> int:
     """Write a batch in one transaction; return how many daily bars were inserted or changed."""
     async with pool.acquire() as connection, connection.transaction():
         changed = await upsert_bars(connection, batch.bars)
         await upsert_events(connection, dividends=batch.dividends, splits=batch.splits)
         await invalidate_snapshots_after_splits(connection, batch.new_splits)
-        await record_successes(connection, batch.successes)
-        await record_failures(connection, batch.failures)
+        await record_successes(connection, batch.successes, now=clock())
+        await record_failures(connection, batch.failures, now=clock())
     return changed
 
 
@@ -102,6 +111,7 @@ class _Outcome:
     history: History | None
     provider: str
     failure: SymbolFailed | None
+    window: Window | None = None
 
 
 class ChunkFetcher:
@@ -113,10 +123,14 @@ class ChunkFetcher:
         pool: asyncpg.Pool,
         failover: Failover,
         overlap_days: int,
+        clock: Clock,
+        calendar: TradingCalendar = NYSE,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         concurrency: int = DEFAULT_SYMBOL_CONCURRENCY,
     ) -> None:
         self._pool = pool
+        self._clock = clock
+        self._calendar = calendar
         self._failover = failover
         self._overlap_days = overlap_days
         self._batch_rows = batch_rows
@@ -163,13 +177,13 @@ class ChunkFetcher:
                 if len(batch.bars) >= self._batch_rows:
                     if before_write is not None:
                         await before_write()
-                    result.rows_written += await _write(self._pool, batch)
+                    result.rows_written += await _write(self._pool, batch, clock=self._clock)
                     batch.clear()
                 if on_symbol is not None:
                     await on_symbol()
             if before_write is not None:
                 await before_write()
-            result.rows_written += await _write(self._pool, batch)
+            result.rows_written += await _write(self._pool, batch, clock=self._clock)
         finally:
             for task in tasks:
                 task.cancel()
@@ -201,7 +215,17 @@ class ChunkFetcher:
         if fresh:
             batch.new_splits.append((outcome.symbol, min(fresh)))
         last = history.bars[-1].date if history.bars else (stored.last if stored else None)
-        batch.successes.append((outcome.symbol, last, source))
+        first_available = (
+            None
+            if outcome.window is None
+            else first_available_from(
+                outcome.window,
+                first_bar=history.bars[0].date if history.bars else None,
+                stored=stored,
+                calendar=self._calendar,
+            )
+        )
+        batch.successes.append((outcome.symbol, last, source, first_available))
         result.fetched += 1
 
     async def _fetch_symbol(
@@ -213,7 +237,9 @@ class ChunkFetcher:
         known_splits: set[date],
         known_dividends: set[date],
     ) -> _Outcome:
-        window = incremental_window(wanted, stored, overlap_days=self._overlap_days)
+        window = incremental_window(
+            wanted, stored, overlap_days=self._overlap_days, calendar=self._calendar
+        )
         try:
             history, provider = await self._failover.history(
                 symbol, start=window.start, end=window.end
@@ -230,8 +256,9 @@ class ChunkFetcher:
                 history, provider = await self._failover.history(
                     symbol, start=full.start, end=full.end
                 )
+                window = full
         except SymbolFailed as failed:
             return _Outcome(symbol, None, "", failed)
         if not history.bars and stored is None:
             return _Outcome(symbol, None, provider, None)
-        return _Outcome(symbol, history, provider, None)
+        return _Outcome(symbol, history, provider, None, window)

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 import msgspec
 
+from service.core.trading_calendar import TradingCalendar
 from workers.market_data.types import History
 
 PERIOD_DAYS: dict[str, int | None] = {
@@ -30,10 +31,12 @@ class Window(msgspec.Struct, frozen=True):
 
 
 class StoredRange(msgspec.Struct, frozen=True):
-    """The first and last stored bar dates of one symbol."""
+    """The first and last stored bar dates of one symbol, and the date before which the
+    provider has nothing (learned from an earlier fetch; None while unknown)."""
 
     first: date
     last: date
+    first_available: date | None = None
 
 
 def requested_window(
@@ -52,18 +55,61 @@ def requested_window(
     return Window(MAX_HISTORY_START if days is None else last - timedelta(days=days), last)
 
 
-def incremental_window(wanted: Window, stored: StoredRange | None, *, overlap_days: int) -> Window:
+def first_session_on_or_after(day: date, calendar: TradingCalendar) -> date:
+    """The first trading day that is not before `day`."""
+    return day if calendar.is_trading_day(day) else calendar.next_trading_day_after(day)
+
+
+def covers_start(wanted: Window, stored: StoredRange, *, calendar: TradingCalendar) -> bool:
+    """Whether the stored history reaches back to the start of `wanted`: its first bar is on
+    or before the first session of `wanted` (a window may start on a weekend or holiday), or
+    on or before the first date the provider has (it cannot give more), and its last bar
+    is not before the start (no gap)."""
+    if stored.last < wanted.start:
+        return False
+    covered_from = first_session_on_or_after(wanted.start, calendar)
+    if stored.first_available is not None:
+        covered_from = max(covered_from, stored.first_available)
+    return stored.first <= covered_from
+
+
+def incremental_window(
+    wanted: Window,
+    stored: StoredRange | None,
+    *,
+    overlap_days: int,
+    calendar: TradingCalendar,
+) -> Window:
     """What still needs fetching: from the last stored date minus `overlap_days` when the
     stored history already covers the start of `wanted`, else all of `wanted`.
 
     Providers correct recent bars, hence the overlap.
     """
-    if stored is None or stored.first > wanted.start or stored.last < wanted.start:
+    if stored is None or not covers_start(wanted, stored, calendar=calendar):
         return wanted
     resume = stored.last - timedelta(days=overlap_days)
     if resume > wanted.end:
         return Window(wanted.end, wanted.end)
     return Window(max(wanted.start, resume), wanted.end)
+
+
+def first_available_from(
+    fetched: Window,
+    *,
+    first_bar: date | None,
+    stored: StoredRange | None,
+    calendar: TradingCalendar,
+) -> date | None:
+    """The date before which the provider has no history, when a fetch shows it: the fetch
+    started before every stored bar and its first bar came later than the first session of
+    its window. None when the fetch shows nothing of the kind."""
+    if first_bar is None:
+        return None
+    if stored is not None and fetched.start >= stored.first:
+        return None
+    if first_bar <= first_session_on_or_after(fetched.start, calendar):
+        return None
+    return first_bar
 
 
 def needs_refetch(

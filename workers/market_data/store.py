@@ -9,7 +9,7 @@ touches nothing. Reads feed the incremental planner.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -245,35 +245,46 @@ async def upsert_asset_info(connection: asyncpg.Connection, info: AssetInfo, *, 
 
 async def record_successes(
     connection: asyncpg.Connection,
-    successes: Sequence[tuple[str, date | None, str]],
+    successes: Sequence[tuple[str, date | None, str, date | None]],
     *,
-    now: datetime | None = None,
+    now: datetime,
 ) -> None:
-    """Mark (symbol, last stored date, provider) as fetched now; failures reset to zero."""
+    """Mark (symbol, last stored date, provider, first available date) as fetched at `now`;
+    failures reset to zero.
+
+    The first available date (the provider has nothing earlier) only ever moves earlier and
+    never past the first stored bar, so a redelivered or older write cannot hide history.
+    """
     if not successes:
         return
-    at = now or datetime.now(UTC)
     await connection.execute(
         """
         INSERT INTO fetch_state AS f (symbol, last_attempt_at, last_success_at, last_stored_date,
-                                      consecutive_failures, provider)
-        SELECT s.symbol, $4, $4, s.last_date, 0, s.provider
-        FROM unnest($1::text[], $2::date[], $3::text[]) AS s(symbol, last_date, provider)
+                                      consecutive_failures, provider, first_available_date)
+        SELECT s.symbol, $5, $5, s.last_date, 0, s.provider,
+               CASE WHEN s.first_available IS NOT NULL THEN LEAST(
+                   s.first_available,
+                   (SELECT min(p.date) FROM daily_prices p WHERE p.symbol = s.symbol)
+               ) END
+        FROM unnest($1::text[], $2::date[], $3::text[], $4::date[])
+             AS s(symbol, last_date, provider, first_available)
         ON CONFLICT (symbol) DO UPDATE SET
             last_attempt_at = excluded.last_attempt_at,
             last_success_at = excluded.last_success_at,
             last_stored_date = GREATEST(f.last_stored_date, excluded.last_stored_date),
+            first_available_date = LEAST(f.first_available_date, excluded.first_available_date),
             last_error = NULL, last_error_kind = NULL, consecutive_failures = 0,
             provider = excluded.provider, updated_at = now()
         """,
-        [s for s, _, _ in successes],
-        [d for _, d, _ in successes],
-        [p for _, _, p in successes],
-        at,
+        [s for s, _, _, _ in successes],
+        [d for _, d, _, _ in successes],
+        [p for _, _, p, _ in successes],
+        [a for _, _, _, a in successes],
+        now,
     )
     await connection.execute(
         "UPDATE assets SET is_active = true WHERE symbol = ANY($1::text[]) AND NOT is_active",
-        [s for s, _, _ in successes],
+        [s for s, _, _, _ in successes],
     )
 
 
@@ -281,13 +292,12 @@ async def record_failures(
     connection: asyncpg.Connection,
     failures: Sequence[tuple[str, str, str]],
     *,
-    now: datetime | None = None,
+    now: datetime,
 ) -> None:
     """Record (symbol, error kind, reason) for symbols already known as assets; unknown
     symbols leave no rows behind. A known asset the providers no longer know goes inactive."""
     if not failures:
         return
-    at = now or datetime.now(UTC)
     symbols = [s for s, _, _ in failures]
     await connection.execute(
         """
@@ -304,7 +314,7 @@ async def record_failures(
         symbols,
         [k for _, k, _ in failures],
         [r for _, _, r in failures],
-        at,
+        now,
     )
     await connection.execute(
         "UPDATE assets SET is_active = false WHERE symbol = ANY($1::text[]) AND is_active",
@@ -315,13 +325,22 @@ async def record_failures(
 async def stored_ranges(
     connection: asyncpg.Connection, symbols: Sequence[str]
 ) -> dict[str, StoredRange]:
-    """First and last stored bar date per symbol that has any."""
+    """First and last stored bar date per symbol that has any, with the first date its
+    provider has when an earlier fetch learned it."""
     rows = await connection.fetch(
-        "SELECT symbol, min(date) AS first, max(date) AS last FROM daily_prices "
-        "WHERE symbol = ANY($1::text[]) GROUP BY symbol",
+        """
+        SELECT p.symbol, p.first, p.last, f.first_available_date
+        FROM (
+            SELECT symbol, min(date) AS first, max(date) AS last FROM daily_prices
+            WHERE symbol = ANY($1::text[]) GROUP BY symbol
+        ) AS p
+        LEFT JOIN fetch_state f ON f.symbol = p.symbol
+        """,
         list(symbols),
     )
-    return {r["symbol"]: StoredRange(r["first"], r["last"]) for r in rows}
+    return {
+        r["symbol"]: StoredRange(r["first"], r["last"], r["first_available_date"]) for r in rows
+    }
 
 
 async def known_events(

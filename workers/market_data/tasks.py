@@ -23,7 +23,6 @@ from service.core.logs import get_logger
 from service.core.rates import parse_rate
 from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
-from service.core.trading_calendar import exchange_today
 from workers.market_data.failover import Failover, SymbolFailed
 from workers.market_data.fanout import RENEW_SECONDS, FetchJob
 from workers.market_data.fetch import ChunkFetcher, Failure, FetchResult
@@ -49,7 +48,7 @@ class JobCancelled(Exception):
 
 
 def _failover(ctx: TaskContext) -> Failover:
-    slots = process_slots(ctx.settings, session=ctx.session, redis=ctx.redis)
+    slots = process_slots(ctx.settings, session=ctx.session, redis=ctx.redis, clock=ctx.clock)
     return Failover(
         slots, budget=ctx.settings.market_data_retry_budget_seconds, rng=random.Random()
     )
@@ -57,7 +56,10 @@ def _failover(ctx: TaskContext) -> Failover:
 
 def _fetcher(ctx: TaskContext) -> ChunkFetcher:
     return ChunkFetcher(
-        pool=ctx.pool, failover=_failover(ctx), overlap_days=ctx.settings.market_data_overlap_days
+        pool=ctx.pool,
+        failover=_failover(ctx),
+        overlap_days=ctx.settings.market_data_overlap_days,
+        clock=ctx.clock,
     )
 
 
@@ -87,9 +89,7 @@ async def _report_every(
 async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str, Any]:
     """Fetch and store daily history for the symbols; one result for the whole request."""
     symbols = task.symbols
-    wanted = requested_window(
-        period=task.period, start=task.start, end=task.end, today=exchange_today()
-    )
+    wanted = requested_window(period=task.period, start=task.start, end=task.end, today=ctx.today())
     chunks = chunked(symbols, _chunk_size(ctx.settings))
     started = time.monotonic()
     if len(chunks) <= 1:

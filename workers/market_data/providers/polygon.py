@@ -13,7 +13,8 @@ from typing import TypeVar
 
 import msgspec
 
-from service.core.trading_calendar import EXCHANGE_TZ, NYSE, exchange_today
+from service.core.clock import Clock, exchange_today
+from service.core.trading_calendar import EXCHANGE_TZ, NYSE
 from workers.market_data.providers.adjust import dividend_adjusted, split_factor_after
 from workers.market_data.providers.base import (
     AssetInfo,
@@ -199,8 +200,9 @@ class PolygonProvider:
 
     name = NAME
 
-    def __init__(self, *, transport: Transport, base_url: str, api_key: str) -> None:
+    def __init__(self, *, transport: Transport, base_url: str, api_key: str, clock: Clock) -> None:
         self._transport = transport
+        self._clock = clock
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}"}
 
@@ -210,7 +212,7 @@ class PolygonProvider:
     async def history(self, symbol: str, *, start: date, end: date) -> History:
         """Aggregates from `start` through today, dividends and splits, trimmed to the window."""
         ticker = provider_symbol(NAME, symbol)
-        today = exchange_today()
+        today = exchange_today(self._clock)
         through = max(end, today)
         aggs: list[_Agg] = []
         url: str | None = f"{self._base}/v2/aggs/ticker/{ticker}/range/1/day/{start}/{through}"
@@ -250,7 +252,7 @@ class PolygonProvider:
     async def quotes(self, symbols: list[str]) -> dict[str, Quote | ProviderError]:
         """Closes from grouped daily: one call covers every US ticker on the latest session."""
         wanted = {provider_symbol(NAME, s): s for s in symbols}
-        today = exchange_today()
+        today = exchange_today(self._clock)
         recent = NYSE.trading_days(today - timedelta(days=2 * GROUPED_LOOKBACK_DAYS), today)
         days = recent[::-1][:GROUPED_LOOKBACK_DAYS]
         found: dict[str, Quote | ProviderError] = {}

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 import redis.asyncio as aioredis
 
+from service.core.clock import Clock
 from service.core.logs import get_logger
 from service.core.settings import Settings
 from workers.market_data.circuit_breaker import CircuitBreaker
@@ -57,6 +58,7 @@ def build_provider(
     *,
     session: aiohttp.ClientSession,
     redis: aioredis.Redis,
+    clock: Clock,
     namespace: str = "",
 ) -> Provider | None:
     """The adapter for `name`, or None when it needs an API key that is not set.
@@ -77,6 +79,7 @@ def build_provider(
             transport=transport,
             base_url=settings.polygon_base_url,
             api_key=settings.polygon_api_key,
+            clock=clock,
         )
     if name == "tiingo" and settings.tiingo_api_key:
         return TiingoProvider(
@@ -91,12 +94,15 @@ def build_slots(
     *,
     session: aiohttp.ClientSession,
     redis: aioredis.Redis,
+    clock: Clock,
     namespace: str = "",
 ) -> list[ProviderSlot]:
     """Every usable provider in `MARKET_DATA_PROVIDERS` order."""
     slots: list[ProviderSlot] = []
     for name in settings.market_data_providers:
-        provider = build_provider(settings, name, session=session, redis=redis, namespace=namespace)
+        provider = build_provider(
+            settings, name, session=session, redis=redis, clock=clock, namespace=namespace
+        )
         if provider is not None:
             slots.append(
                 ProviderSlot(
@@ -114,11 +120,11 @@ _PROCESS_SLOTS: dict[int, list[ProviderSlot]] = {}
 
 
 def process_slots(
-    settings: Settings, *, session: aiohttp.ClientSession, redis: aioredis.Redis
+    settings: Settings, *, session: aiohttp.ClientSession, redis: aioredis.Redis, clock: Clock
 ) -> list[ProviderSlot]:
     """This process's slots for `session` (built once per session)."""
     key = id(session)
     if key not in _PROCESS_SLOTS:
         _PROCESS_SLOTS.clear()
-        _PROCESS_SLOTS[key] = build_slots(settings, session=session, redis=redis)
+        _PROCESS_SLOTS[key] = build_slots(settings, session=session, redis=redis, clock=clock)
     return _PROCESS_SLOTS[key]

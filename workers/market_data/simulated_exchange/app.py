@@ -25,6 +25,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
+from service.core.clock import Clock, exchange_today, wall_clock
 from service.core.trading_calendar import EXCHANGE_TZ
 from workers.market_data.simulated_exchange import polygon, tiingo, yahoo
 from workers.market_data.simulated_exchange.series import EPOCH, is_unknown
@@ -79,8 +80,9 @@ def _iso(value: str | None) -> date | None:
 class SimulatedExchange:
     """The aiohttp application and its mutable config and counters."""
 
-    def __init__(self, config: ExchangeConfig | None = None) -> None:
+    def __init__(self, config: ExchangeConfig | None = None, *, clock: Clock = wall_clock) -> None:
         self.config = config or ExchangeConfig()
+        self.clock = clock
         self.requests: Counter[str] = Counter()
         self.bars_served: Counter[str] = Counter()
         self._rng = random.Random(self.config.seed)
@@ -107,8 +109,9 @@ class SimulatedExchange:
         return False
 
     def today(self) -> date:
-        """The exchange's notion of today (fixed by config in tests)."""
-        return self.config.today or datetime.now(EXCHANGE_TZ).date()
+        """The exchange's notion of today: `config.today` when set, else by its clock (the
+        settings' clock, so a pinned stack agrees on the date)."""
+        return self.config.today or exchange_today(self.clock)
 
     def app(self) -> web.Application:
         """Build the aiohttp application serving every provider's routes and the controls."""
