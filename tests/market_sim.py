@@ -1,14 +1,18 @@
 """Helpers for market-data tests: an in-process simulated exchange on a loopback port
-(real HTTP, config changed directly between requests) and settings pointing at it."""
+(real HTTP, config changed directly between requests) and settings pointing at it.
+
+A pytest plugin (tests/conftest.py `pytest_plugins`): a module that wants the exchange
+marks itself `pytestmark = pytest.mark.usefixtures("clean_exchange")`."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -99,3 +103,18 @@ def failover(
         slots(settings, session=session, redis=redis),
         budget=settings.market_data_retry_budget_seconds,
     )
+
+
+@pytest.fixture(scope="module")
+async def sim() -> AsyncIterator[Sim]:
+    """One simulated exchange per test module."""
+    async with serve_exchange() as running:
+        yield running
+
+
+@pytest.fixture
+def clean_exchange(sim: Sim) -> Iterator[None]:
+    """The test starts and ends with no latency, no faults and the exchange's own clock."""
+    sim.configure()
+    yield
+    sim.configure()

@@ -10,7 +10,6 @@ default snapshot's valuation date and the performance window.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -24,12 +23,14 @@ from service.core.contracts import CreatePortfolioSnapshot, performance_window
 from service.core.trading_calendar import EXCHANGE_TZ, NYSE
 from service.scheduler.jobs import jobs_for
 from service.scheduler.plan import due_fires, fire_times, next_fires
-from tests.market_sim import Sim, failover, market_settings, serve_exchange
+from tests.market_sim import Sim, failover, market_settings
 from workers.market_data.fetch import ChunkFetcher
 from workers.market_data.plan import requested_window
 
 D = date.fromisoformat
 JOBS = {job.id: job for job in jobs_for("market")}
+
+pytestmark = pytest.mark.usefixtures("clean_exchange")
 
 
 def Z(text: str) -> datetime:  # noqa: N802 - reads like a literal
@@ -184,21 +185,6 @@ DAYS = [
 def noon(day: date) -> datetime:
     """Noon in New York on `day`."""
     return datetime.combine(day, time(12), tzinfo=EXCHANGE_TZ)
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[Sim]:
-    """One simulated exchange for the module; each test pins its `today`."""
-    async with serve_exchange() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean_exchange(sim: Sim) -> Iterator[None]:
-    """Every test starts with no latency, no faults and the exchange's own clock."""
-    sim.configure()
-    yield
-    sim.configure()
 
 
 @pytest.mark.parametrize("case", DAYS)

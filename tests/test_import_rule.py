@@ -1,8 +1,14 @@
-"""The one-way import rule, checked on every module's own import statements.
+"""The one-way import rule and the package faces, checked on every module's own imports.
 
 service/ never imports workers/; workers/ imports only service.core and service.portfolio
 from service/; workers.market_data and workers.analytics do not import each other.
 `lint-imports` (pyproject's [tool.importlinter]) checks the same rule, indirect chains too.
+
+Faces: code outside a domain package (`DOMAINS`) uses only what the package's `__init__`
+exports in `__all__` (or a public subpackage's `__init__`, one that declares `__all__`);
+its other modules are private. service.core and service.portfolio are libraries of small
+public modules, imported module by module. Tests may reach private modules to unit-test
+them; production code may not.
 """
 
 from __future__ import annotations
@@ -17,6 +23,15 @@ import pytest
 from tests.conftest import ROOT
 
 WORKERS_MAY_USE = ("service.core", "service.portfolio")
+DOMAINS = (
+    "service.api",
+    "service.cli",
+    "service.dev",
+    "service.scheduler",
+    "workers.analytics",
+    "workers.maintenance",
+    "workers.market_data",
+)
 SEPARATE = ("workers.market_data", "workers.analytics")
 
 
@@ -38,6 +53,38 @@ def violation(importer: str, imported: str) -> str | None:
     for a, b in itertools.permutations(SEPARATE, 2):
         if _within(importer, a) and _within(imported, b):
             return f"{a} does not import {b}"
+    return None
+
+
+def exports(package: str) -> frozenset[str] | None:
+    """The names in `package`'s `__init__` `__all__`, or None if it is not a public face."""
+    init = ROOT.joinpath(*package.split("."), "__init__.py")
+    if not init.exists():
+        return None
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets
+        ):
+            return frozenset(ast.literal_eval(node.value))
+    return None
+
+
+def face_violation(importer: str, imported: str) -> str | None:
+    """Why `importer` may not reach `imported` behind a package's face, or None."""
+    domain = next((d for d in DOMAINS if _within(imported, d)), None)
+    if domain is None or _within(importer, domain):
+        return None
+    face, rest = domain, imported.removeprefix(domain).lstrip(".").split(".")
+    while rest and rest[0]:
+        names = exports(face)
+        if names is None:
+            return f"{face} has no public face (__all__)"
+        if rest[0] in names and len(rest) == 1:
+            return None
+        sub = f"{face}.{rest[0]}"
+        if exports(sub) is None:
+            return f"{sub} is private to {domain}; import what {face} exports"
+        face, rest = sub, rest[1:]
     return None
 
 
@@ -74,7 +121,7 @@ def broken_imports() -> list[str]:
         for line, imported in imported_modules(
             path.read_text(), module=importer, is_package=is_package
         ):
-            reason = violation(importer, imported)
+            reason = violation(importer, imported) or face_violation(importer, imported)
             if reason is not None:
                 found.append(f"{path.relative_to(ROOT)}:{line}: imports {imported} ({reason})")
     return sorted(set(found))
@@ -108,6 +155,31 @@ class TestImportRule:
     def test_rule(self, importer: str, imported: str, allowed: bool) -> None:
         """The rule allows and refuses exactly the imports the layering describes."""
         assert (violation(importer, imported) is None) == allowed
+
+    @pytest.mark.parametrize(
+        ("importer", "imported", "allowed"),
+        [
+            ("workers.tasks", "workers.market_data", True),
+            ("workers.tasks", "workers.market_data.fetch_market_data", True),
+            ("workers.tasks", "workers.market_data.tasks", False),
+            ("workers.demo_seed", "workers.market_data.store", False),
+            ("workers.demo_seed", "workers.market_data.simulated_exchange", True),
+            ("workers.demo_seed", "workers.market_data.simulated_exchange.build_series", True),
+            ("workers.demo_seed", "workers.market_data.simulated_exchange.series", False),
+            ("workers.market_data.tasks", "workers.market_data.store", True),
+            ("service.cli.schedule", "service.scheduler.ledger", True),
+            ("service.cli.schedule", "service.scheduler.plan", False),
+            ("service.api.tasks", "service.core.task_registry", True),
+        ],
+    )
+    def test_faces(self, importer: str, imported: str, allowed: bool) -> None:
+        """Outside a domain package only its exported names (and public subpackages) are
+        reachable; inside it every module is."""
+        assert (face_violation(importer, imported) is None) == allowed
+
+    def test_every_domain_package_has_a_face(self) -> None:
+        """Each domain package's `__init__` declares the names others may use."""
+        assert {d: exports(d) is not None for d in DOMAINS} == dict.fromkeys(DOMAINS, True)
 
     def test_imports_are_found_everywhere(self) -> None:
         """Nested, relative and `from a import b` imports are all resolved to module names."""

@@ -4,7 +4,6 @@ refresh, a refetch when a split appears, failures and fetch state, quotes and as
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,7 @@ from service.core.clock import exchange_today
 from service.core.settings import Settings
 from service.core.trading_calendar import NYSE
 from tests.conftest import PINNED_CLOCK
-from tests.market_sim import Sim, failover, market_settings, serve_exchange
+from tests.market_sim import Sim, failover, market_settings
 from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id
 from workers.market_data.fetch import ChunkFetcher
 from workers.market_data.plan import Window, requested_window
@@ -25,20 +24,7 @@ from workers.market_data.simulated_exchange.series import build_series, symbol_s
 from workers.market_data.store import upsert_asset_info, upsert_quotes
 from workers.market_data.types import Quote
 
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[Sim]:
-    """One simulated exchange for the module."""
-    async with serve_exchange() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean_exchange(sim: Sim) -> Iterator[None]:
-    """Every test starts with no latency and no faults."""
-    sim.configure()
-    yield
-    sim.configure()
+pytestmark = pytest.mark.usefixtures("clean_exchange")
 
 
 @pytest.fixture

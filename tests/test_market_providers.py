@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import date, timedelta
 
 import aiohttp
@@ -18,27 +17,14 @@ from service.core.redis_keys import PROVIDER_RATE_LIMIT
 from service.core.settings import Settings
 from service.core.trading_calendar import NYSE
 from tests.conftest import PINNED_CLOCK
-from tests.market_sim import Sim, failover, market_settings, serve_exchange, slots
+from tests.market_sim import Sim, failover, market_settings, slots
 from workers.market_data.circuit_breaker import BreakerState
 from workers.market_data.failover import SymbolFailed
 from workers.market_data.providers.base import ErrorKind, Provider, ProviderError
 from workers.market_data.providers.polygon import PolygonProvider
 from workers.market_data.providers.registry import ProviderSlot
 
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[Sim]:
-    """One simulated exchange for the module."""
-    async with serve_exchange() as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean_exchange(sim: Sim) -> Iterator[None]:
-    """Every test starts with no latency and no faults."""
-    sim.configure()
-    yield
-    sim.configure()
+pytestmark = pytest.mark.usefixtures("clean_exchange")
 
 
 @pytest.fixture

@@ -22,11 +22,9 @@ from service.core.database import create_pool
 from service.core.logs import configure_logging, get_logger
 from service.core.settings import Settings
 from service.core.trading_calendar import NYSE
-from workers.analytics.portfolio_reads import select_portfolios
-from workers.analytics.snapshots import snapshot_portfolios
+from workers.analytics import select_portfolios, snapshot_portfolios
+from workers.market_data import Bar, bar_rows, upsert_bars
 from workers.market_data.simulated_exchange import build_series
-from workers.market_data.store import bar_rows, upsert_bars
-from workers.market_data.types import Bar
 
 log = get_logger(__name__)
 BENCHMARK = "SPY"

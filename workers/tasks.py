@@ -13,15 +13,14 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from service.core import contracts as c
-from workers.analytics.tasks import (
+from workers.analytics import (
     calculate_portfolio_performance,
     create_portfolio_snapshot,
     generate_portfolio_report,
 )
-from workers.maintenance.cleanup import cleanup
-from workers.maintenance.demo import demo_fetch
-from workers.maintenance.probe import scheduler_probe
-from workers.market_data.tasks import (
+from workers.maintenance import cleanup, scheduler_probe
+from workers.market_data import (
+    demo_fetch,
     fetch_asset_info,
     fetch_market_data,
     fetch_market_data_chunk,

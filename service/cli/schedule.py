@@ -22,9 +22,7 @@ from service.core.clock import clock_from_settings
 from service.core.market_closures import load_trading_calendar
 from service.core.settings import Settings
 from service.core.trading_calendar import EXCHANGE_TZ
-from service.scheduler import ledger
-from service.scheduler.jobs import jobs_for
-from service.scheduler.plan import Fire, Job, next_fires
+from service.scheduler import Fire, Job, jobs_for, ledger, next_fires
 
 
 @dataclass(frozen=True, slots=True)
