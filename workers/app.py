@@ -18,9 +18,11 @@ from celery.signals import (
 )
 
 from service.core.celery_config import create_celery_app
+from service.core.clock import clock_from_settings, exchange_today
 from service.core.contracts import TaskContract
 from service.core.logs import configure_logging
 from service.core.settings import Settings
+from service.core.trading_calendar import load_holiday_tables
 from workers.heartbeat import HeartbeatRecorder
 from workers.runtime import AsyncRuntime
 from workers.tasks import BODIES, Body, register_tasks
@@ -47,6 +49,8 @@ def create_worker_app(
     Call it once per process: Celery's signals are process-wide.
     """
     configure_logging(service="worker", level=settings.log_level, fmt=settings.log_format)
+    # Before the pool forks, so every child inherits the tables instead of building them.
+    load_holiday_tables(around=exchange_today(clock_from_settings(settings)))
     app = create_celery_app(settings)
     runtime = AsyncRuntime(settings)
     register_tasks(app, runtime, bodies=bodies)

@@ -26,13 +26,14 @@ from service.api.submit_routes import submit_routes
 from service.api.tasks import TaskController
 from service.core import idempotency, task_registry
 from service.core.celery_config import create_publisher_app
-from service.core.clock import Clock, clock_from_settings
+from service.core.clock import Clock, clock_from_settings, exchange_today
 from service.core.contracts import CONTRACTS, TaskContract
 from service.core.database import create_pool
 from service.core.logs import configure_logging, get_logger
 from service.core.publisher import TaskPublisher
 from service.core.rates import parse_rate
 from service.core.settings import Settings
+from service.core.trading_calendar import load_holiday_tables
 
 log = get_logger(__name__)
 
@@ -86,6 +87,8 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.clock = now
+        # The calendar's first lookup costs about a second; not on a request's event loop.
+        await asyncio.to_thread(load_holiday_tables, around=exchange_today(now))
         # API queries keep no session state (locks are transaction-scoped), and skipping the
         # reset query saves a round trip per pool checkout (two per submit).
         app.state.pool = await create_pool(

@@ -32,6 +32,19 @@ def _nyse_early_closes(year: int) -> frozenset[date]:
     return frozenset(half_days.keys())
 
 
+def load_holiday_tables(*, around: date) -> None:
+    """Build the holiday and early-close tables for the years around `around` now.
+
+    The first lookup in a process costs about a second: the `holidays` package assembles
+    its NYSE calendar lazily. A long-running process calls this at start-up (a worker before
+    it forks, so its children inherit the tables), so no task or request pays for it on an
+    event loop, where it would stall every coroutine, rate-limited requests included.
+    """
+    for year in range(around.year - 1, around.year + 2):
+        _nyse_holidays(year)
+        _nyse_early_closes(year)
+
+
 class TradingCalendar:
     """NYSE sessions, with extra closures (`closures`) layered on top of the published ones."""
 

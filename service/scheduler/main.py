@@ -6,9 +6,10 @@ import asyncio
 import logging
 import signal
 
-from service.core.clock import clock_from_settings
+from service.core.clock import clock_from_settings, exchange_today
 from service.core.logs import configure_logging, get_logger
 from service.core.settings import Settings
+from service.core.trading_calendar import load_holiday_tables
 from service.scheduler.jobs import jobs_for
 from service.scheduler.replica import Scheduler, create_publisher
 
@@ -37,6 +38,7 @@ def main() -> None:
     # APScheduler only wakes the leader; our own lines name each claim and send.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log.info("scheduler configuration", schedule=settings.scheduler_schedule)
+    load_holiday_tables(around=exchange_today(clock_from_settings(settings)))
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 from aiohttp import web
 
-from service.core.clock import clock_from_settings
+from service.core.clock import clock_from_settings, exchange_today
 from service.core.logs import configure_logging, get_logger
 from service.core.settings import Settings
+from service.core.trading_calendar import load_holiday_tables
 from workers.market_data.simulated_exchange.app import ExchangeConfig, SimulatedExchange
 
 log = get_logger("workers.market_data.simulated_exchange")
@@ -24,7 +25,9 @@ def main(host: str | None, port: int | None, latency_ms: int | None) -> None:
     config = ExchangeConfig(
         latency_ms=settings.sim_exchange_latency_ms if latency_ms is None else latency_ms
     )
-    exchange = SimulatedExchange(config, clock=clock_from_settings(settings))
+    clock = clock_from_settings(settings)
+    load_holiday_tables(around=exchange_today(clock))
+    exchange = SimulatedExchange(config, clock=clock)
     bind_host = host or settings.sim_exchange_host
     bind_port = settings.sim_exchange_port if port is None else port
     log.info(
