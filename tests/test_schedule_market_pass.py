@@ -3,13 +3,15 @@ Redis: catch-up within grace, coinciding fires suppressed, holidays silent."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
 import pytest
 
+from service.core.contracts import UpdatePortfolioPrices
 from service.core.publisher import TaskPublisher
 from service.core.settings import Settings
 from service.dev.embedded import free_port
@@ -79,4 +81,33 @@ class TestMarketPass:
         assert second == [
             ("daily-snapshot", "2026-03-09T20:30:00+00:00", "sent"),
             ("extended-hours-update", "2026-03-09T20:30:00+00:00", "sent"),
+        ]
+
+    async def test_a_claimed_fire_no_contract_accepts_is_dropped_not_fatal(
+        self, pool: asyncpg.Pool, settings: Settings, publisher: TaskPublisher
+    ) -> None:
+        """A fire claimed by an older release for a task this release no longer knows is
+        marked expired, and the claimed fire after it is still sent in the same term."""
+        now = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)  # Thanksgiving: nothing else is due
+        assert await run_leader_at(pool, settings, publisher, now=now) == []
+        for job_id, minutes, task_name in (
+            ("retired-job", 2, "retired_task"),
+            ("hourly-price-update", 1, UpdatePortfolioPrices.name),
+        ):
+            await pool.execute(
+                "INSERT INTO schedule_fires (job_id, scheduled_for, epoch, task_id, task_name,"
+                " dedupe_key, state, source, claimed_by)"
+                " SELECT $1, $2, epoch, $3::uuid, $4, $1, 'claimed', 'manual', 'an-old-release'"
+                " FROM scheduler_leader",
+                job_id,
+                now - timedelta(minutes=minutes),
+                str(uuid.uuid4()),
+                task_name,
+            )
+
+        ledger = await run_leader_at(pool, settings, publisher, now=now, fresh=False)
+
+        assert ledger == [
+            ("retired-job", "2026-11-26T16:58:00+00:00", "expired"),
+            ("hourly-price-update", "2026-11-26T16:59:00+00:00", "sent"),
         ]

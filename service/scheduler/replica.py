@@ -26,7 +26,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from service.core.celery_config import create_publisher_app
 from service.core.clock import Clock, wall_clock
-from service.core.contracts import CONTRACTS, TaskContract, contracts_by_name
+from service.core.contracts import (
+    CONTRACTS,
+    InvalidTaskArguments,
+    TaskContract,
+    contracts_by_name,
+)
 from service.core.logs import get_logger
 from service.core.market_closures import load_trading_calendar
 from service.core.publisher import TaskPublisher
@@ -264,34 +269,48 @@ class Scheduler:
         for pending in pending_list:
             job = self._jobs_by_id.get(pending.job_id)
             grace = job.grace if job is not None else longest
+            fields = {
+                "leader": self._name,
+                "epoch": epoch,
+                "job_id": pending.job_id,
+                "fire_task_id": pending.task_id,
+            }
             if pending.scheduled_for + grace < now:
                 await ledger.mark_expired(connection, task_id=pending.task_id)
-                log.warning(
-                    "claimed fire expired unsent",
-                    leader=self._name,
-                    epoch=epoch,
-                    job_id=pending.job_id,
-                    fire_task_id=pending.task_id,
-                )
+                log.warning("claimed fire expired unsent", **fields)
+                continue
+            task = self._pending_task(pending)
+            if task is None:
+                # Claimed by a release whose task this one no longer knows (renamed, or its
+                # arguments changed): sending it would fail on every pass and end every term.
+                await ledger.mark_expired(connection, task_id=pending.task_id)
+                log.error("claimed fire dropped: no contract takes it", **fields)
                 continue
             log.info(
                 "resending claimed fire",
-                leader=self._name,
-                epoch=epoch,
                 claimed_in_epoch=pending.epoch,
                 source=pending.source,
-                job_id=pending.job_id,
                 scheduled_for=pending.scheduled_for.isoformat(),
-                fire_task_id=pending.task_id,
+                **fields,
             )
             await self._send(
                 connection,
                 epoch,
                 job_id=pending.job_id,
-                task=self._contracts[pending.task_name].decode(pending.kwargs),
+                task=task,
                 task_id=pending.task_id,
                 expires_at=pending.scheduled_for + grace,
             )
+
+    def _pending_task(self, pending: ledger.PendingFire) -> TaskContract | None:
+        """The contract a claimed fire sends, or None if no known contract accepts it."""
+        contract = self._contracts.get(pending.task_name)
+        if contract is None:
+            return None
+        try:
+            return contract.decode(pending.kwargs)
+        except InvalidTaskArguments:
+            return None
 
     async def _send(
         self,
