@@ -14,7 +14,6 @@ import asyncpg
 import pytest
 
 from service.core.celery_config import create_publisher_app
-from service.core.contracts import CONTRACTS
 from service.core.publisher import TaskPublisher
 from service.core.settings import Settings
 from service.core.users import IssuedKey
@@ -174,8 +173,3 @@ class TestToyTask:
         assert row["state"] == "SUCCESS", row["error"]
         assert row["result"]["echo"] == "tick"
         assert row["owner_id"] is None
-
-
-def test_toy_is_not_a_stock_task() -> None:
-    """The toy contract is added by the test alone; the stock catalogue does not know it."""
-    assert Echo not in CONTRACTS

@@ -28,20 +28,14 @@ from workers.market_data.plan import (
 )
 from workers.market_data.providers import polygon, tiingo, yahoo
 from workers.market_data.providers.adjust import dividend_adjusted, split_factor_after
-from workers.market_data.providers.base import (
-    Bar,
-    Dividend,
-    ErrorKind,
-    History,
-    ProviderError,
-    Split,
-)
+from workers.market_data.providers.base import ErrorKind, ProviderError
 from workers.market_data.providers.symbols import provider_symbol
 from workers.market_data.providers.transport import Reply, classify_status, parse_retry_after
 from workers.market_data.simulated_exchange import polygon as sim_polygon
 from workers.market_data.simulated_exchange import tiingo as sim_tiingo
 from workers.market_data.simulated_exchange import yahoo as sim_yahoo
 from workers.market_data.simulated_exchange.series import build_series, symbol_seed
+from workers.market_data.types import Bar, Dividend, History, Split
 
 TODAY = date(2026, 11, 20)
 D = date.fromisoformat

@@ -16,13 +16,11 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.handlers import HTTPRouteHandler
 
-from service.api.problems import ProblemException, problem_responses
+from service.api.problems import ProblemException
 from service.api.task_schemas import Submitted
-from service.api.tasks import submit
+from service.api.tasks import PROBLEMS, submit
 from service.core.contracts import TaskContract
 from service.core.users import User
-
-PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 
 
 def owned_by_caller(task: TaskContract, user: User) -> TaskContract:

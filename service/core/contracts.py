@@ -100,6 +100,19 @@ def _set(struct: msgspec.Struct, field: str, value: Any) -> None:
     msgspec.structs.force_setattr(struct, field, value)
 
 
+def _span_or_dates(task: Any, *, span: str, default: Any) -> None:
+    """The window rule of `fetch_market_data` and `calculate_portfolio_performance`: a span
+    (`period`, `days`) or `start` with an optional `end`, never both; the span's default when
+    neither is given."""
+    if getattr(task, span) is not None and (task.start is not None or task.end is not None):
+        raise ValueError(f"{span}: give either {span} or start/end, not both")
+    if task.start is None and task.end is not None:
+        raise ValueError("start: required when end is given")
+    _check_range(task.start, task.end)
+    if getattr(task, span) is None and task.start is None:
+        _set(task, span, default)
+
+
 class FetchMarketData(TaskContract, frozen=True):
     """Daily history for many symbols, by `period` (default 1y) or by `start`/`end`."""
 
@@ -115,13 +128,7 @@ class FetchMarketData(TaskContract, frozen=True):
 
     def __post_init__(self) -> None:
         _set(self, "symbols", _normalise_symbols(self.symbols))
-        if self.period is not None and (self.start is not None or self.end is not None):
-            raise ValueError("period: give either period or start/end, not both")
-        if self.start is None and self.end is not None:
-            raise ValueError("start: required when end is given")
-        _check_range(self.start, self.end)
-        if self.period is None and self.start is None:
-            _set(self, "period", "1y")
+        _span_or_dates(self, span="period", default="1y")
 
 
 class FetchMarketDataChunk(TaskContract, frozen=True):
@@ -192,13 +199,7 @@ class CalculatePortfolioPerformance(TaskContract, frozen=True):
     end: dt.date | None = None
 
     def __post_init__(self) -> None:
-        if self.days is not None and (self.start is not None or self.end is not None):
-            raise ValueError("days: give either days or start/end, not both")
-        if self.start is None and self.end is not None:
-            raise ValueError("start: required when end is given")
-        _check_range(self.start, self.end)
-        if self.days is None and self.start is None:
-            _set(self, "days", DEFAULT_PERFORMANCE_DAYS)
+        _span_or_dates(self, span="days", default=DEFAULT_PERFORMANCE_DAYS)
 
     def window(self, *, today: dt.date) -> tuple[dt.date, dt.date]:
         """(base, end): the first and last trading days of the window."""

@@ -18,8 +18,9 @@ from typing import TypeVar
 
 from service.core.logs import get_logger
 from workers.market_data.backoff import call_with_retries, next_delay
-from workers.market_data.providers.base import AssetInfo, ErrorKind, History, ProviderError, Quote
+from workers.market_data.providers.base import ErrorKind, ProviderError
 from workers.market_data.providers.registry import ProviderSlot
+from workers.market_data.types import AssetInfo, History, Quote
 
 log = get_logger(__name__)
 T = TypeVar("T")

@@ -29,7 +29,7 @@ from workers.market_data.plan import (
     incremental_window,
     needs_refetch,
 )
-from workers.market_data.providers.base import ErrorKind, History
+from workers.market_data.providers.base import ErrorKind
 from workers.market_data.store import (
     BarRow,
     bar_rows,
@@ -43,6 +43,7 @@ from workers.market_data.store import (
     upsert_bars,
     upsert_events,
 )
+from workers.market_data.types import History
 
 log = get_logger(__name__)
 DEFAULT_BATCH_ROWS = 20_000

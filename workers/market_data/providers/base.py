@@ -1,10 +1,9 @@
-"""The provider interface, its value types and its error classification.
+"""The provider interface and its error classification.
 
-Every adapter turns its provider's payloads into the same `History`,
-`Quote` and `AssetInfo`, with findash's price semantics: `close` is
-split-adjusted and not dividend-adjusted, `adj_close` is split- and
-dividend-adjusted. Every failure is a `ProviderError` whose `kind` says
-whether to retry, fail over, or give up on the symbol.
+Every adapter turns its provider's payloads into the same `History`, `Quote` and
+`AssetInfo` (`workers.market_data.types`, where the price semantics are pinned). Every
+failure is a `ProviderError` whose `kind` says whether to retry, fail over, or give up on
+the symbol.
 """
 
 from __future__ import annotations
@@ -15,19 +14,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
-from workers.market_data.types import AssetInfo, Bar, Dividend, History, Quote, Split
-
-__all__ = [
-    "AssetInfo",
-    "Bar",
-    "Dividend",
-    "ErrorKind",
-    "History",
-    "Provider",
-    "ProviderError",
-    "Quote",
-    "Split",
-]
+from workers.market_data.types import AssetInfo, History, Quote
 
 
 class ErrorKind(StrEnum):

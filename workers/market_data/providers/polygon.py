@@ -16,19 +16,10 @@ import msgspec
 from service.core.clock import Clock, exchange_today
 from service.core.trading_calendar import EXCHANGE_TZ, NYSE
 from workers.market_data.providers.adjust import dividend_adjusted, split_factor_after
-from workers.market_data.providers.base import (
-    AssetInfo,
-    Bar,
-    Dividend,
-    ErrorKind,
-    History,
-    ProviderError,
-    Quote,
-    Split,
-    decode_payload,
-)
+from workers.market_data.providers.base import ErrorKind, ProviderError, decode_payload
 from workers.market_data.providers.symbols import provider_symbol
 from workers.market_data.providers.transport import Reply, Transport
+from workers.market_data.types import AssetInfo, Bar, Dividend, History, Quote, Split
 
 NAME = "polygon"
 T = TypeVar("T")

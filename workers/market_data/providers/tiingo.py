@@ -14,19 +14,10 @@ from typing import TypeVar
 import msgspec
 
 from workers.market_data.providers.adjust import split_factor_after
-from workers.market_data.providers.base import (
-    AssetInfo,
-    Bar,
-    Dividend,
-    ErrorKind,
-    History,
-    ProviderError,
-    Quote,
-    Split,
-    decode_payload,
-)
+from workers.market_data.providers.base import ErrorKind, ProviderError, decode_payload
 from workers.market_data.providers.symbols import provider_symbol
 from workers.market_data.providers.transport import Reply, Transport
+from workers.market_data.types import AssetInfo, Bar, Dividend, History, Quote, Split
 
 NAME = "tiingo"
 QUOTE_BATCH = 100

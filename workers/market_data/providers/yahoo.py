@@ -15,10 +15,11 @@ from http.cookies import SimpleCookie
 
 import msgspec
 
-from workers.market_data.providers.base import AssetInfo, ErrorKind, History, ProviderError, Quote
+from workers.market_data.providers.base import ErrorKind, ProviderError
 from workers.market_data.providers.symbols import provider_symbol
 from workers.market_data.providers.transport import Reply, Transport
 from workers.market_data.providers.yahoo_chart import Chart, ChartError, ChartErrorKind, parse_chart
+from workers.market_data.types import AssetInfo, History, Quote
 
 NAME = "yahoo"
 SUMMARY_MODULES = "price,assetProfile,quoteType"
