@@ -17,9 +17,10 @@ from litestar.params import FromQuery, JSONBody, PathParameter
 
 from service.api.problems import ProblemException
 from service.core.clock import exchange_today
+from service.core.market_closures import load_trading_calendar
 from service.core.users import User
 from service.portfolio import store
-from service.portfolio.holdings import current_holdings
+from service.portfolio.holdings import PriceInputs, current_holdings
 from service.portfolio.positions import (
     DayState,
     LedgerError,
@@ -223,18 +224,27 @@ class PortfolioController(Controller):
         portfolio_id: PathId,
         as_of: FromQuery[dt.date | None] = None,
     ) -> HoldingsOut:
-        """Positions at `as_of` (default today) valued at each symbol's last close; 409 if a
-        split stored since makes the recorded transactions impossible."""
-        day = as_of or exchange_today(request.app.state.clock)
+        """Positions at `as_of` (default today) valued at the newest price: the latest quote
+        when it traded after the last close, else the last close; each price says where it
+        came from and whether it is stale. 409 if a split stored since makes the recorded
+        transactions impossible."""
+        now = request.app.state.clock()
+        today = exchange_today(request.app.state.clock)
+        day = as_of or today
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
             transactions = await store.list_transactions(connection, portfolio_id)
             symbols = sorted({tx.symbol for tx in transactions if tx.symbol})
             splits = await store.load_splits(connection, symbols)
             closes = await store.latest_closes(connection, symbols, on_or_before=day)
+            quotes = await store.latest_quotes(connection, symbols) if day >= today else {}
+            calendar = await load_trading_calendar(connection)
         states = _replay_stored(transactions, [s for items in splits.values() for s in items])
+        inputs = PriceInputs(
+            now=now, calendar=calendar, closes=closes, quotes=quotes, splits=splits
+        )
         return current_holdings(
-            portfolio_id, state_on(states, day), as_of=day, closes=closes, splits=splits
+            portfolio_id, state_on(states, day), as_of=day, today=today, inputs=inputs
         )
 
     @get("/{portfolio_id:int}/snapshots", summary="Stored daily snapshots")

@@ -9,7 +9,7 @@ a calendar is a value, and lookups are cached per year.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import date, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -64,6 +64,30 @@ class TradingCalendar:
         if not self.is_trading_day(day):
             return None
         return EARLY_CLOSE if day in _nyse_early_closes(day.year) else REGULAR_CLOSE
+
+    def close_at(self, day: date) -> datetime | None:
+        """The session's closing instant (UTC); None when `day` does not trade."""
+        closing = self.close_time(day)
+        if closing is None:
+            return None
+        return datetime.combine(day, closing, tzinfo=EXCHANGE_TZ).astimezone(UTC)
+
+    def last_completed_session(self, now: datetime) -> date:
+        """The latest trading day whose session had closed by `now` (an aware instant)."""
+        day = self.last_trading_day_on_or_before(now.astimezone(EXCHANGE_TZ).date())
+        closed = self.close_at(day)
+        if closed is not None and closed > now:
+            day = self.last_trading_day_on_or_before(day - timedelta(days=1))
+        return day
+
+    def open_session(self, now: datetime) -> date | None:
+        """The trading day whose regular session is running at `now`, or None."""
+        local = now.astimezone(EXCHANGE_TZ)
+        closed = self.close_at(local.date())
+        opened = datetime.combine(local.date(), REGULAR_OPEN, tzinfo=EXCHANGE_TZ)
+        if closed is None or not opened <= now < closed:
+            return None
+        return local.date()
 
     def is_early_close(self, day: date) -> bool:
         """True on a trading day that closes at 13:00."""

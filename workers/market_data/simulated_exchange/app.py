@@ -25,10 +25,10 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
-from service.core.clock import Clock, exchange_today, wall_clock
-from service.core.trading_calendar import EXCHANGE_TZ
+from service.core.clock import Clock, wall_clock
+from service.core.trading_calendar import EXCHANGE_TZ, NYSE
 from workers.market_data.simulated_exchange import polygon, tiingo, yahoo
-from workers.market_data.simulated_exchange.series import EPOCH, is_unknown
+from workers.market_data.simulated_exchange.series import EPOCH, LastTrade, is_unknown, last_trade
 
 Fault = Literal["429", "500", "malformed", "slow", "chart_null", "empty_result"]
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -109,9 +109,19 @@ class SimulatedExchange:
         return False
 
     def today(self) -> date:
-        """The exchange's notion of today: `config.today` when set, else by its clock (the
-        settings' clock, so a pinned stack agrees on the date)."""
-        return self.config.today or exchange_today(self.clock)
+        """The last day with a complete bar: `config.today` when set, else the last session
+        that had closed by the exchange's clock (the settings' clock, so a pinned stack
+        agrees). A running session's bar is served only once it closes."""
+        return self.config.today or NYSE.last_completed_session(self.clock())
+
+    def last_trade(self, symbol: str) -> LastTrade:
+        """The price a quote shows now: moving with the clock while a session runs, else the
+        last close; with `config.today` set, that day's close at its closing instant."""
+        if self.config.today is not None:
+            closed = NYSE.close_at(NYSE.last_trading_day_on_or_before(self.config.today))
+            if closed is not None:
+                return last_trade(symbol, closed)
+        return last_trade(symbol, self.clock())
 
     def app(self) -> web.Application:
         """Build the aiohttp application serving every provider's routes and the controls."""
@@ -245,7 +255,12 @@ class SimulatedExchange:
             error = {"code": "Bad Request", "description": str(exc)}
             return _json({"chart": {"result": None, "error": error}}, status=400)
         payload = yahoo.chart_payload(
-            symbol, start, end, live_bar=self.config.live_bar, null_every=self.config.null_every
+            symbol,
+            start,
+            end,
+            live_bar=self.config.live_bar,
+            null_every=self.config.null_every,
+            trade=self.last_trade(symbol),
         )
         closes = payload["chart"]["result"][0]["indicators"]["quote"][0]["close"]  # type: ignore[index]
         bars = sum(1 for close in closes if close is not None)
@@ -362,7 +377,9 @@ class SimulatedExchange:
             t.strip().upper() for t in request.query.get("tickers", "").split(",") if t.strip()
         ]
         today = self.today()
-        return _json([tiingo.iex_row(s, today) for s in names if not is_unknown(s)])
+        return _json(
+            [tiingo.iex_row(s, today, self.last_trade(s)) for s in names if not is_unknown(s)]
+        )
 
 
 def _has_key(request: web.Request) -> bool:

@@ -12,9 +12,10 @@ of a date is the same whatever `end` the series is built to.
 from __future__ import annotations
 
 import bisect
+import math
 import zlib
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
@@ -144,6 +145,44 @@ def session_start(day: date) -> datetime:
 def epoch_seconds(day: date) -> int:
     """The session start of `day` in unix seconds."""
     return int(session_start(day).timestamp())
+
+
+@dataclass(frozen=True, slots=True)
+class LastTrade:
+    """The latest regular-session price at an instant, and when it traded."""
+
+    price: float
+    time: datetime
+    session: date
+
+
+def intraday_price(series: Series, index: int, fraction: float) -> float:
+    """Bar `index`'s price `fraction` (0..1) of the way through its session: from the open to
+    the close with a deterministic wiggle, inside the bar's low and high."""
+    opened, closed = float(series.open[index]), float(series.close[index])
+    low, high = float(series.low[index]), float(series.high[index])
+    wiggle = 0.5 * (high - low) * math.sin(math.pi * fraction) * math.sin(5 * math.pi * fraction)
+    price = opened + (closed - opened) * fraction + wiggle
+    return round(min(max(price, low), high), 4)
+
+
+def last_trade(symbol: str, now: datetime) -> LastTrade:
+    """The last trade at `now`: a moving price while a session runs (stamped `now`), else the
+    last completed session's close, stamped with that session's closing instant."""
+    live = NYSE.open_session(now)
+    if live is None:
+        day = NYSE.last_completed_session(now)
+        series = build_series(symbol, day)
+        closed = NYSE.close_at(day)
+        assert closed is not None
+        return LastTrade(round(float(series.close[-1]), 4), closed, series.days[-1])
+    series = build_series(symbol, live)
+    opened = datetime.combine(live, REGULAR_OPEN, tzinfo=EXCHANGE_TZ)
+    closes = NYSE.close_at(live)
+    assert closes is not None
+    fraction = (now - opened) / (closes - opened)
+    stamp = now.astimezone(UTC).replace(microsecond=0)
+    return LastTrade(intraday_price(series, len(series.days) - 1, fraction), stamp, live)
 
 
 def company_name(symbol: str) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 
 from workers.market_data.simulated_exchange.series import (
     EPOCH,
+    LastTrade,
     build_series,
     company_name,
     epoch_seconds,
@@ -76,12 +77,19 @@ def _events(symbol: str, start: date, end: date) -> dict[str, dict[str, dict[str
 
 
 def chart_payload(
-    symbol: str, start: date, end: date, *, live_bar: bool, null_every: int = 0
+    symbol: str,
+    start: date,
+    end: date,
+    *,
+    live_bar: bool,
+    null_every: int = 0,
+    trade: LastTrade | None = None,
 ) -> dict[str, object]:
     """The Yahoo v8 chart body for `symbol` over [start, end] (a pure function of its inputs).
 
     `live_bar` appends the running session's bar on the last bar's date, as Yahoo does
     during trading hours; `null_every` blanks every k-th bar's prices (a day without trades).
+    `trade`, when given, is the meta's regular-market price and time (else the last close).
     """
     series = build_series(symbol, end)
     lo, _ = window_slice(series, start, end)
@@ -124,8 +132,8 @@ def chart_payload(
             "exchangeTimezoneName": "America/New_York",
             "timezone": "EST",
             "gmtoffset": offset,
-            "regularMarketPrice": last_close,
-            "regularMarketTime": market_time,
+            "regularMarketPrice": trade.price if trade else last_close,
+            "regularMarketTime": int(trade.time.timestamp()) if trade else market_time,
             "priceHint": 2,
             "dataGranularity": "1d",
         },
