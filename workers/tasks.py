@@ -24,6 +24,7 @@ from workers.market_data import (
     fetch_asset_info,
     fetch_market_data,
     fetch_market_data_chunk,
+    store_session_closes,
     update_portfolio_prices,
 )
 from workers.runtime import AsyncRuntime, TaskCancelled, TaskContext, TaskSkipped
@@ -35,6 +36,7 @@ BODIES: Mapping[type[c.TaskContract], Body] = {
     c.FetchMarketData: fetch_market_data,
     c.FetchMarketDataChunk: fetch_market_data_chunk,
     c.UpdatePortfolioPrices: update_portfolio_prices,
+    c.StoreSessionCloses: store_session_closes,
     c.FetchAssetInfo: fetch_asset_info,
     c.CalculatePortfolioPerformance: calculate_portfolio_performance,
     c.CreatePortfolioSnapshot: create_portfolio_snapshot,

@@ -263,7 +263,8 @@ class PortfolioController(Controller):
             rows = await connection.fetch(
                 """
                 SELECT date, total_value, market_value, cash, cost_basis, unrealized_pnl,
-                       realized_pnl, income, fees, net_invested, net_flow, day_change, holdings
+                       realized_pnl, income, fees, net_invested, net_flow, day_change, holdings,
+                       stale_prices
                 FROM portfolio_snapshots
                 WHERE portfolio_id = $1 AND ($2::date IS NULL OR date >= $2)
                   AND ($3::date IS NULL OR date <= $3)
@@ -279,10 +280,11 @@ class PortfolioController(Controller):
                 **{
                     key: float(value)
                     for key, value in row.items()
-                    if key not in {"date", "holdings"}
+                    if key not in {"date", "holdings", "stale_prices"}
                 },
                 date=row["date"],
                 holdings=row["holdings"],
+                stale_prices=row["stale_prices"],
             )
             for row in rows
         ]

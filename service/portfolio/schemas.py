@@ -167,7 +167,8 @@ class HoldingsOut(msgspec.Struct, frozen=True):
 
 
 class SnapshotOut(msgspec.Struct, frozen=True):
-    """One stored daily snapshot."""
+    """One stored daily snapshot. `stale_prices` names each holding valued at a close older
+    than the snapshot's date (its close could not be fetched), with that close's date."""
 
     date: dt.date
     total_value: float
@@ -182,6 +183,7 @@ class SnapshotOut(msgspec.Struct, frozen=True):
     net_flow: float
     day_change: float
     holdings: list[dict[str, Any]]
+    stale_prices: dict[str, dt.date]
 
 
 ReportFormat = Literal["json", "html"]

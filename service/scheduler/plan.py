@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+import msgspec
+
 from service.core.contracts import TaskContract
 from service.core.trading_calendar import EXCHANGE_TZ, TradingCalendar
 
@@ -106,6 +108,13 @@ class Job:
                 raise ValueError(
                     f"{self.id}: fires at {quiet[0]:%H:%M}, inside the 01:00-03:00 DST window"
                 )
+
+    def task_at(self, instant: datetime) -> TaskContract:
+        """The task a fire at `instant` sends: the job's task, with `as_of` set to the
+        fire's instant when its contract has that field and the job leaves it empty."""
+        if "as_of" in self.task.__struct_fields__ and getattr(self.task, "as_of") is None:  # noqa: B009
+            return msgspec.structs.replace(self.task, as_of=instant)
+        return self.task
 
     @property
     def dedupe_key(self) -> str:

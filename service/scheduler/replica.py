@@ -254,7 +254,7 @@ class Scheduler:
             connection,
             epoch,
             job_id=job.id,
-            task=job.task,
+            task=job.task_at(fire.scheduled_for),
             task_id=fire.task_id,
             expires_at=fire.scheduled_for + job.grace,
         )

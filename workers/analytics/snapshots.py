@@ -44,6 +44,7 @@ SNAPSHOT_COLUMNS = (
     "net_flow",
     "day_change",
     "holdings",
+    "stale_prices",
 )
 _VALUE_COLUMNS = SNAPSHOT_COLUMNS[2:]
 Progress = Callable[[int, int], Awaitable[None]]
@@ -61,6 +62,19 @@ class SnapshotOutcome:
     rows: int = 0
     changed: int = 0
     failed: dict[int, str] = field(default_factory=dict)
+    # symbol -> the oldest price date a snapshot of this run used for it instead of its date
+    stale: dict[str, date] = field(default_factory=dict)
+
+    def note_stale(self, row: Valuation) -> None:
+        """Remember the stale prices `row` was valued with."""
+        for symbol, price_date in stale_prices(row).items():
+            known = self.stale.get(symbol)
+            self.stale[symbol] = price_date if known is None else min(known, price_date)
+
+
+def stale_prices(row: Valuation) -> dict[str, date]:
+    """The holdings of `row` valued at a close older than its date, with that close's date."""
+    return {h.symbol: h.price_date for h in row.holdings if h.price_date < row.date}
 
 
 def check_currencies(portfolio: PortfolioRow, symbols: set[str], market: MarketData) -> None:
@@ -106,6 +120,7 @@ def snapshot_record(portfolio_id: int, row: Valuation) -> tuple[Any, ...]:
             "market_value": _json_number(h.market_value),
             "cost_basis": _json_number(h.cost_basis),
             "unrealized_pnl": _json_number(h.unrealized_pnl),
+            "stale": h.price_date < row.date,
         }
         for h in row.holdings
     ]
@@ -124,6 +139,7 @@ def snapshot_record(portfolio_id: int, row: Valuation) -> tuple[Any, ...]:
         row.net_flow,
         row.day_change,
         holdings,
+        {symbol: day.isoformat() for symbol, day in stale_prices(row).items()},
     )
 
 
@@ -195,6 +211,8 @@ async def snapshot_portfolios(
                     log.warning("snapshot skipped", portfolio_id=portfolio.id, reason=str(exc))
                     continue
                 records.extend(snapshot_record(portfolio.id, row) for row in rows)
+                for row in rows:
+                    outcome.note_stale(row)
             async with connection.transaction():
                 outcome.changed += await upsert_snapshots(connection, records)
             outcome.rows += len(records)
