@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from service.core.logs import get_logger
-from service.core.trading_calendar import NYSE
+from service.core.trading_calendar import NYSE, TradingCalendar
 from service.portfolio.positions import LedgerError, Transaction, replay
 from service.portfolio.valuation import MissingPrice, Valuation, valuations
 from workers.analytics.portfolio_reads import (
@@ -143,9 +143,9 @@ def snapshot_record(portfolio_id: int, row: Valuation) -> tuple[Any, ...]:
     )
 
 
-def previous_valuation_date(first: date) -> date:
+def previous_valuation_date(first: date, calendar: TradingCalendar = NYSE) -> date:
     """The trading day before `first`: day change and flows of the first row count from it."""
-    return NYSE.last_trading_day_on_or_before(first - timedelta(days=1))
+    return calendar.last_trading_day_on_or_before(first - timedelta(days=1))
 
 
 async def upsert_snapshots(
@@ -182,12 +182,13 @@ async def snapshot_portfolios(
     *,
     dates: Sequence[date],
     progress: Progress | None = None,
+    calendar: TradingCalendar = NYSE,
 ) -> SnapshotOutcome:
     """Compute and upsert snapshots of `portfolios` for `dates`, in batches."""
     outcome = SnapshotOutcome(portfolios=len(portfolios))
     if not dates or not portfolios:
         return outcome
-    previous = previous_valuation_date(dates[0])
+    previous = previous_valuation_date(dates[0], calendar)
     for offset in range(0, len(portfolios), BATCH_PORTFOLIOS):
         batch = portfolios[offset : offset + BATCH_PORTFOLIOS]
         async with pool.acquire() as connection:

@@ -42,7 +42,9 @@ async def create_portfolio_snapshot(
     async def progress(done: int, total: int) -> None:
         await ctx.report_progress(current=done, total=total, message="portfolios snapshotted")
 
-    outcome = await snapshot_portfolios(ctx.pool, portfolios, dates=dates, progress=progress)
+    outcome = await snapshot_portfolios(
+        ctx.pool, portfolios, dates=dates, progress=progress, calendar=calendar
+    )
     log.info(
         "snapshots written",
         portfolios=outcome.portfolios,
@@ -69,6 +71,7 @@ async def calculate_portfolio_performance(
     """Compute and store the performance of one portfolio, of all a user's, or of all."""
     base, end = params.window(today=ctx.today())
     async with ctx.pool.acquire() as connection:
+        calendar = await load_trading_calendar(connection)
         portfolios = await select_portfolios(
             connection,
             portfolio_ids=[params.portfolio_id] if params.portfolio_id else None,
@@ -84,6 +87,7 @@ async def calculate_portfolio_performance(
         end=end,
         benchmark_symbol=ctx.settings.benchmark_symbol,
         risk_free_rate=ctx.settings.risk_free_rate,
+        calendar=calendar,
     )
     await ctx.report_progress(current=len(portfolios), total=len(portfolios), message="stored")
     return {

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from service.core.trading_calendar import EXCHANGE_TZ, NYSE, REGULAR_OPEN
+from service.core.trading_calendar import EXCHANGE_TZ, NYSE, REGULAR_OPEN, TradingCalendar
 
 EPOCH = date(2000, 1, 3)
 UNKNOWN_PREFIX = "ZZ"
@@ -54,14 +54,14 @@ def is_unknown(symbol: str) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _trading_days(end: date) -> tuple[date, ...]:
-    return tuple(NYSE.iter_trading_days(EPOCH, end))
+def _trading_days(end: date, calendar: TradingCalendar) -> tuple[date, ...]:
+    return tuple(calendar.iter_trading_days(EPOCH, end))
 
 
 @lru_cache(maxsize=64)
-def _quarter_starts(end: date) -> np.ndarray:
+def _quarter_starts(end: date, calendar: TradingCalendar) -> np.ndarray:
     """Indices of the first trading day of February, May, August and November."""
-    days = _trading_days(end)
+    days = _trading_days(end, calendar)
     return np.array(
         [
             i
@@ -73,9 +73,9 @@ def _quarter_starts(end: date) -> np.ndarray:
 
 
 @lru_cache(maxsize=8192)
-def build_series(symbol: str, end: date) -> Series:
+def build_series(symbol: str, end: date, calendar: TradingCalendar = NYSE) -> Series:
     """Deterministic bars for `symbol` from EPOCH to `end` (a prefix never changes)."""
-    days = _trading_days(end)
+    days = _trading_days(end, calendar)
     seed = symbol_seed(symbol)
     n = len(days)
     # One stream per quantity, so the first k draws (bars) never depend on n.
@@ -95,7 +95,7 @@ def build_series(symbol: str, end: date) -> Series:
     dividends: dict[date, float] = {}
     factor_at = np.ones(n)
     if seed % 3 == 0:
-        for i in _quarter_starts(end).tolist():
+        for i in _quarter_starts(end, calendar).tolist():
             amount = round(float(close[i - 1]) * 0.004, 4)
             dividends[days[i]] = amount
             factor_at[i - 1] = 1 - amount / float(close[i - 1])
@@ -166,19 +166,19 @@ def intraday_price(series: Series, index: int, fraction: float) -> float:
     return round(min(max(price, low), high), 4)
 
 
-def last_trade(symbol: str, now: datetime) -> LastTrade:
+def last_trade(symbol: str, now: datetime, calendar: TradingCalendar = NYSE) -> LastTrade:
     """The last trade at `now`: a moving price while a session runs (stamped `now`), else the
     last completed session's close, stamped with that session's closing instant."""
-    live = NYSE.open_session(now)
+    live = calendar.open_session(now)
     if live is None:
-        day = NYSE.last_completed_session(now)
-        series = build_series(symbol, day)
-        closed = NYSE.close_at(day)
+        day = calendar.last_completed_session(now)
+        series = build_series(symbol, day, calendar)
+        closed = calendar.close_at(day)
         assert closed is not None
         return LastTrade(round(float(series.close[-1]), 4), closed, series.days[-1])
-    series = build_series(symbol, live)
+    series = build_series(symbol, live, calendar)
     opened = datetime.combine(live, REGULAR_OPEN, tzinfo=EXCHANGE_TZ)
-    closes = NYSE.close_at(live)
+    closes = calendar.close_at(live)
     assert closes is not None
     fraction = (now - opened) / (closes - opened)
     stamp = now.astimezone(UTC).replace(microsecond=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
 
+from service.core.trading_calendar import NYSE, TradingCalendar
 from workers.market_data.simulated_exchange.series import (
     EPOCH,
     LastTrade,
@@ -14,10 +15,12 @@ from workers.market_data.simulated_exchange.series import (
 )
 
 
-def prices_payload(symbol: str, start: date, end: date, *, today: date) -> list[dict[str, object]]:
+def prices_payload(
+    symbol: str, start: date, end: date, *, today: date, calendar: TradingCalendar = NYSE
+) -> list[dict[str, object]]:
     """Daily rows: raw `close` etc., split- and dividend-adjusted `adjClose`, `divCash` as
     paid and `splitFactor` on the split date, as Tiingo serves them."""
-    series = build_series(symbol, today)
+    series = build_series(symbol, today, calendar)
     factors = split_factors(series)
     lo, hi = window_slice(series, start, end)
     rows: list[dict[str, object]] = []
@@ -60,9 +63,11 @@ def meta_payload(symbol: str, today: date) -> dict[str, object]:
     }
 
 
-def iex_row(symbol: str, today: date, trade: LastTrade) -> dict[str, object]:
+def iex_row(
+    symbol: str, today: date, trade: LastTrade, *, calendar: TradingCalendar = NYSE
+) -> dict[str, object]:
     """One IEX top-of-book row: the last trade, and the close before `today`'s."""
-    series = build_series(symbol, today)
+    series = build_series(symbol, today, calendar)
     # While a session runs, the previous close is the last complete bar's.
     before = -1 if trade.session > series.days[-1] or len(series.days) < 2 else -2
     prev_close = round(float(series.close[before]), 4)
