@@ -47,6 +47,7 @@ from service.scheduler.plan import (
     MarketTimes,
     Rule,
     due_fires,
+    grace_floor_for,
     next_fires,
     wake_times,
 )
@@ -108,6 +109,7 @@ class Scheduler:
         self._name = name or replica_name()
         self._clock = clock
         self._clock_speed = clock_speed
+        self._grace_floor = grace_floor_for(clock_speed)
         self._next_fire: datetime | None = None
         self._wake = asyncio.Event()
         self._retry_soon = False
@@ -249,7 +251,9 @@ class Scheduler:
             for instant in next_fires(job, calendar, after=now, count=1, horizon_days=8)
         ]
         self._next_fire = min(upcoming, default=None)
-        due = due_fires(self._jobs, calendar, now=now, first_seen=first_seen)
+        due = due_fires(
+            self._jobs, calendar, now=now, first_seen=first_seen, grace_floor=self._grace_floor
+        )
         if not due:
             return
         known = await ledger.known_fires(connection, since=due[0].scheduled_for)
@@ -291,7 +295,7 @@ class Scheduler:
             job_id=job.id,
             task=job.task_at(fire.scheduled_for),
             task_id=fire.task_id,
-            expires_at=fire.scheduled_for + job.grace,
+            expires_at=fire.scheduled_for + max(job.grace, self._grace_floor),
         )
 
     async def _send_pending(
@@ -303,7 +307,7 @@ class Scheduler:
         self._last_proof = time.monotonic()
         for pending in pending_list:
             job = self._jobs_by_id.get(pending.job_id)
-            grace = job.grace if job is not None else longest
+            grace = max(job.grace if job is not None else longest, self._grace_floor)
             fields = {
                 "leader": self._name,
                 "epoch": epoch,
