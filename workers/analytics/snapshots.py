@@ -7,6 +7,7 @@ impossible transaction) contributes no rows: all or nothing per portfolio.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -160,6 +161,18 @@ async def upsert_snapshots(
     return int(status.rsplit(" ", 1)[-1])
 
 
+def _portfolio_records(
+    portfolio: PortfolioRow,
+    transactions: Sequence[Transaction],
+    market: MarketData,
+    *,
+    dates: Sequence[date],
+    previous: date | None,
+) -> list[tuple[Any, ...]]:
+    rows = portfolio_valuations(portfolio, transactions, market, dates=dates, previous=previous)
+    return [snapshot_record(portfolio.id, row) for row in rows]
+
+
 async def snapshot_portfolios(
     pool: asyncpg.Pool,
     portfolios: Sequence[PortfolioRow],
@@ -182,8 +195,12 @@ async def snapshot_portfolios(
             )
             records: list[tuple[Any, ...]] = []
             for portfolio in batch:
+                # Replay and valuation are CPU-bound (seconds for a long backfill): each
+                # portfolio runs in a thread, so the loop keeps heartbeating and a cancel
+                # stops the run after at most one portfolio.
                 try:
-                    rows = portfolio_valuations(
+                    rows = await asyncio.to_thread(
+                        _portfolio_records,
                         portfolio,
                         transactions.get(portfolio.id, []),
                         market,
@@ -194,7 +211,7 @@ async def snapshot_portfolios(
                     outcome.failed[portfolio.id] = str(exc)
                     log.warning("snapshot skipped", portfolio_id=portfolio.id, reason=str(exc))
                     continue
-                records.extend(snapshot_record(portfolio.id, row) for row in rows)
+                records.extend(rows)
             async with connection.transaction():
                 outcome.changed += await upsert_snapshots(connection, records)
             outcome.rows += len(records)
