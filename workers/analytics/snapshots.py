@@ -7,6 +7,7 @@ impossible transaction) contributes no rows: all or nothing per portfolio.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -65,11 +66,9 @@ class SnapshotOutcome:
     # symbol -> the oldest price date a snapshot of this run used for it instead of its date
     stale: dict[str, date] = field(default_factory=dict)
 
-    def note_stale(self, row: Valuation) -> None:
-        """Remember the stale prices `row` was valued with."""
-        for symbol, price_date in stale_prices(row).items():
-            known = self.stale.get(symbol)
-            self.stale[symbol] = price_date if known is None else min(known, price_date)
+    def note_stale(self, symbol: str, price_date: date) -> None:
+        """Remember that a snapshot valued `symbol` at the close of `price_date`, not its date."""
+        self.stale[symbol] = min(price_date, self.stale.get(symbol, price_date))
 
 
 def stale_prices(row: Valuation) -> dict[str, date]:
@@ -176,6 +175,23 @@ async def upsert_snapshots(
     return int(status.rsplit(" ", 1)[-1])
 
 
+def _portfolio_records(
+    portfolio: PortfolioRow,
+    transactions: Sequence[Transaction],
+    market: MarketData,
+    *,
+    dates: Sequence[date],
+    previous: date | None,
+) -> tuple[list[tuple[Any, ...]], dict[str, date]]:
+    """One portfolio's snapshot records, and the oldest stale price date per symbol."""
+    rows = portfolio_valuations(portfolio, transactions, market, dates=dates, previous=previous)
+    stale: dict[str, date] = {}
+    for row in rows:
+        for symbol, price_date in stale_prices(row).items():
+            stale[symbol] = min(price_date, stale.get(symbol, price_date))
+    return [snapshot_record(portfolio.id, row) for row in rows], stale
+
+
 async def snapshot_portfolios(
     pool: asyncpg.Pool,
     portfolios: Sequence[PortfolioRow],
@@ -199,8 +215,12 @@ async def snapshot_portfolios(
             )
             records: list[tuple[Any, ...]] = []
             for portfolio in batch:
+                # Replay and valuation are CPU-bound (seconds for a long backfill): each
+                # portfolio runs in a thread, so the loop keeps heartbeating and a cancel
+                # stops the run after at most one portfolio.
                 try:
-                    rows = portfolio_valuations(
+                    rows, stale = await asyncio.to_thread(
+                        _portfolio_records,
                         portfolio,
                         transactions.get(portfolio.id, []),
                         market,
@@ -211,9 +231,9 @@ async def snapshot_portfolios(
                     outcome.failed[portfolio.id] = str(exc)
                     log.warning("snapshot skipped", portfolio_id=portfolio.id, reason=str(exc))
                     continue
-                records.extend(snapshot_record(portfolio.id, row) for row in rows)
-                for row in rows:
-                    outcome.note_stale(row)
+                records.extend(rows)
+                for symbol, price_date in stale.items():
+                    outcome.note_stale(symbol, price_date)
             async with connection.transaction():
                 outcome.changed += await upsert_snapshots(connection, records)
             outcome.rows += len(records)
