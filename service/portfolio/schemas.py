@@ -169,7 +169,7 @@ class SnapshotOut(msgspec.Struct, frozen=True):
     net_invested: float
     net_flow: float
     day_change: float
-    holdings: list[dict[str, Any]]
+    holdings: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
 
 
 ReportFormat = Literal["json", "html"]
