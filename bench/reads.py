@@ -34,7 +34,14 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.stack import ROOT, Stack, machine_description, percentile, running_stack
+from bench.stack import (
+    ROOT,
+    Stack,
+    machine_description,
+    percentile,
+    process_cpu_seconds,
+    running_stack,
+)
 from service.core import task_registry
 from service.core.clock import clock_from_settings, exchange_today
 from service.core.database import create_pool
@@ -68,6 +75,7 @@ class Outcome:
     rate: float
     latencies: list[float]
     body_bytes: int
+    api_cpu: float
 
 
 async def _seed(stack: Stack, owner_id: int) -> dict[str, Any]:
@@ -119,7 +127,7 @@ def _baseline_tree(ref: str, directory: Path) -> Path | None:
     return tree
 
 
-def _start_api(stack: Stack, *, tree: Path | None, name: str) -> str:
+def _start_api(stack: Stack, *, tree: Path | None, name: str) -> tuple[str, int]:
     """One API process (API_WORKERS=1) serving the code in `tree` (default: this checkout)."""
     port = free_port()
     if tree is None:
@@ -141,11 +149,12 @@ def _start_api(stack: Stack, *, tree: Path | None, name: str) -> str:
     stack.processes.append(process)
     url = f"http://127.0.0.1:{port}"
     wait_until_http_ok(f"{url}/health", process)
-    return url
+    return url, process.pid
 
 
-async def _load(url: str, key: str, read: Read) -> Outcome:
-    """CONCURRENCY clients, each sending `read` back to back for SECONDS."""
+async def _load(url: str, key: str, read: Read, *, api_pid: int) -> Outcome:
+    """CONCURRENCY clients, each sending `read` back to back for SECONDS; the API process's
+    CPU seconds per request come from /proc."""
     latencies: list[float] = []
     size = 0
     headers = {"Authorization": f"Bearer {key}", **dict(read.headers)}
@@ -170,10 +179,16 @@ async def _load(url: str, key: str, read: Read) -> Outcome:
             while time.perf_counter() < deadline:
                 latencies.append(await one())
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), process_cpu_seconds(api_pid)
         await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
         elapsed = time.perf_counter() - started
-    return Outcome(rate=len(latencies) / elapsed, latencies=latencies, body_bytes=size)
+        cpu = process_cpu_seconds(api_pid) - cpu
+    return Outcome(
+        rate=len(latencies) / elapsed,
+        latencies=latencies,
+        body_bytes=size,
+        api_cpu=cpu / len(latencies),
+    )
 
 
 async def _etag(url: str, key: str, path: str) -> str | None:
@@ -192,7 +207,7 @@ def _reads(seed: dict[str, Any]) -> list[Read]:
         Read("floor: GET /health (no auth, no database)", "/health"),
         Read("floor: GET one portfolio (auth + one row)", portfolio),
         Read("holdings", f"{portfolio}/holdings"),
-        Read("a year of snapshots with holdings", f"{portfolio}/snapshots?{year}"),
+        Read("a year of snapshots with holdings", f"{portfolio}/snapshots?{year}&holdings=true"),
         Read(
             "a year of snapshots, holdings=false",
             f"{portfolio}/snapshots?{year}&holdings=false",
@@ -211,7 +226,8 @@ def _cell(outcome: Outcome | None) -> str:
         return "n/a"
     return (
         f"{outcome.rate:,.0f}/s, p50 {_ms(percentile(outcome.latencies, 50))} / "
-        f"p99 {_ms(percentile(outcome.latencies, 99))} ms ({outcome.body_bytes:,} B)"
+        f"p99 {_ms(percentile(outcome.latencies, 99))} ms, API CPU {_ms(outcome.api_cpu)} ms "
+        f"({outcome.body_bytes:,} B)"
     )
 
 
@@ -224,16 +240,18 @@ def run() -> dict[str, Any]:
     ):
         owner_id, key = asyncio.run(_new_user(stack))
         seed = asyncio.run(_seed(stack, owner_id))
-        ours_url = _start_api(stack, tree=None, name="ours")
+        ours_url, ours_pid = _start_api(stack, tree=None, name="ours")
         tree = _baseline_tree(ref, Path(scratch)) if ref != "none" else None
-        base_url = _start_api(stack, tree=tree, name="baseline") if tree is not None else None
+        base_url, base_pid = (
+            _start_api(stack, tree=tree, name="baseline") if tree is not None else (None, 0)
+        )
         reads = _reads(seed)
-        snapshots_path = reads[3].path
+        snapshots_path = reads[4].path
         etag = asyncio.run(_etag(ours_url, key, snapshots_path))
         if etag is not None:
             reads.append(
                 Read(
-                    "a year of snapshots, If-None-Match → 304",
+                    "a year of snapshots (no holdings), If-None-Match → 304",
                     snapshots_path,
                     headers=(("If-None-Match", etag),),
                     expect=304,
@@ -250,8 +268,8 @@ def run() -> dict[str, Any]:
             base = None
             # holdings=false and If-None-Match are new: the baseline would answer otherwise.
             if base_url is not None and "holdings=false" not in read.path and not read.headers:
-                base = asyncio.run(_load(base_url, key, read))
-            ours = asyncio.run(_load(ours_url, key, read))
+                base = asyncio.run(_load(base_url, key, read, api_pid=base_pid))
+            ours = asyncio.run(_load(ours_url, key, read, api_pid=ours_pid))
             results[read.label] = f"{_cell(base)} | {_cell(ours)}"
     return {"machine": machine_description(), "results": results}
 
