@@ -308,7 +308,7 @@ class PortfolioController(Controller):
             Parameter(
                 query="holdings",
                 description="Include each day's positions (`holdings`). Default false: the "
-                "daily values a chart needs, about a fifth of the bytes.",
+                "daily values a chart needs, about a third of the bytes.",
             ),
         ] = False,
     ) -> Response[bytes]:
