@@ -182,8 +182,8 @@ class SnapshotOut(msgspec.Struct, frozen=True):
     net_invested: float
     net_flow: float
     day_change: float
-    holdings: list[dict[str, Any]]
     stale_prices: dict[str, dt.date]
+    holdings: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
 
 
 ReportFormat = Literal["json", "html"]
