@@ -320,15 +320,18 @@ async def _stored_snapshots(pool: asyncpg.Pool, portfolio_id: int) -> list[dict[
     holdings as stored."""
     rows = await pool.fetch(
         "SELECT date, total_value, market_value, cash, cost_basis, unrealized_pnl, realized_pnl, "
-        "income, fees, net_invested, net_flow, day_change, holdings FROM portfolio_snapshots "
-        "WHERE portfolio_id = $1 ORDER BY date",
+        "income, fees, net_invested, net_flow, day_change, holdings, stale_prices "
+        "FROM portfolio_snapshots WHERE portfolio_id = $1 ORDER BY date",
         portfolio_id,
     )
     return [
         {
-            **{k: float(v) for k, v in row.items() if k not in {"date", "holdings"}},
+            **{
+                k: float(v) for k, v in row.items() if k not in {"date", "holdings", "stale_prices"}
+            },
             "date": row["date"].isoformat(),
             "holdings": row["holdings"],
+            "stale_prices": row["stale_prices"],
         }
         for row in rows
     ]
