@@ -26,7 +26,7 @@ from workers.market_data import (
     fetch_market_data_chunk,
     update_portfolio_prices,
 )
-from workers.runtime import AsyncRuntime, TaskCancelled, TaskContext, TaskSkipped
+from workers.runtime import AsyncRuntime, TaskCancelled, TaskContext, TaskFailed, TaskSkipped
 
 # `async def body(ctx, task) -> result`, where `task` is the decoded contract.
 Body = Callable[[TaskContext, Any], Coroutine[Any, Any, Any]]
@@ -52,7 +52,7 @@ def register_async_task(
     contract before the body runs, so arguments that break it fail the task unrun."""
 
     # A task whose worker process died is retried (task_retry_on_worker_lost) after this.
-    @app.task(name=contract.name, bind=True, default_retry_delay=1)  # type: ignore[untyped-decorator]
+    @app.task(name=contract.name, bind=True, default_retry_delay=1, throws=(TaskFailed,))  # type: ignore[untyped-decorator]
     def run(self: Task, **kwargs: Any) -> Any:
         task_id = self.request.id
 
