@@ -57,11 +57,11 @@ class TestTaskOutcome:
         assert task_outcome(result=result, error=error) == expected
 
     def test_text_shows_the_first_failures_and_how_many_more(self) -> None:
-        """The terminal text puts the counts on one line, then at most three failures, then
-        how many were left out, each line clipped to the width."""
+        """The terminal text puts the counts on one line (by name, failed last), then at most
+        three failures, then how many were left out, each line clipped to the width."""
         failed = [{"symbol": f"ZZ{i}", "reason": "yahoo: not found " + "x" * 200} for i in range(5)]
         text = outcome_text(
-            task_outcome(result={"requested": 9, "updated": 4, "failed": failed}, error=None),
+            task_outcome(result={"failed": failed, "updated": 4, "requested": 9}, error=None),
             reason_width=40,
         )
         lines = text.splitlines()

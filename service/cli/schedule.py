@@ -49,8 +49,9 @@ class TaskOutcome:
 def task_outcome(*, result: Any, error: dict[str, Any] | None) -> TaskOutcome:
     """Read the counts and failures out of a task's result, whatever the task.
 
-    Counts are the result's integer fields; `failed` may be a list of `{symbol, reason}`
-    (market data), a mapping of id to reason (portfolios) or a count.
+    Counts are the result's integer fields, by name with `failed` last; `failed` may be a
+    list of `{symbol, reason}` (market data), a mapping of id to reason (portfolios) or a
+    count.
     """
     fields = result if isinstance(result, dict) else {}
     counts = {
@@ -66,6 +67,8 @@ def task_outcome(*, result: Any, error: dict[str, Any] | None) -> TaskOutcome:
         failures = [_failure(entry) for entry in failed]
     if isinstance(failed, dict | list):
         counts["failed"] = len(failures)
+    # Postgres reorders jsonb keys; show the counts by name, failures last.
+    counts = dict(sorted(counts.items(), key=lambda item: (item[0] == "failed", item[0])))
     message = (
         f"{error.get('type', 'Error')}: {error.get('message', '')}"
         if isinstance(error, dict)
