@@ -103,6 +103,19 @@ class TestCli:
         assert after.returncode == 2
         assert "401" in after.stderr
 
+    def test_failed_asset_info_exits_1_with_the_reasons(self, cli_env: dict[str, str]) -> None:
+        """`asset-info --wait` for a symbol no provider knows prints the FAILURE with the
+        providers' reasons and exits 1."""
+        user = _create_user(cli_env)
+        env = {**cli_env, "FINDASH_API_KEY": user["api_key"]}
+        symbol = f"ZZ{uuid.uuid4().hex[:4].upper()}"  # the exchange knows no "ZZ…" symbol
+        done = findash("--json", "asset-info", symbol, "--wait", env=env)
+        assert done.returncode == 1, done.stderr
+        final = json.loads(done.stdout)
+        assert final["state"] == "FAILURE"
+        assert final["error"]["type"] == "AssetInfoUnavailable"
+        assert f"{symbol} (not_found): yahoo: " in final["error"]["message"]
+
     def test_cancelled_task_exits_1(self, cli_env: dict[str, str], exchange: str) -> None:
         """`status` of a cancelled task prints it and exits 1."""
         user = _create_user(cli_env)

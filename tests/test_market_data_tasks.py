@@ -282,6 +282,23 @@ class TestQuotesAndInfoTasks:
         name = await pool.fetchval("SELECT name FROM assets WHERE symbol = $1", symbol)
         assert name == f"{symbol.title()} Holdings Inc."
 
+    async def test_fetch_asset_info_fails_when_every_provider_fails(
+        self, client: Client, pool: asyncpg.Pool
+    ) -> None:
+        """A symbol no provider knows ends the task FAILURE, once, with each provider's
+        reason in its error, and stores nothing."""
+        symbol = f"ZZ{uuid.uuid4().hex[:4].upper()}"  # the exchange knows no "ZZ…" symbol
+        task_id = await client.submit("asset-info", {"symbol": symbol})
+        status = await client.finished(task_id, within=30)
+        assert status["state"] == "FAILURE", status
+        assert status["result"] is None
+        error = status["error"]
+        assert error["type"] == "AssetInfoUnavailable"
+        assert symbol in error["message"]
+        assert "yahoo: " in error["message"]
+        assert await pool.fetchval("SELECT attempts FROM tasks WHERE id = $1", task_id) == 1
+        assert await pool.fetchval("SELECT count(*) FROM assets WHERE symbol = $1", symbol) == 0
+
 
 class TestAssetsApi:
     async def test_asset_and_prices(self, client: Client) -> None:

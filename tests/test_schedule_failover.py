@@ -376,8 +376,9 @@ class TestScheduleCli:
         )
         assert listing.exit_code == 0, listing.output
         assert "probe-shadow-every-4s" in listing.output
-        # With the task registry the fire also shows its task's state: "sent / SUCCESS (manual)".
-        assert re.search(r"sent(?: / SUCCESS)? \(manual\)", listing.output), listing.output
+        # The fire's row names its task and that task's state.
+        pattern = r"sent \(manual\) +│ +" + task_id + r" +│ +SUCCESS"
+        assert re.search(pattern, listing.output), listing.output
 
     def test_run_unknown_job_is_a_usage_error(self, base_env: dict[str, str]) -> None:
         """`schedule run` with an unknown job id exits 2 naming the known jobs."""

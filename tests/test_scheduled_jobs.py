@@ -1,12 +1,15 @@
 """Every scheduled job, sent by a real leader through the broker to a real worker, changes
 what users see: quotes of every held symbol, the day's snapshot of every portfolio, and the
-weekly pruning. "The fire was sent" is not the assertion; the database is."""
+weekly pruning. "The fire was sent" is not the assertion; the database is. And what the
+scheduler sent is visible: to an admin over the API and the CLI, and in `schedule list`."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,11 +21,14 @@ import pytest
 from service.core.contracts import UpdatePortfolioPrices
 from service.core.publisher import TaskPublisher
 from service.core.settings import Settings
+from service.core.users import IssuedKey
 from service.scheduler.jobs import MARKET_JOBS
 from service.scheduler.replica import create_publisher
+from tests.api_client import Api
 from tests.conftest import PINNED_START, PINNED_TODAY
 from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id, put_closes
 from tests.scheduling import run_leader_at
+from tests.test_cli import findash
 from workers.market_data.simulated_exchange.series import build_series
 
 pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.timeout(90)]
@@ -32,6 +38,9 @@ HOURLY_AT = datetime(2026, 11, 18, 19, 5, tzinfo=UTC)  # 14:05: the 14:00 hourly
 EXTENDED_AT = datetime(2026, 11, 18, 12, 35, tzinfo=UTC)  # 07:35: the 07:30 extended fire
 SNAPSHOT_AT = datetime(2026, 11, 18, 21, 35, tzinfo=UTC)  # 16:35: the 16:30 snapshot fire
 CLEANUP_AT = datetime(2026, 11, 22, 9, 5, tzinfo=UTC)  # Sunday 04:05: the weekly cleanup
+# 13:05: the 13:00 hourly fire is sent; the coinciding extended fire is its duplicate.
+VISIBLE_AT = datetime(2026, 11, 18, 18, 5, tzinfo=UTC)
+NewUser = Callable[..., Awaitable[IssuedKey]]
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +320,150 @@ class TestWeeklyCleanup:
         assert outcome["result"]["tasks"] >= 1
         left = await pool.fetch("SELECT id FROM tasks WHERE id = ANY($1::text[])", [old, recent])
         assert [row["id"] for row in left] == [recent]
+
+
+@pytest.fixture(scope="module")
+async def fired(pool: asyncpg.Pool, settings: Settings, publisher: TaskPublisher) -> dict[str, Any]:
+    """The 13:00 hourly fire of a portfolio holding a known and an unknown symbol, sent
+    by a real leader and finished by the worker: its task id, result and symbols."""
+    tag = uuid.uuid4().hex[:4].upper()
+    known, unknown = f"V{tag}K", f"ZZ{tag}U"  # the exchange knows no symbol "ZZ…"
+    portfolio = await create_portfolio(pool, owner_id=await new_owner_id(pool), name="seen")
+    day = date(2026, 11, 2)
+    await add_transactions(
+        pool,
+        portfolio,
+        [
+            {"type": "DEPOSIT", "date": day, "amount": 10_000},
+            {"type": "BUY", "date": day, "symbol": known, "quantity": 1, "price": 10},
+            {"type": "BUY", "date": day, "symbol": unknown, "quantity": 1, "price": 10},
+        ],
+    )
+    ledger = await run_leader_at(pool, settings, publisher, now=VISIBLE_AT)
+    assert ("extended-hours-update", "2026-11-18T18:00:00+00:00", "duplicate") in ledger
+    outcome = await fired_and_finished(pool, "hourly-price-update")
+    task_id = await pool.fetchval(
+        "SELECT task_id::text FROM schedule_fires WHERE job_id = 'hourly-price-update'"
+    )
+    assert await pool.fetchval("SELECT owner_id FROM tasks WHERE id = $1", task_id) is None
+    return {"task_id": task_id, "result": outcome["result"], "known": known, "unknown": unknown}
+
+
+class TestScheduledWorkIsVisible:
+    async def test_admin_reads_it_and_others_get_404(
+        self,
+        fired: dict[str, Any],
+        api_url: str,
+        http: aiohttp.ClientSession,
+        new_user: NewUser,
+    ) -> None:
+        """An admin reads the scheduler-sent task's state and result by id and by its event
+        stream; a plain key gets 404 for it, as for any task not its own."""
+        task_id = fired["task_id"]
+        admin = Api(http, api_url, (await new_user(admin=True)).api_key)
+        status, task = await admin.status_of(task_id)
+        assert status == 200, task
+        assert (task["state"], task["result"]) == ("SUCCESS", fired["result"])
+        assert fired["unknown"] in {f["symbol"] for f in task["result"]["failed"]}
+        assert (await admin.wait_finished(task_id))["result"] == fired["result"]
+        plain = Api(http, api_url, (await new_user()).api_key)
+        for method, path in (
+            ("GET", f"/api/v1/tasks/status/{task_id}"),
+            ("GET", f"/api/v1/tasks/{task_id}/events"),
+            ("DELETE", f"/api/v1/tasks/cancel/{task_id}"),
+        ):
+            assert (await plain.request(method, path))[0] == 404, path
+
+    async def test_system_listing_is_for_admins(
+        self,
+        fired: dict[str, Any],
+        api_url: str,
+        http: aiohttp.ClientSession,
+        new_user: NewUser,
+        pool: asyncpg.Pool,
+    ) -> None:
+        """`?owner=system` lists the scheduler's tasks (and no user's) to an admin, page by
+        page; a plain key gets a 403 naming `owner`, and `owner` with `user_id` is a 400."""
+        admin = Api(http, api_url, (await new_user(admin=True)).api_key)
+        _, own = await admin.submit("asset-info", {"symbol": "AAPL"})
+        listed: list[str] = []
+        cursor = ""
+        for _ in range(50):
+            status, page, _ = await admin.request(
+                "GET", f"/api/v1/tasks?owner=system&limit=2{cursor}"
+            )
+            assert status == 200, page
+            assert len(page["tasks"]) <= 2
+            listed += [t["task_id"] for t in page["tasks"]]
+            if page["next_cursor"] is None:
+                break
+            cursor = f"&cursor={page['next_cursor']}"
+        assert fired["task_id"] in listed
+        assert own["task_id"] not in listed
+        owners = await pool.fetch("SELECT owner_id FROM tasks WHERE id = ANY($1::text[])", listed)
+        assert len(owners) == len(listed)
+        assert {row["owner_id"] for row in owners} == {None}
+        plain = Api(http, api_url, (await new_user()).api_key)
+        status, problem, _ = await plain.request("GET", "/api/v1/tasks?owner=system")
+        assert status == 403
+        assert [e["field"] for e in problem["errors"]] == ["owner"]
+        for query in ("owner=system&user_id=1", "owner=everyone"):
+            status, problem, _ = await admin.request("GET", f"/api/v1/tasks?{query}")
+            assert status == 400, (query, problem)
+            assert [e["field"] for e in problem["errors"]] == ["owner"], problem
+        await admin.wait_finished(own["task_id"])
+
+    async def test_cli_status_and_history_for_admin(
+        self, fired: dict[str, Any], base_env: dict[str, str], api_url: str, new_user: NewUser
+    ) -> None:
+        """`findash status ID` (and `--wait`) prints an admin the scheduler-sent task and
+        exits 0; `history --owner system` lists it; a plain key's `status` exits 2 with 404."""
+        admin_key, plain_key = (await new_user(admin=True)).api_key, (await new_user()).api_key
+        env = {**base_env, "FINDASH_API_URL": api_url, "FINDASH_API_KEY": admin_key}
+        task_id = fired["task_id"]
+        for extra in ((), ("--wait",)):
+            done = await cli("--json", "status", task_id, *extra, env=env)
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["result"] == fired["result"]
+        history = await cli("--json", "history", "--owner", "system", "--limit", "200", env=env)
+        assert history.returncode == 0, history.stderr
+        assert task_id in [t["task_id"] for t in json.loads(history.stdout)["tasks"]]
+        refused = await cli("status", task_id, env={**env, "FINDASH_API_KEY": plain_key})
+        assert refused.returncode == 2
+        assert "404" in refused.stderr
+
+    async def test_schedule_list_shows_the_outcome(
+        self, fired: dict[str, Any], base_env: dict[str, str]
+    ) -> None:
+        """`schedule list` shows the fire's task with its counts and failures, in JSON and in
+        the terminal; the coinciding duplicate fire shows the same outcome."""
+        result = fired["result"]
+        expected = {
+            "requested": result["requested"],
+            "updated": result["updated"],
+            "failed": len(result["failed"]),
+        }
+        done = await cli("schedule", "list", "--json", "--last", "1", env=base_env)
+        assert done.returncode == 0, done.stderr
+        jobs = {job["job_id"]: job for job in json.loads(done.stdout)["jobs"]}
+        (hourly,) = jobs["hourly-price-update"]["last_fires"]
+        (extended,) = jobs["extended-hours-update"]["last_fires"]
+        assert (hourly["task_id"], hourly["task_state"]) == (fired["task_id"], "SUCCESS")
+        assert {k: hourly["counts"][k] for k in expected} == expected
+        failures = {f["item"]: f["reason"] for f in hourly["failures"]}
+        assert fired["unknown"] in failures
+        assert failures[fired["unknown"]]
+        assert fired["known"] not in failures
+        assert (extended["state"], extended["duplicate_of"]) == ("duplicate", fired["task_id"])
+        assert (extended["task_state"], extended["counts"]) == ("SUCCESS", hourly["counts"])
+        text = await cli("schedule", "list", "--last", "1", env=base_env)
+        assert text.returncode == 0, text.stderr
+        assert fired["task_id"] in text.stdout
+        assert f"requested {expected['requested']} · updated {expected['updated']}" in text.stdout
+        assert f"failed {expected['failed']}" in text.stdout
+        assert f"✗ {result['failed'][0]['symbol']}:" in text.stdout
+
+
+async def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `findash` as a user would, off the event loop."""
+    return await asyncio.to_thread(findash, *args, env=env)

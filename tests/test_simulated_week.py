@@ -321,9 +321,11 @@ async def test_every_implied_fire_happened_once(outcome: Outcome) -> None:
         for job in jobs_for("market")
         for instant in fire_times(job, CALENDAR, start=START, end=END + timedelta(microseconds=1))
     }
+    # The scheduler is stopped a little after the end; what it fired after that is not
+    # part of the run.
     happened = [(row["job_id"], row["scheduled_for"]) for row in outcome.fires]
     assert len(happened) == len(set(happened))
-    assert set(happened) == expected
+    assert {fire for fire in happened if fire[1] <= END} == expected
     assert {row["state"] for row in outcome.fires} <= {"sent", "duplicate"}
     for row in outcome.fires:
         if row["state"] == "sent":

@@ -130,6 +130,7 @@ class TestAuth:
         status, body = await alice.submit("portfolio-performance", {"user_id": 999, "days": 30})
         assert status == 403
         assert body["status"] == 403
+        assert [e["field"] for e in body["errors"]] == ["user_id"]
 
 
 class TestValidation:
@@ -315,13 +316,27 @@ class TestAdminListing:
         alice_id = await pool.fetchval(
             "SELECT owner_id FROM tasks WHERE id = $1", answer["task_id"]
         )
-        status, _, _ = await bob.request("GET", f"/api/v1/tasks?user_id={alice_id}")
+        status, problem, _ = await bob.request("GET", f"/api/v1/tasks?user_id={alice_id}")
         assert status == 403
+        assert [e["field"] for e in problem["errors"]] == ["user_id"]
         admin = Api(http, api_url, (await new_user(admin=True)).api_key)
         status, page, _ = await admin.request("GET", f"/api/v1/tasks?user_id={alice_id}")
         assert status == 200
         assert answer["task_id"] in [t["task_id"] for t in page["tasks"]]
         await alice.wait_finished(answer["task_id"])
+
+    async def test_admin_reads_any_task_by_id(
+        self, alice: Api, api_url: str, http: aiohttp.ClientSession, new_user: NewUser
+    ) -> None:
+        """An admin key reads another user's task by id and follows its stream; cancelling it
+        stays its owner's (404 for the admin)."""
+        _, answer = await alice.submit("market-data", {"symbols": unique_symbols(1)})
+        task_id = answer["task_id"]
+        admin = Api(http, api_url, (await new_user(admin=True)).api_key)
+        status, task = await admin.status_of(task_id)
+        assert (status, task["task_id"]) == (200, task_id)
+        assert (await admin.wait_finished(task_id))["state"] == "SUCCESS"
+        assert (await admin.request("DELETE", f"/api/v1/tasks/cancel/{task_id}"))[0] == 404
 
 
 class TestIdempotency:

@@ -54,6 +54,13 @@ class TaskDeadlineExceeded(Exception):
     """The task body ran past its deadline and was cancelled."""
 
 
+class TaskFailed(Exception):
+    """A body's explained failure: the task ends FAILURE with this message as its error.
+
+    It is an outcome, not a bug: Celery logs it without a traceback and nothing retries it.
+    """
+
+
 class TaskSkipped(Exception):
     """This copy of the task must not run: it finished already, or another copy is running."""
 

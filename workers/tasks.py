@@ -27,7 +27,14 @@ from workers.market_data import (
     store_session_closes,
     update_portfolio_prices,
 )
-from workers.runtime import AsyncRuntime, ClaimFailed, TaskCancelled, TaskContext, TaskSkipped
+from workers.runtime import (
+    AsyncRuntime,
+    ClaimFailed,
+    TaskCancelled,
+    TaskContext,
+    TaskFailed,
+    TaskSkipped,
+)
 
 # A copy whose claim failed (Postgres unreachable or the row locked) is sent again after
 # 1, 2, 4, 8, 15, 15… s; past the last try the registry row stays PENDING until the sweep
@@ -60,7 +67,7 @@ def register_async_task(
     contract before the body runs, so arguments that break it fail the task unrun."""
 
     # A task whose worker process died is retried (task_retry_on_worker_lost) after this.
-    @app.task(name=contract.name, bind=True, default_retry_delay=1)  # type: ignore[untyped-decorator]
+    @app.task(name=contract.name, bind=True, default_retry_delay=1, throws=(TaskFailed,))  # type: ignore[untyped-decorator]
     def run(self: Task, **kwargs: Any) -> Any:
         task_id = self.request.id
 

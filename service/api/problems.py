@@ -164,7 +164,12 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     detail = exc.detail or _TITLES.get(status, "Error")
     problem_type = exc.problem_type if isinstance(exc, ProblemException) else None
     return problem_response(
-        request, status=status, detail=detail, headers=exc.headers, problem_type=problem_type
+        request,
+        status=status,
+        detail=detail,
+        errors=field_errors(exc.extra) if exc.extra else None,
+        headers=exc.headers,
+        problem_type=problem_type,
     )
 
 

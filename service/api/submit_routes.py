@@ -29,7 +29,9 @@ def owned_by_caller(task: TaskContract, user: User) -> TaskContract:
         return task
     requested = getattr(task, "user_id", None)
     if requested is not None and requested != user.id and not user.is_admin:
-        raise ProblemException(status=403, detail="user_id needs an admin API key")
+        refused = ProblemException(status=403, detail="user_id needs an admin API key")
+        refused.extra = [{"message": "needs an admin API key", "key": "user_id", "source": "body"}]
+        raise refused
     return msgspec.structs.replace(task, user_id=requested or user.id)
 
 

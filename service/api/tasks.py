@@ -2,7 +2,9 @@
 
 Handlers orchestrate: validation lives in `task_schemas`, state in `task_registry`,
 publishing in `publisher`. Every task belongs to the API key's user; someone else's
-task id answers 404 exactly like one that does not exist.
+task id answers 404 exactly like one that does not exist. Tasks no user owns ("system"
+tasks: sent by the scheduler, or fanned out by another task) and other users' tasks are
+readable with an admin key.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
@@ -43,6 +45,7 @@ EVENTS_KEEPALIVE_SECONDS = 15.0
 EVENTS_MAX_SECONDS = 3600.0
 WORKERS_CACHE_SECONDS = 5.0
 STATE_NAMES = frozenset((*ACTIVE_STATES, *TERMINAL_STATES))
+SYSTEM_OWNER = "system"
 
 
 class TaskPage(msgspec.Struct, frozen=True):
@@ -74,6 +77,19 @@ def _bad_field(field: str, message: str) -> ProblemException:
     return exc
 
 
+def _admin_field(field: str) -> ProblemException:
+    """403 naming the query parameter that only an admin key may pass."""
+    exc = ProblemException(status=403, detail=f"{field} needs an admin API key")
+    exc.extra = [{"message": "needs an admin API key", "key": field, "source": "query"}]
+    return exc
+
+
+def readable_by(user: User) -> int | None:
+    """Whose tasks `user` may read one by one: their own, or (an admin) anyone's and the
+    system's (None)."""
+    return None if user.is_admin else user.id
+
+
 class TaskController(Controller):
     """Background tasks of the calling user."""
 
@@ -82,10 +98,11 @@ class TaskController(Controller):
 
     @get("/status/{task_id:str}", summary="A task's state, progress and result", responses=PROBLEMS)
     async def status(self, request: Request[User, int, State], task_id: str) -> TaskStatus:
-        """The task's status; 404 if it is not the caller's."""
+        """The task's status; 404 if it is not the caller's (an admin reads any task,
+        scheduler-sent ones included)."""
         async with request.app.state.pool.acquire() as connection:
             found = await task_registry.get_status(
-                connection, task_id=task_id, owner_id=request.user.id
+                connection, task_id=task_id, owner_id=readable_by(request.user)
             )
         if found is None:
             raise ProblemException(status=404, detail=f"no task {task_id}")
@@ -147,12 +164,26 @@ class TaskController(Controller):
             int | None,
             Parameter(query="user_id", ge=1, le=2**62, description="Another user's (admin only)"),
         ] = None,
+        owner: Annotated[
+            Literal["system"] | None,
+            Parameter(
+                query="owner",
+                description="`system`: the tasks no user owns, sent by the scheduler or"
+                " fanned out by another task (admin only; excludes `user_id`)",
+            ),
+        ] = None,
     ) -> TaskPage:
         """One page of tasks; `next_cursor` is null on the last page."""
-        owner_id = request.user.id
-        if user_id is not None and user_id != owner_id:
+        owner_id: int | None = request.user.id
+        if owner == SYSTEM_OWNER:
             if not request.user.is_admin:
-                raise ProblemException(status=403, detail="user_id needs an admin API key")
+                raise _admin_field("owner")
+            if user_id is not None:
+                raise _bad_field("owner", "owner and user_id exclude each other")
+            owner_id = None
+        elif user_id is not None and user_id != owner_id:
+            if not request.user.is_admin:
+                raise _admin_field("user_id")
             owner_id = user_id
         states = [s.strip().upper() for s in state_filter.split(",")] if state_filter else None
         if states and not set(states) <= STATE_NAMES:
@@ -165,6 +196,7 @@ class TaskController(Controller):
             page = await task_registry.list_statuses(
                 connection,
                 owner_id=owner_id,
+                ownerless=owner == SYSTEM_OWNER,
                 states=states,
                 name=name,
                 limit=limit + 1,
@@ -180,9 +212,10 @@ class TaskController(Controller):
         responses=PROBLEMS,
     )
     async def events(self, request: Request[User, int, State], task_id: str) -> ServerSentEvent:
-        """`status` events on every state or progress change; the stream ends with the task."""
+        """`status` events on every state or progress change; the stream ends with the task.
+        Readable like `status`."""
         pool: asyncpg.Pool = request.app.state.pool
-        owner_id = request.user.id
+        owner_id = readable_by(request.user)
         async with pool.acquire() as connection:
             first = await task_registry.get_status(connection, task_id=task_id, owner_id=owner_id)
         if first is None:
@@ -358,7 +391,7 @@ def worker_info(
 
 
 async def _status_stream(
-    pool: asyncpg.Pool, first: TaskStatus, *, owner_id: int
+    pool: asyncpg.Pool, first: TaskStatus, *, owner_id: int | None
 ) -> AsyncIterator[ServerSentEventMessage]:
     last: tuple[str, Any] | None = None
     current: TaskStatus | None = first

@@ -289,7 +289,8 @@ def report(ctx: click.Context, portfolio_id: int, days: int, fmt: str, wait: boo
 @wait_option
 @click.pass_context
 def status(ctx: click.Context, task_id: str, wait: bool) -> None:
-    """Show a task's status (exit 1 if it failed)."""
+    """Show a task's status (exit 1 if it failed); an admin key reads any task, the
+    scheduler's included."""
     client = _client(ctx)
     code, answer = _run(client.call("GET", f"/api/v1/tasks/status/{task_id}"))
     if code != 200:
@@ -346,12 +347,24 @@ def list_active(ctx: click.Context) -> None:
 @click.option("--name")
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--cursor")
+@click.option(
+    "--owner",
+    type=click.Choice(["system"]),
+    help="system: the tasks the scheduler sent (admin key).",
+)
 @click.pass_context
 def history(
-    ctx: click.Context, state: str | None, name: str | None, limit: int, cursor: str | None
+    ctx: click.Context,
+    state: str | None,
+    name: str | None,
+    limit: int,
+    cursor: str | None,
+    owner: str | None,
 ) -> None:
-    """Your task history, newest first."""
-    answer = _get(ctx, "/api/v1/tasks", state=state, name=name, limit=limit, cursor=cursor)
+    """Your task history (or the system's), newest first."""
+    answer = _get(
+        ctx, "/api/v1/tasks", state=state, name=name, limit=limit, cursor=cursor, owner=owner
+    )
     if ctx.obj["json"]:
         _print(ctx, answer)
     else:

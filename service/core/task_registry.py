@@ -151,12 +151,18 @@ async def list_statuses(
     name: str | None,
     limit: int,
     before: tuple[datetime, str] | None,
+    ownerless: bool = False,
 ) -> list[TaskStatus]:
-    """A page of tasks, newest first, after the keyset cursor `before`."""
+    """A page of tasks, newest first, after the keyset cursor `before`: `owner_id`'s, or
+    with `ownerless` only the tasks no user owns (sent by the scheduler or fanned out by
+    another task)."""
+    if ownerless and owner_id is not None:
+        raise ValueError("ownerless lists the tasks of no owner; owner_id must be None")
     rows = await connection.fetch(
         f"SELECT {_STATUS_COLUMNS} FROM tasks "  # noqa: S608 - constant columns
         """
         WHERE ($1::bigint IS NULL OR owner_id = $1)
+          AND (NOT $7::boolean OR owner_id IS NULL)
           AND ($2::text[] IS NULL OR state = ANY($2))
           AND ($3::text IS NULL OR name = $3)
           AND ($4::timestamptz IS NULL OR (submitted_at, id) < ($4, $5))
@@ -169,6 +175,7 @@ async def list_statuses(
         before[0] if before else None,
         before[1] if before else None,
         limit,
+        ownerless,
     )
     return [status_from_row(row) for row in rows]
 

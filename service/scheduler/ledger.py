@@ -76,7 +76,9 @@ class PendingFire:
 
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
-    """One fire as the CLI shows it."""
+    """One fire as the CLI shows it, with the outcome of its task from the task registry
+    (the task of the fire it coincided with, for a duplicate): None until a worker starts
+    it."""
 
     job_id: str
     scheduled_for: datetime
@@ -85,7 +87,10 @@ class LedgerRow:
     epoch: int
     source: str
     sent_at: datetime | None
+    duplicate_of: str | None
     task_state: str | None
+    task_result: Any
+    task_error: dict[str, Any] | None
 
 
 async def claim_fire(
@@ -215,23 +220,32 @@ async def register_jobs(
 async def recent_fires(
     connection: asyncpg.Connection, *, job_id: str, limit: int
 ) -> list[LedgerRow]:
-    """The job's latest fires, newest first, with the task registry's state when it exists."""
-    # The task registry (issue 3) may be absent in a branch or an older database.
-    has_registry = await connection.fetchval(
-        "SELECT count(*) = 2 FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = 'tasks'"
-        " AND column_name IN ('id', 'state')"
-    )
-    task_state = (
-        "(SELECT t.state::text FROM tasks t WHERE t.id::text = f.task_id::text)"
-        if has_registry
-        else "NULL::text"
-    )
+    """The job's latest fires, newest first, each with its task's state, result and error."""
     rows = await connection.fetch(
-        f"SELECT f.job_id, f.scheduled_for, f.state, f.task_id::text AS task_id, f.epoch,"  # noqa: S608 - fixed fragments only
-        f" f.source, f.sent_at, {task_state} AS task_state"
-        " FROM schedule_fires f WHERE f.job_id = $1 ORDER BY f.scheduled_for DESC LIMIT $2",
+        """
+        SELECT f.job_id, f.scheduled_for, f.state, f.task_id::text AS task_id, f.epoch,
+               f.source, f.sent_at, f.duplicate_of::text AS duplicate_of,
+               t.state AS task_state, t.result::text AS task_result, t.error::text AS task_error
+        FROM schedule_fires f
+        LEFT JOIN tasks t ON t.id = coalesce(f.duplicate_of, f.task_id)::text
+        WHERE f.job_id = $1
+        ORDER BY f.scheduled_for DESC
+        LIMIT $2
+        """,
         job_id,
         limit,
     )
-    return [LedgerRow(**dict(row)) for row in rows]
+    return [
+        LedgerRow(
+            **{
+                **dict(row),
+                "task_result": _json_or_none(row["task_result"]),
+                "task_error": _json_or_none(row["task_error"]),
+            }
+        )
+        for row in rows
+    ]
+
+
+def _json_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

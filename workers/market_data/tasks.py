@@ -38,7 +38,7 @@ from workers.market_data.plan import (
 from workers.market_data.providers.registry import process_slots
 from workers.market_data.stale_snapshots import resnapshot_stale
 from workers.market_data.store import upsert_asset_info, upsert_quotes
-from workers.runtime import TaskContext
+from workers.runtime import TaskContext, TaskFailed
 
 log = get_logger(__name__)
 PROGRESS_INTERVAL_SECONDS = 0.25
@@ -421,13 +421,21 @@ async def store_session_closes(ctx: TaskContext, task: StoreSessionCloses) -> di
     }
 
 
+class AssetInfoUnavailable(TaskFailed):
+    """Every provider failed to give a symbol's reference data; the message has their
+    reasons."""
+
+
 async def fetch_asset_info(ctx: TaskContext, task: FetchAssetInfo) -> dict[str, Any]:
-    """Fetch and store one asset's reference data."""
+    """Fetch and store one asset's reference data; when every provider fails, the task
+    fails (AssetInfoUnavailable) with each provider's reason."""
     symbol = task.symbol
     try:
         info, source = await _failover(ctx).asset_info(symbol)
     except SymbolFailed as failed:
-        return {"symbol": symbol, "stored": False, "reason": failed.reason}
+        raise AssetInfoUnavailable(
+            f"no provider gave asset info for {symbol} ({failed.kind.value}): {failed.reason}"
+        ) from None
     async with ctx.pool.acquire() as connection:
         await upsert_asset_info(connection, info, source=source)
     return {
