@@ -25,6 +25,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.core.clock import Clock, exchange_today, pinned_clock
+from service.core.contracts import WORKER_QUEUES
 from service.core.database import create_pool
 from service.core.migrations import migrate
 from service.core.settings import Settings
@@ -155,7 +156,7 @@ def start_worker(
     concurrency: int = 2,
     extra_args: tuple[str, ...] = (),
     app_module: str = "workers.worker",
-    queues: str = "market_data,analytics",
+    queues: str = WORKER_QUEUES,
 ) -> ManagedProcess:
     """Start `celery worker` (every queue by default) and wait until it answers a ping."""
     process = ManagedProcess(
