@@ -43,8 +43,9 @@ migrate:
 api:
     {{python}} -m service.api
 
-# Run a worker on the given queues (default: all) with the given concurrency.
-worker queues="market_data,analytics" concurrency="2":
+# Run a worker on the given queues (default: all) with the given concurrency;
+# `just worker scheduled 1` is the worker reserved for scheduled fires (docs/SCHEDULER.md).
+worker queues="scheduled,market_data,analytics" concurrency="2":
     {{python}} -m celery -A workers.worker -q worker -P prefork -c {{concurrency}} -Q {{queues}} -E
 
 # Run a scheduler replica.

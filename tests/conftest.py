@@ -9,7 +9,9 @@ mid-session, and `clock` (a fixture) reads the same instant as the subprocesses.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -25,12 +27,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.core.clock import Clock, exchange_today, pinned_clock
+from service.core.contracts import WORKER_QUEUES
 from service.core.database import create_pool
+from service.core.logs import configure_logging
 from service.core.migrations import migrate
 from service.core.settings import Settings
 from service.core.users import IssuedKey, create_user
 from service.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from tests.processes import ManagedProcess, wait_until_http_ok
+from tests.processes import LOG_PATHS, ManagedProcess, wait_until_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.market_sim"]
@@ -44,6 +48,34 @@ PINNED_LAST_SESSION = date(2026, 11, 17)
 CLOCK_ANCHOR = float(int(time.time()))
 PINNED_CLOCK: Clock = pinned_clock(PINNED_START, anchor=CLOCK_ANCHOR)
 CLOCK_ENV = {"CLOCK_START": PINNED_START.isoformat(), "CLOCK_ANCHOR": str(CLOCK_ANCHOR)}
+
+
+# Secrets every process of the session is given, so the end-of-session check can prove none
+# reaches a log line: provider keys, and a database password (the embedded Postgres trusts
+# loopback, so the password is carried in every URL but never needed).
+SECRET_SUFFIX = uuid.uuid4().hex
+SECRETS_ENV = {
+    "POLYGON_API_KEY": f"polygon-secret-{SECRET_SUFFIX}",
+    "TIINGO_API_KEY": f"tiingo-secret-{SECRET_SUFFIX}",
+}
+DATABASE_PASSWORD = f"pg-secret-{SECRET_SUFFIX}"
+# Provider keys tests/market_sim.py gives its providers.
+OTHER_SECRETS = ("test-polygon-key", "test-tiingo-key")
+# A whole findash API key; a log line may show its 8-character prefix, never more.
+API_KEY_PATTERN = re.compile(r"fdk_[A-Za-z0-9_\-]{20,}")
+
+
+def with_password(url: str, password: str) -> str:
+    """`url` with `password` for its user."""
+    scheme, _, rest = url.partition("://")
+    user, _, host = rest.partition("@")
+    return f"{scheme}://{user}:{password}@{host}"
+
+
+def secrets_in(text: str) -> list[str]:
+    """The session's secrets (and any whole API key) found in `text`."""
+    known = [*SECRETS_ENV.values(), DATABASE_PASSWORD, *OTHER_SECRETS]
+    return [secret for secret in known if secret in text] + API_KEY_PATTERN.findall(text)
 
 
 def unpinned(env: dict[str, str]) -> dict[str, str]:
@@ -70,6 +102,40 @@ def scratch_dir() -> Iterator[Path]:
     yield path
     if not os.environ.get("FINDASH_KEEP_TEST_DIR"):
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def logs_hold_no_secrets(
+    scratch_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[logging.Handler]:
+    """The whole session's logs, of every process it started and of the test process
+    itself, hold no secret: checked once every process has stopped (a session error names
+    the file and line otherwise)."""
+    own_log = scratch_dir / "pytest-process.log"
+    stream = own_log.open("a", encoding="utf-8")
+    configure_logging(service="tests", stream=stream)
+    handler = logging.getLogger().handlers[0]
+    yield handler
+    stream.close()
+    files = {own_log, *LOG_PATHS, *scratch_dir.rglob("*.log")}
+    files |= set(tmp_path_factory.getbasetemp().rglob("*.log"))
+    leaks = [
+        f"{path.name}:{number}: {', '.join(secret[:8] + '…' for secret in found)}"
+        for path in sorted(files)
+        if path.exists()
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if (found := secrets_in(line))
+    ]
+    assert len(files) > 1
+    assert not leaks, "secrets in log lines:\n" + "\n".join(leaks[:50])
+
+
+@pytest.fixture(autouse=True)
+def _test_process_logs_captured(logs_hold_no_secrets: logging.Handler) -> None:
+    """Keep the session's log file on the root logger (a logging test may swap it out)."""
+    root = logging.getLogger()
+    if logs_hold_no_secrets not in root.handlers:
+        root.addHandler(logs_hold_no_secrets)
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +170,7 @@ def base_env(
     """The environment every findash subprocess of the session gets."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FINDASH_", "CELERY_"))}
     env.update(
-        DATABASE_URL=postgres.url,
+        DATABASE_URL=with_password(postgres.url, DATABASE_PASSWORD),
         REDIS_URL=redis_server.url,
         YAHOO_BASE_URL=f"http://127.0.0.1:{exchange_port}",
         SIM_EXCHANGE_PORT=str(exchange_port),
@@ -117,6 +183,7 @@ def base_env(
         TASK_STALE_SECONDS="10",
         YAHOO_RATE_LIMIT="5000/second",
         PYTHONUNBUFFERED="1",
+        **SECRETS_ENV,
         **CLOCK_ENV,
     )
     return env
@@ -157,7 +224,7 @@ def start_worker(
     concurrency: int = 2,
     extra_args: tuple[str, ...] = (),
     app_module: str = "workers.worker",
-    queues: str = "market_data,analytics",
+    queues: str = WORKER_QUEUES,
 ) -> ManagedProcess:
     """Start `celery worker` (every queue by default) and wait until it answers a ping."""
     process = ManagedProcess(

@@ -15,6 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+# Every log file a process of this test session wrote to; the session's secrets check
+# (tests/conftest.py `logs_hold_no_secrets`) reads them all at the end.
+LOG_PATHS: set[Path] = set()
+
 
 class ManagedProcess:
     """A child process in its own process group, with stdout+stderr in a log file."""
@@ -24,6 +28,7 @@ class ManagedProcess:
         self.env = env
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        LOG_PATHS.add(log_path)
 
     @property
     def pid(self) -> int:

@@ -120,7 +120,7 @@ class TestAuth:
         assert status == 200
         session_worker = next(w for w in workers if w["hostname"].startswith("session@"))
         assert session_worker["concurrency"] == 2
-        assert session_worker["queues"] == ["analytics", "market_data"]
+        assert session_worker["queues"] == ["analytics", "market_data", "scheduled"]
         assert session_worker["pool"] == "prefork"
         assert session_worker["heartbeat_age_seconds"] is not None
         assert 0 <= session_worker["heartbeat_age_seconds"] < 30

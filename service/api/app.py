@@ -20,7 +20,7 @@ from service.api.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQU
 from service.api.health import HealthController
 from service.api.portfolios import PortfolioController, ReportController
 from service.api.problems import EXCEPTION_HANDLERS
-from service.api.rate_limit import RateLimiter
+from service.api.rate_limit import RateLimiter, StreamSlots
 from service.api.request_context import request_context_middleware
 from service.api.submit_routes import submit_routes
 from service.api.tasks import TaskController
@@ -99,7 +99,10 @@ def create_app(
         # API queries keep no session state (locks are transaction-scoped), and skipping the
         # reset query saves a round trip per pool checkout (two per submit).
         app.state.pool = await create_pool(
-            settings, application_name="findash-api", stateless_sessions=True
+            settings,
+            application_name="findash-api",
+            stateless_sessions=True,
+            acquire_timeout=settings.db_acquire_timeout_seconds,
         )
         app.state.redis = aioredis.Redis.from_url(
             settings.redis_url,
@@ -114,6 +117,10 @@ def create_app(
         app.state.submit_limiter = RateLimiter(
             app.state.redis, parse_rate(settings.submit_rate_limit), namespace="submit"
         )
+        app.state.symbol_limiter = RateLimiter(
+            app.state.redis, parse_rate(settings.submit_symbol_limit), namespace="symbols"
+        )
+        app.state.stream_slots = StreamSlots(app.state.redis, per_key=settings.sse_streams_per_key)
         sweeper = asyncio.create_task(sweep_forever(settings, app))
         # Everything allocated so far lives as long as the process; keeping it out of the
         # collector's generations makes full collections short (they showed as p99 spikes).

@@ -13,6 +13,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from service.core.database import PoolExhausted
 from service.core.logs import get_logger
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -203,6 +204,18 @@ def handle_dependency_down(request: Request[Any, Any, Any], exc: Exception) -> R
     )
 
 
+def handle_pool_exhausted(request: Request[Any, Any, Any], exc: PoolExhausted) -> Response[Problem]:
+    """503 with Retry-After when every database connection stays busy past
+    DB_ACQUIRE_TIMEOUT_SECONDS."""
+    log.warning("database pool exhausted", path=request.url.path, error=str(exc))
+    return problem_response(
+        request,
+        status=503,
+        detail=f"the service is busy: {exc}; retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """Log the failure with its traceback; answer 500 without leaking internals."""
     log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
@@ -215,5 +228,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationException: handle_validation,
     HTTPException: handle_http,
     **dict.fromkeys(DEPENDENCY_ERRORS, handle_dependency_down),
+    PoolExhausted: handle_pool_exhausted,
     Exception: handle_unexpected,
 }

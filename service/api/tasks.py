@@ -29,7 +29,8 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from service.api.auth import admin_only
 from service.api.problems import ProblemException, problem_responses
-from service.api.rate_limit import RateLimiter
+from service.api.rate_limit import RateLimiter, StreamSlots
+from service.api.submit_cost import symbols_requested
 from service.api.task_schemas import CancelAccepted, Submitted, WorkerInfo
 from service.core import idempotency, task_registry
 from service.core.cancellation import request_cancel
@@ -213,14 +214,27 @@ class TaskController(Controller):
     )
     async def events(self, request: Request[User, int, State], task_id: str) -> ServerSentEvent:
         """`status` events on every state or progress change; the stream ends with the task.
-        Readable like `status`."""
-        pool: asyncpg.Pool = request.app.state.pool
+        Readable like `status`. A key holds at most SSE_STREAMS_PER_KEY open streams; the
+        next one is a 429."""
+        state = request.app.state
+        pool: asyncpg.Pool = state.pool
         owner_id = readable_by(request.user)
         async with pool.acquire() as connection:
             first = await task_registry.get_status(connection, task_id=task_id, owner_id=owner_id)
         if first is None:
             raise ProblemException(status=404, detail=f"no task {task_id}")
-        return ServerSentEvent(_status_stream(pool, first, owner_id=owner_id))
+        slots: StreamSlots = state.stream_slots
+        key = str(request.user.key_id)
+        slot = await slots.acquire(key)
+        if slot is None:
+            raise ProblemException(
+                status=429,
+                detail=f"this API key already has {state.settings.sse_streams_per_key} open "
+                "event streams; close one first",
+                headers={"Retry-After": "5"},
+            )
+        stream = _status_stream(pool, first, owner_id=owner_id)
+        return ServerSentEvent(_holding_slot(stream, slots=slots, key=key, slot=slot))
 
     @get("/workers", guards=[admin_only], summary="Celery workers (admin)", responses=PROBLEMS)
     async def workers(self, request: Request[User, int, State]) -> list[WorkerInfo]:
@@ -247,21 +261,18 @@ class TaskController(Controller):
 
 
 async def submit(request: Request[User, int, State], task: TaskContract) -> Response[Any]:
-    """Record `task` for the caller (or find its unfinished twin) and publish it if new."""
+    """Record `task` for the caller (or find its unfinished twin) and publish it if new.
+
+    The database connection is released before the publish (up to PUBLISH_TIMEOUT_SECONDS),
+    so a slow broker cannot drain the pool; the row is committed before any worker can see
+    the message.
+    """
     state = request.app.state
     user = request.user
-    limiter: RateLimiter = state.submit_limiter
-    retry_after = await limiter.hit(str(user.key_id))
-    if retry_after is not None:
-        raise ProblemException(
-            status=429,
-            detail=f"too many submits for this API key; retry in {retry_after} s",
-            headers={"Retry-After": str(retry_after)},
-        )
+    await _charge(request, task)
     idem_key = request.headers.get("idempotency-key")
     if idem_key is not None and not 1 <= len(idem_key) <= idempotency.MAX_KEY_LENGTH:
         raise _bad_field("Idempotency-Key", "must be 1 to 200 characters")
-    publisher: TaskPublisher = state.publisher
     request_id = structlog.contextvars.get_contextvars().get("request_id", "")
     fingerprint = (
         idempotency.request_fingerprint(
@@ -271,7 +282,8 @@ async def submit(request: Request[User, int, State], task: TaskContract) -> Resp
         else ""
     )
     async with state.pool.acquire() as connection:
-        # With a key, the whole submit runs in one transaction holding a lock on the key.
+        # With a key, recording runs in one transaction holding a lock on the key, and the
+        # answer is stored before the publish: a concurrent repeat gets the same task id.
         scope = connection.transaction() if idem_key is not None else contextlib.nullcontext()
         async with scope:
             if idem_key is not None:
@@ -284,84 +296,94 @@ async def submit(request: Request[User, int, State], task: TaskContract) -> Resp
                             detail="this Idempotency-Key was used with a different request",
                         )
                     return Response(stored.body, status_code=stored.status_code)
-            try:
-                body, status_code = await _record_and_publish(
+            task_id, created = await task_registry.record_submission(
+                connection,
+                task_id=str(uuid.uuid4()),
+                owner_id=user.id,
+                name=task.name,
+                params=task.kwargs(),
+                request_id=request_id,
+            )
+            body = Submitted(task_id=task_id, status="submitted" if created else "existing")
+            status_code = 202 if created else 200
+            if idem_key is not None:
+                await idempotency.store(
                     connection,
-                    publisher,
-                    user=user,
-                    task=task,
-                    request_id=request_id,
+                    api_key_id=user.key_id,
+                    key=idem_key,
+                    request_hash=fingerprint,
+                    status_code=status_code,
+                    body=msgspec.to_builtins(body),
                 )
-            except PublishFailed as failed:
-                # Commit the FAILURE row but store no answer: a retry with the same key
-                # may succeed once the broker is back.
-                publish_failure: ProblemException | None = failed.problem
-            else:
-                publish_failure = None
-                if idem_key is not None:
-                    await idempotency.store(
-                        connection,
-                        api_key_id=user.key_id,
-                        key=idem_key,
-                        request_hash=fingerprint,
-                        status_code=status_code,
-                        body=msgspec.to_builtins(body),
-                    )
-    if publish_failure is not None:
-        raise publish_failure
+    if created:
+        await _publish_or_fail(
+            state,
+            task,
+            task_id=task_id,
+            request_id=request_id,
+            forget_key=(user.key_id, idem_key) if idem_key else None,
+        )
     return Response(body, status_code=status_code)
 
 
-class PublishFailed(Exception):
-    """The broker did not take a new task; `problem` is the 503 to answer with."""
+async def _charge(request: Request[User, int, State], task: TaskContract) -> None:
+    """Count the submit against the key's request and symbol budgets; 429 when over."""
+    state = request.app.state
+    key = str(request.user.key_id)
+    limiter: RateLimiter = state.submit_limiter
+    retry_after = await limiter.hit(key)
+    if retry_after is not None:
+        raise ProblemException(
+            status=429,
+            detail=f"too many submits for this API key; retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+    symbols = await symbols_requested(state.pool, task)
+    symbol_limiter: RateLimiter = state.symbol_limiter
+    retry_after = await symbol_limiter.spend(key, symbols)
+    if retry_after is not None:
+        raise ProblemException(
+            status=429,
+            detail=f"this API key asked for too many symbols ({symbols} more would exceed "
+            f"{state.settings.submit_symbol_limit}); retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
 
-    def __init__(self, problem: ProblemException) -> None:
-        super().__init__(problem.detail)
-        self.problem = problem
 
-
-async def _record_and_publish(
-    connection: asyncpg.Connection,
-    publisher: TaskPublisher,
-    *,
-    user: User,
+async def _publish_or_fail(
+    state: State,
     task: TaskContract,
+    *,
+    task_id: str,
     request_id: str,
-) -> tuple[Submitted, int]:
-    """Record the task (or find its unfinished twin) and publish it if new.
+    forget_key: tuple[int, str] | None,
+) -> None:
+    """Publish a newly recorded task.
 
-    A publish that fails or times out finishes the row as FAILURE (BrokerUnavailable) and
-    raises `PublishFailed`: the caller learns the truth from the 503 and from the task's
-    status, a retry is not mistaken for a duplicate, and a message that reaches the broker
-    after the deadline is dropped by the worker, since the task already finished.
+    A publish that fails or times out finishes the row as FAILURE (BrokerUnavailable),
+    forgets the stored Idempotency-Key answer (a retry with the key may succeed once the
+    broker is back) and answers 503: the caller learns the truth from the 503 and from the
+    task's status, a retry is not mistaken for a duplicate, and a message that reaches the
+    broker after the deadline is dropped by the worker, since the task already finished.
     """
-    task_id, created = await task_registry.record_submission(
-        connection,
-        task_id=str(uuid.uuid4()),
-        owner_id=user.id,
-        name=task.name,
-        params=task.kwargs(),
-        request_id=request_id,
-    )
-    if not created:
-        return Submitted(task_id=task_id, status="existing"), 200
+    publisher: TaskPublisher = state.publisher
     try:
         await publisher.publish(task, task_id=task_id, headers={"request_id": request_id})
     except BrokerUnavailable as exc:
-        await task_registry.record_outcome(
-            connection,
-            task_id=task_id,
-            state="FAILURE",
-            error=task_registry.TaskError(type="BrokerUnavailable", message=str(exc)),
-        )
-        raise PublishFailed(
-            ProblemException(
-                status=503,
-                detail=f"the task queue is unavailable: {exc}",
-                headers={"Retry-After": "5"},
+        async with state.pool.acquire() as connection, connection.transaction():
+            await task_registry.record_outcome(
+                connection,
+                task_id=task_id,
+                state="FAILURE",
+                error=task_registry.TaskError(type="BrokerUnavailable", message=str(exc)),
             )
+            if forget_key is not None:
+                await idempotency.forget(connection, api_key_id=forget_key[0], key=forget_key[1])
+        raise ProblemException(
+            status=503,
+            detail=f"the task queue is unavailable: {exc}",
+            headers={"Retry-After": "5"},
         ) from None
-    return Submitted(task_id=task_id, status="submitted"), 202
 
 
 def heartbeat_age(stamp: bytes | str | None, *, now: float) -> float | None:
@@ -388,6 +410,23 @@ def worker_info(
         queues=sorted(q.get("name", "") for q in data.get("queues") or []),
         heartbeat_age_seconds=heartbeat_age_seconds,
     )
+
+
+async def _holding_slot(
+    stream: AsyncIterator[ServerSentEventMessage], *, slots: StreamSlots, key: str, slot: str
+) -> AsyncIterator[ServerSentEventMessage]:
+    """`stream`, renewing its slot's lease while open and freeing the slot however it ends
+    (finished task, server limit, or a client gone: Litestar cancels the stream)."""
+    renewed = time.monotonic()
+    try:
+        async for message in stream:
+            if time.monotonic() - renewed > slots.lease_seconds / 3:
+                renewed = time.monotonic()
+                await slots.renew(key, slot)
+            yield message
+    finally:
+        # Shielded: on a client disconnect this runs inside a cancelled scope.
+        await asyncio.shield(slots.release(key, slot))
 
 
 async def _status_stream(

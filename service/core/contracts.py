@@ -21,10 +21,16 @@ import msgspec
 
 from service.core.trading_calendar import NYSE, TradingCalendar
 
-QueueName = Literal["market_data", "analytics"]
+QueueName = Literal["scheduled", "market_data", "analytics"]
 QUEUE_MARKET_DATA: QueueName = "market_data"
 QUEUE_ANALYTICS: QueueName = "analytics"
-ALL_QUEUES: tuple[QueueName, ...] = (QUEUE_MARKET_DATA, QUEUE_ANALYTICS)
+# Every fire of the scheduler goes here, whatever its task, so user submits (on the two
+# queues above) can never queue in front of it; a worker reserved for it (`-Q scheduled`)
+# keeps capacity free for fires however busy the other workers are (docs/SCHEDULER.md).
+QUEUE_SCHEDULED: QueueName = "scheduled"
+ALL_QUEUES: tuple[QueueName, ...] = (QUEUE_SCHEDULED, QUEUE_MARKET_DATA, QUEUE_ANALYTICS)
+# What `-Q` a general worker consumes: every queue, scheduled fires first in the list.
+WORKER_QUEUES = ",".join(ALL_QUEUES)
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9^][A-Za-z0-9.\-=^]{0,14}$"
 MAX_SYMBOLS = 5000

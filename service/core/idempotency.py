@@ -81,6 +81,13 @@ async def store(
     )
 
 
+async def forget(connection: asyncpg.Connection, *, api_key_id: int, key: str) -> None:
+    """Drop the stored answer for this key (its request did not go through after all)."""
+    await connection.execute(
+        "DELETE FROM idempotency_keys WHERE api_key_id = $1 AND key = $2", api_key_id, key
+    )
+
+
 async def prune(connection: asyncpg.Connection) -> int:
     """Delete expired keys; returns how many."""
     status: str = await connection.execute(

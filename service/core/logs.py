@@ -21,7 +21,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from service.core.settings import redact_secrets
 
-Service = Literal["api", "worker", "scheduler", "cli", "exchange", "dev"]
+Service = Literal["api", "worker", "scheduler", "cli", "exchange", "dev", "tests"]
 
 _SECRET_KEYS = frozenset(
     {"authorization", "api_key", "apikey", "password", "token", "secret", "cookie", "x-api-key"}

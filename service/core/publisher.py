@@ -52,17 +52,19 @@ class TaskPublisher:
         task_id: str,
         headers: dict[str, str] | None = None,
         expires_in: float | None = None,
+        queue: str | None = None,
     ) -> None:
-        """Send `task` to its contract's queue under `task_id`; raise `BrokerUnavailable`
-        past the deadline. A message not started within `expires_in` seconds is discarded by
-        the worker (relative, so a sender on a pinned clock cannot expire it by mistake)."""
+        """Send `task` to `queue` (default: its contract's) under `task_id`; raise
+        `BrokerUnavailable` past the deadline. A message not started within `expires_in`
+        seconds is discarded by the worker (relative, so a sender on a pinned clock cannot
+        expire it by mistake)."""
         name = task.name
 
         def send() -> None:
             self._app.send_task(
                 name,
                 kwargs=task.kwargs(),
-                queue=task.queue,
+                queue=queue or task.queue,
                 task_id=task_id,
                 headers=headers or {},
                 expires=expires_in,

@@ -13,8 +13,16 @@ CANCEL = f"{PREFIX}cancel:"
 PROVIDER_RATE_LIMIT = f"{PREFIX}ratelimit:"
 FETCH_JOB = f"{PREFIX}fetchjob:"
 SUBMIT_RATE_LIMIT = f"{PREFIX}rl:"
+EVENT_STREAMS = f"{PREFIX}streams:"
 
-FAMILIES = (WORKER_HEARTBEAT, CANCEL, PROVIDER_RATE_LIMIT, FETCH_JOB, SUBMIT_RATE_LIMIT)
+FAMILIES = (
+    WORKER_HEARTBEAT,
+    CANCEL,
+    PROVIDER_RATE_LIMIT,
+    FETCH_JOB,
+    SUBMIT_RATE_LIMIT,
+    EVENT_STREAMS,
+)
 
 
 def worker_heartbeat_key(hostname: str) -> str:
@@ -40,3 +48,8 @@ def fetch_job_key(job_id: str, part: str) -> str:
 def submit_window_key(namespace: str, key: str, window_start: int) -> str:
     """The counter of hits by `key` in the fixed window starting at `window_start`."""
     return f"{SUBMIT_RATE_LIMIT}{namespace}:{key}:{window_start}"
+
+
+def event_streams_key(key: str) -> str:
+    """The sorted set of API key `key`'s open event streams, scored by lease expiry."""
+    return f"{EVENT_STREAMS}{key}"

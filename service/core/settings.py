@@ -49,6 +49,11 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: PositiveInt = 1_048_576
     submit_rate_limit: RateLimit = "120/minute"
+    # Fair share (issue 11): symbols a key's submits may ask for per window, open event
+    # streams per key, and how long a request waits for a free database connection.
+    submit_symbol_limit: RateLimit = "20000/minute"
+    sse_streams_per_key: PositiveInt = 5
+    db_acquire_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
     publish_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -20,6 +20,7 @@ from pathlib import Path
 from honcho.manager import Manager
 
 from service.core import users
+from service.core.contracts import QUEUE_SCHEDULED, WORKER_QUEUES
 from service.core.database import create_pool
 from service.core.dev_env import DEV_ENV_FILE, read_env_file, write_env_file
 from service.core.logs import configure_logging, get_logger
@@ -54,7 +55,10 @@ def process_commands(*, python: str) -> dict[str, str]:
         "exchange": f"{python} -m workers.market_data.simulated_exchange",
         "api": f"{python} -m service.api",
         "worker": f"{python} -m celery -A workers.worker -q worker -P prefork -c 2 "
-        "-Q market_data,analytics -E -n dev@%h",
+        f"-Q {WORKER_QUEUES} -E -n dev@%h",
+        # Capacity user submits cannot take: scheduled fires only.
+        "worker-scheduled": f"{python} -m celery -A workers.worker -q worker -P prefork -c 1 "
+        f"-Q {QUEUE_SCHEDULED} -E -n scheduled@%h",
         "scheduler": f"{python} -m service.scheduler",
     }
 

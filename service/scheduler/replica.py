@@ -28,6 +28,7 @@ from service.core.celery_config import create_publisher_app
 from service.core.clock import Clock, wall_clock
 from service.core.contracts import (
     CONTRACTS,
+    QUEUE_SCHEDULED,
     InvalidTaskArguments,
     TaskContract,
     contracts_by_name,
@@ -370,7 +371,9 @@ class Scheduler:
             # second copy.
             # Relative to this replica's clock: the worker compares expiry with its own.
             remaining = max(1.0, (expires_at - self._clock()).total_seconds())
-            await self._publisher.publish(task, task_id=task_id, expires_in=remaining)
+            await self._publisher.publish(
+                task, task_id=task_id, expires_in=remaining, queue=QUEUE_SCHEDULED
+            )
         except Exception as exc:  # kombu, redis-py and socket errors alike: retry later
             log.error("fire send failed; stays claimed", error=repr(exc), **fields)
             raise _BrokerUnavailable from exc
