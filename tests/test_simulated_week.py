@@ -27,7 +27,9 @@ import aiohttp
 import asyncpg
 import pytest
 
+from service.core.database import create_pool
 from service.core.migrations import migrate
+from service.core.settings import Settings
 from service.core.trading_calendar import EXCHANGE_TZ, TradingCalendar
 from service.core.users import create_user
 from service.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -274,8 +276,7 @@ class Outcome:
 async def outcome(week: Week) -> AsyncIterator[Outcome]:
     """Run the week to its end while watching the quotes; then stop the scheduler and let
     the last tasks finish."""
-    pool = await asyncpg.create_pool(week.database_url, min_size=1, max_size=3)
-    assert pool is not None
+    pool = await create_pool(Settings.from_env(week.env), application_name="week-test")
     held = sorted({s for holdings in PORTFOLIOS.values() for s in holdings})
     quotes = QuoteLog()
     watcher = asyncio.ensure_future(_watch_quotes(pool, held, quotes))
@@ -383,8 +384,9 @@ async def test_each_close_is_stored_before_its_snapshot_which_values_at_it(
     exchange served) before that session's snapshot, and the snapshot is cash plus each
     position at that close, flagged stale nowhere; the closed day has no snapshot."""
     sessions = [date(2026, 10, 26), date(2026, 10, 27), date(2026, 10, 29), date(2026, 10, 30)]
-    connection = await asyncpg.connect(week.database_url)
+    pool = await create_pool(Settings.from_env(week.env), application_name="week-test")
     try:
+        connection = pool
         for owner, holdings in PORTFOLIOS.items():
             rows = await connection.fetch(
                 "SELECT date, total_value, stale_prices, computed_at FROM portfolio_snapshots "
@@ -406,7 +408,7 @@ async def test_each_close_is_stored_before_its_snapshot_which_values_at_it(
                     assert bar["close"] == series_close(symbol, row["date"])
                     assert bar["updated_at"] <= row["computed_at"], (symbol, row["date"])
     finally:
-        await connection.close()
+        await pool.close()
 
 
 async def test_holdings_show_the_latest_quotes_and_the_weeks_performance_is_right(
