@@ -179,9 +179,10 @@ def last_trade(symbol: str, now: datetime, calendar: TradingCalendar = NYSE) -> 
     series = build_series(symbol, live, calendar)
     opened = datetime.combine(live, REGULAR_OPEN, tzinfo=EXCHANGE_TZ)
     closes = calendar.close_at(live)
-    assert closes is not None
-    fraction = (now - opened) / (closes - opened)
+    assert closes is not None  # noqa: S101 - an open session has a close
+    # Whole seconds, as quotes are stamped: the price is the one at the stamp.
     stamp = now.astimezone(UTC).replace(microsecond=0)
+    fraction = max(0.0, (stamp - opened) / (closes - opened))
     return LastTrade(intraday_price(series, len(series.days) - 1, fraction), stamp, live)
 
 
