@@ -25,7 +25,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from celery.exceptions import SoftTimeLimitExceeded
 
-from service.core import task_registry
+from service.core import redis_clients, task_registry
 from service.core.celery_config import create_publisher_app
 from service.core.clock import Clock, clock_from_settings, exchange_today
 from service.core.contracts import TaskContract
@@ -167,11 +167,11 @@ class AsyncRuntime:
                 connector = aiohttp.TCPConnector(limit=200, limit_per_host=100, ttl_dns_cache=300)
                 session = aiohttp.ClientSession(timeout=timeout, connector=connector)
                 pool = await create_pool(settings, application_name=f"findash-worker-{os.getpid()}")
-                redis_client = aioredis.Redis.from_url(
+                redis_client = redis_clients.async_client(
                     settings.redis_url,
+                    budget_seconds=settings.redis_retry_seconds,
                     socket_timeout=10,
-                    socket_connect_timeout=5,
-                    health_check_interval=25,
+                    connect_timeout=5,
                 )
                 publisher = TaskPublisher(
                     create_publisher_app(settings),

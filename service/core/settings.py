@@ -50,6 +50,9 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     max_body_bytes: PositiveInt = 1_048_576
     submit_rate_limit: RateLimit = "120/minute"
     publish_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
+    # How long a worker's or the scheduler's Redis command keeps retrying a lost connection
+    # (service/core/redis_clients.py); the API's own budget is fixed under its 2 s bound.
+    redis_retry_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -57,6 +60,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     celery_visibility_timeout: PositiveInt = 7200
     celery_task_time_limit: PositiveInt = 1800
     celery_result_expires: PositiveInt = 86_400
+    celery_unacked_restore_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 60
     task_stale_seconds: PositiveInt = 30
     task_lost_seconds: Annotated[int, msgspec.Meta(ge=0)] = 0
     task_sweep_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
