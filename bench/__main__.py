@@ -15,6 +15,7 @@ BENCHMARKS = {
     "analytics": "bench.analytics",
     "market_data": "bench.market_data",
     "scheduler_failover": "bench.scheduler_failover",
+    "reads": "bench.reads",
 }
 
 

@@ -39,6 +39,8 @@ pytest_plugins = ["tests.market_sim"]
 # session), read at CLOCK_ANCHOR (whole seconds, so pinned and real sub-seconds agree).
 PINNED_START = datetime.fromisoformat("2026-11-18T15:00:00-05:00")
 PINNED_TODAY = date(2026, 11, 18)
+# The last session closed at PINNED_START: the exchange serves a session's bar once it closes.
+PINNED_LAST_SESSION = date(2026, 11, 17)
 CLOCK_ANCHOR = float(int(time.time()))
 PINNED_CLOCK: Clock = pinned_clock(PINNED_START, anchor=CLOCK_ANCHOR)
 CLOCK_ENV = {"CLOCK_START": PINNED_START.isoformat(), "CLOCK_ANCHOR": str(CLOCK_ANCHOR)}

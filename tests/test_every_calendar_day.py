@@ -50,8 +50,11 @@ class Day:
     # What is due at noon New York time (job id, UTC instant), in claim order.
     due_at_noon: list[tuple[str, datetime]]
     next_snapshot: datetime
+    # The session a snapshot without a date values late in the day (after any close)…
     valuation_date: date
     performance_30d: tuple[date, date]
+    # …and at noon, while a session runs (the previous one); None: the same as late.
+    noon_valuation_date: date | None = None
 
 
 DAYS = [
@@ -99,6 +102,7 @@ DAYS = [
             refresh_bars=3,  # Apr 1, 2, 6
             fires={
                 "hourly-price-update": (8, Z("2026-04-06T13:00"), Z("2026-04-06T20:00")),
+                "session-closes": (1, Z("2026-04-06T20:05"), Z("2026-04-06T20:05")),
                 "daily-snapshot": (1, Z("2026-04-06T20:30"), Z("2026-04-06T20:30")),
                 "extended-hours-update": (29, Z("2026-04-06T10:00"), Z("2026-04-07T00:00")),
             },
@@ -109,6 +113,7 @@ DAYS = [
             next_snapshot=Z("2026-04-06T20:30"),
             valuation_date=D("2026-04-06"),
             performance_30d=(D("2026-03-09"), D("2026-04-06")),
+            noon_valuation_date=D("2026-04-02"),
         ),
         id="monday-after-good-friday",
     ),
@@ -130,6 +135,7 @@ DAYS = [
             refresh_bars=4,  # Nov 23, 24, 25, 27
             fires={
                 "hourly-price-update": (5, Z("2026-11-27T14:00"), Z("2026-11-27T18:00")),
+                "session-closes": (1, Z("2026-11-27T18:05"), Z("2026-11-27T18:05")),
                 "daily-snapshot": (1, Z("2026-11-27T18:30"), Z("2026-11-27T18:30")),
                 "extended-hours-update": (23, Z("2026-11-27T11:00"), Z("2026-11-27T22:00")),
             },
@@ -140,6 +146,7 @@ DAYS = [
             next_snapshot=Z("2026-11-27T18:30"),
             valuation_date=D("2026-11-27"),
             performance_30d=(D("2026-10-28"), D("2026-11-27")),
+            noon_valuation_date=D("2026-11-25"),
         ),
         id="day-after-thanksgiving-early-close",
     ),
@@ -237,8 +244,14 @@ class TestEveryCalendarDay:
         ]
 
     def test_default_snapshot_date(self, case: Day) -> None:
-        """A snapshot without a date values the last session on or before the day."""
-        assert CreatePortfolioSnapshot().valuation_dates(today=case.day) == [case.valuation_date]
+        """A snapshot without a date values the last completed session: at noon on a trading
+        day the previous one, late in the day that day's (early close included)."""
+        late = datetime.combine(case.day, time(23), tzinfo=EXCHANGE_TZ)
+        snapshot = CreatePortfolioSnapshot()
+        assert snapshot.valuation_dates(now=late) == [case.valuation_date]
+        assert snapshot.valuation_dates(now=noon(case.day)) == [
+            case.noon_valuation_date or case.valuation_date
+        ]
 
     def test_performance_window(self, case: Day) -> None:
         """A 30-day performance window ends on the last session on or before the day and

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from service.core.clock import exchange_today
 from service.core.settings import Settings
 from service.core.trading_calendar import NYSE
-from tests.conftest import PINNED_CLOCK
+from tests.conftest import PINNED_CLOCK, PINNED_LAST_SESSION
 from tests.market_sim import Sim, failover, market_settings
 from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id
 from workers.market_data.fetch import ChunkFetcher
@@ -154,13 +154,14 @@ class TestChunkFetch:
         fetcher = _fetcher(msettings, pool=pool, http=http, redis=redis_client)
         await fetcher.run([symbol], wanted)
         full = sim.exchange.bars_served[symbol]
-        assert full == len(NYSE.trading_days(date(2000, 1, 3), today))
+        assert full == len(NYSE.trading_days(date(2000, 1, 3), PINNED_LAST_SESSION))
         first_available = "SELECT first_available_date FROM fetch_state WHERE symbol = $1"
         assert await pool.fetchval(first_available, symbol) == date(2000, 1, 3)
         for _ in range(2):
             before = sim.exchange.bars_served[symbol]
             await fetcher.run([symbol], wanted)
-            overlap = len(NYSE.trading_days(today - timedelta(days=5), today))
+            last = PINNED_LAST_SESSION
+            overlap = len(NYSE.trading_days(last - timedelta(days=5), last))
             assert sim.exchange.bars_served[symbol] - before == overlap
         assert await pool.fetchval(first_available, symbol) == date(2000, 1, 3)
 

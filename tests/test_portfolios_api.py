@@ -12,7 +12,9 @@ import pytest
 
 from service.core.users import IssuedKey
 from tests.api_client import Api
+from tests.conftest import PINNED_CLOCK
 from tests.portfolio_data import put_closes
+from workers.demo_seed import seed_demo_portfolios
 
 NewUser = Callable[..., Awaitable[IssuedKey]]
 
@@ -302,3 +304,128 @@ class TestHoldingsAndResults:
             assert await response.text() == "<p>hi</p>"
         status, _, _ = await bob.request("GET", f"/api/v1/reports/{report_id}")
         assert status == 404
+
+
+async def _demo_portfolio(pool: asyncpg.Pool, owner: IssuedKey) -> int:
+    """The first demo portfolio of `owner`: a year of real snapshots from the analytics code."""
+    await seed_demo_portfolios(pool, owner_id=owner.user_id, clock=PINNED_CLOCK)
+    portfolio_id: int = await pool.fetchval(
+        "SELECT id FROM portfolios WHERE owner_id = $1 ORDER BY id LIMIT 1", owner.user_id
+    )
+    return portfolio_id
+
+
+async def _stored_snapshots(pool: asyncpg.Pool, portfolio_id: int) -> list[dict[str, Any]]:
+    """The rows as the handler shaped them before Postgres built the JSON: numbers as floats,
+    holdings as stored."""
+    rows = await pool.fetch(
+        "SELECT date, total_value, market_value, cash, cost_basis, unrealized_pnl, realized_pnl, "
+        "income, fees, net_invested, net_flow, day_change, holdings, stale_prices "
+        "FROM portfolio_snapshots WHERE portfolio_id = $1 ORDER BY date",
+        portfolio_id,
+    )
+    return [
+        {
+            **{
+                k: float(v) for k, v in row.items() if k not in {"date", "holdings", "stale_prices"}
+            },
+            "date": row["date"].isoformat(),
+            "holdings": row["holdings"],
+            "stale_prices": row["stale_prices"],
+        }
+        for row in rows
+    ]
+
+
+class TestSnapshotsApi:
+    async def test_with_and_without_holdings_carry_the_stored_values(
+        self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser, pool: asyncpg.Pool
+    ) -> None:
+        """`holdings=true` returns every stored row with its positions, exactly as before;
+        the default and `holdings=false` return the same rows without them."""
+        owner = await new_user()
+        api = Api(http, api_url, owner.api_key)
+        portfolio_id = await _demo_portfolio(pool, owner)
+        expected = await _stored_snapshots(pool, portfolio_id)
+        assert len(expected) >= 245
+        assert all(row["holdings"] for row in expected)
+        path = f"/api/v1/portfolios/{portfolio_id}/snapshots"
+        status, full, headers = await api.request("GET", f"{path}?holdings=true")
+        assert status == 200
+        assert headers["Content-Type"] == "application/json"
+        assert full == expected
+        values = [{k: v for k, v in row.items() if k != "holdings"} for row in expected]
+        for suffix in ("", "?holdings=false"):
+            status, body, _ = await api.request("GET", path + suffix)
+            assert status == 200
+            assert body == values
+        middle = expected[100]["date"]
+        status, one, _ = await api.request(
+            "GET", f"{path}?start={middle}&end={middle}&holdings=true"
+        )
+        assert one == [expected[100]]
+        status, none, _ = await api.request("GET", f"{path}?start=1990-01-01&end=1990-02-01")
+        assert (status, none) == (200, [])
+
+    async def test_holdings_must_be_a_boolean(self, alice: Api) -> None:
+        """A `holdings` value that is not a boolean is a 400 naming the parameter."""
+        portfolio_id = await _portfolio(alice)
+        status, problem, _ = await alice.request(
+            "GET", f"/api/v1/portfolios/{portfolio_id}/snapshots?holdings=maybe"
+        )
+        assert status == 400, problem
+        assert "holdings" in [e["field"] for e in problem["errors"]]
+
+    async def test_etag_answers_304_until_a_snapshot_in_the_range_changes(
+        self,
+        api_url: str,
+        http: aiohttp.ClientSession,
+        new_user: NewUser,
+        bob: Api,
+        pool: asyncpg.Pool,
+    ) -> None:
+        """A poll sending the ETag back gets an empty 304 until a row of its range is
+        rewritten or deleted; the tag differs with `holdings`, and it opens nothing to
+        another user."""
+        owner = await new_user()
+        api = Api(http, api_url, owner.api_key)
+        portfolio_id = await _demo_portfolio(pool, owner)
+        path = f"/api/v1/portfolios/{portfolio_id}/snapshots?start=2026-06-01&end=2026-06-30"
+        status, _, headers = await api.request("GET", path)
+        etag = headers["ETag"]
+        assert status == 200
+        assert headers["Cache-Control"] == "private, no-cache"
+        status, body, headers = await api.request("GET", path, headers={"If-None-Match": etag})
+        assert (status, body, headers["ETag"]) == (304, None, etag)
+        status, _, _ = await api.request("GET", path, headers={"If-None-Match": f"W/{etag}"})
+        assert status == 304
+        _, _, with_holdings = await api.request("GET", f"{path}&holdings=true")
+        assert with_holdings["ETag"] != etag
+        status, _, _ = await bob.request("GET", path, headers={"If-None-Match": etag})
+        assert status == 404
+        # Outside the range: the tag stays.
+        await pool.execute(
+            "UPDATE portfolio_snapshots SET total_value = total_value + 1 "
+            "WHERE portfolio_id = $1 AND date = '2026-07-01'",
+            portfolio_id,
+        )
+        status, _, _ = await api.request("GET", path, headers={"If-None-Match": etag})
+        assert status == 304
+        await pool.execute(
+            "UPDATE portfolio_snapshots SET total_value = total_value + 1 "
+            "WHERE portfolio_id = $1 AND date = '2026-06-15'",
+            portfolio_id,
+        )
+        status, rows, headers = await api.request("GET", path, headers={"If-None-Match": etag})
+        assert status == 200
+        changed = headers["ETag"]
+        assert changed != etag
+        assert {r["date"] for r in rows} >= {"2026-06-15"}
+        await pool.execute(
+            "DELETE FROM portfolio_snapshots WHERE portfolio_id = $1 AND date = '2026-06-16'",
+            portfolio_id,
+        )
+        status, rows, headers = await api.request("GET", path, headers={"If-None-Match": changed})
+        assert status == 200
+        assert "2026-06-16" not in {r["date"] for r in rows}
+        assert headers["ETag"] not in {etag, changed}

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -22,6 +23,7 @@ from service.scheduler.replica import create_publisher
 from tests.conftest import PINNED_START, PINNED_TODAY
 from tests.portfolio_data import add_transactions, create_portfolio, new_owner_id, put_closes
 from tests.scheduling import run_leader_at
+from workers.market_data.simulated_exchange.series import build_series
 
 pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.timeout(90)]
 
@@ -59,7 +61,13 @@ async def fired_and_finished(pool: asyncpg.Pool, job_id: str) -> dict[str, Any]:
 
 def test_every_market_job_is_covered() -> None:
     """This module exercises each job of the market schedule."""
-    covered = {"hourly-price-update", "extended-hours-update", "daily-snapshot", "weekly-cleanup"}
+    covered = {
+        "hourly-price-update",
+        "extended-hours-update",
+        "session-closes",
+        "daily-snapshot",
+        "weekly-cleanup",
+    }
     assert {job.id for job in MARKET_JOBS} == covered
 
 
@@ -168,6 +176,116 @@ class TestDailySnapshot:
             Decimal("612.500000"),
             Decimal("10111.500000"),
         )
+
+
+def series_close(symbol: str, day: date) -> Decimal:
+    """The close the simulated exchange serves for `symbol` on `day`, as stored."""
+    series = build_series(symbol, day)
+    assert series.days[-1] == day
+    return Decimal(str(round(float(series.close[-1]), 4)))
+
+
+async def configure_exchange(url: str, **config: object) -> None:
+    """Replace the session exchange's config (the worker's provider) over HTTP."""
+    async with aiohttp.ClientSession() as http:
+        response = await http.put(f"{url}/_sim/config", json=config)
+        assert response.status == 200, await response.text()
+
+
+async def snapshot_when(
+    pool: asyncpg.Pool, portfolio: int, day: date, done: Callable[[asyncpg.Record], bool]
+) -> asyncpg.Record:
+    """The portfolio's snapshot of `day` once `done` holds for it (rewrites are tasks)."""
+    row = None
+    for _ in range(300):
+        row = await pool.fetchrow(
+            "SELECT total_value, cash, stale_prices FROM portfolio_snapshots "
+            "WHERE portfolio_id = $1 AND date = $2",
+            portfolio,
+            day,
+        )
+        if row is not None and done(row):
+            return row
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"snapshot of {day} never reached the expected state: {row}")
+
+
+class TestSessionCloses:
+    async def test_a_close_that_failed_is_flagged_then_rewritten_when_it_arrives(
+        self, pool: asyncpg.Pool, settings: Settings, publisher: TaskPublisher, exchange: str
+    ) -> None:
+        """After the 16:05 and 16:30 fires the snapshot values each holding at the session's
+        close, except one whose close could not be fetched: valued at its previous close and
+        flagged with that close's date. A later close step stores the missing bar and the
+        snapshot is rewritten at it, unflagged."""
+        tag = uuid.uuid4().hex[:5].upper()
+        failing, fine = f"C{tag}", f"D{tag}"
+        # Tuesday the 17th: fire ids derive from job and instant, and other tests fire the 18th.
+        previous, session = date(2026, 11, 16), date(2026, 11, 17)
+        for symbol in (failing, fine):
+            await put_closes(pool, symbol, {previous: float(series_close(symbol, previous))})
+        portfolio = await create_portfolio(pool, owner_id=await new_owner_id(pool), name="c")
+        await add_transactions(
+            pool,
+            portfolio,
+            [
+                {"type": "DEPOSIT", "date": date(2026, 11, 2), "amount": 10_000},
+                {
+                    "type": "BUY",
+                    "date": date(2026, 11, 2),
+                    "symbol": failing,
+                    "quantity": 3,
+                    "price": 10,
+                },
+                {
+                    "type": "BUY",
+                    "date": date(2026, 11, 2),
+                    "symbol": fine,
+                    "quantity": 7,
+                    "price": 10,
+                },
+            ],
+        )
+        cash = Decimal(10_000 - 30 - 70)
+        try:
+            # The exchange's session of the 18th has closed; the failing symbol is not found.
+            await configure_exchange(
+                exchange,
+                today=session.isoformat(),
+                faults=["empty_result"],
+                fault_rate=1.0,
+                fault_symbols=[failing],
+            )
+            await run_leader_at(pool, settings, publisher, now=SNAPSHOT_AT - timedelta(days=1))
+            closes = await fired_and_finished(pool, "session-closes")
+            assert closes["result"]["session"] == session.isoformat()
+            assert [f["symbol"] for f in closes["result"]["failed"]] == [failing]
+            stored = await pool.fetchval(
+                "SELECT close FROM daily_prices WHERE symbol = $1 AND date = $2", fine, session
+            )
+            assert stored == series_close(fine, session)
+            flagged = await snapshot_when(
+                pool,
+                portfolio,
+                session,
+                lambda row: row["stale_prices"] == {failing: previous.isoformat()},
+            )
+            assert flagged["total_value"] == cash + 3 * series_close(
+                failing, previous
+            ) + 7 * series_close(fine, session)
+
+            # A later close step (16:10 on the 19th) finds the 17th's bar of the failing symbol.
+            await configure_exchange(exchange, today=session.isoformat())
+            later = SNAPSHOT_AT + timedelta(days=1) - timedelta(minutes=25)
+            await run_leader_at(pool, settings, publisher, now=later)
+            rewritten = await snapshot_when(
+                pool, portfolio, session, lambda row: row["stale_prices"] == {}
+            )
+            assert rewritten["total_value"] == cash + 3 * series_close(
+                failing, session
+            ) + 7 * series_close(fine, session)
+        finally:
+            await configure_exchange(exchange)
 
 
 class TestWeeklyCleanup:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ast
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from service.core.contracts import (
     contracts_by_name,
     performance_window,
 )
+from service.core.trading_calendar import EXCHANGE_TZ
 from workers.tasks import BODIES
 
 D = date.fromisoformat
@@ -197,13 +198,19 @@ class TestWindows:
 
     def test_snapshot_dates(self) -> None:
         """A range yields its trading days; a single weekend date is kept as asked; no date
-        means the last trading day on or before today."""
+        means the last completed session at `as_of` (the fire's instant), else at now."""
+        now = datetime(2024, 8, 1, 12, tzinfo=EXCHANGE_TZ)
         ranged = CreatePortfolioSnapshot.decode({"start": "2024-07-03", "end": "2024-07-08"})
-        assert ranged.valuation_dates(today=D("2024-08-01")) == [
+        assert ranged.valuation_dates(now=now) == [
             D("2024-07-03"),
             D("2024-07-05"),
             D("2024-07-08"),
         ]
         single = CreatePortfolioSnapshot.decode({"date": "2024-07-06"})
-        assert single.valuation_dates(today=D("2024-08-01")) == [D("2024-07-06")]
-        assert CreatePortfolioSnapshot().valuation_dates(today=D("2024-07-06")) == [D("2024-07-05")]
+        assert single.valuation_dates(now=now) == [D("2024-07-06")]
+        saturday = datetime(2024, 7, 6, 12, tzinfo=EXCHANGE_TZ)
+        assert CreatePortfolioSnapshot().valuation_dates(now=saturday) == [D("2024-07-05")]
+        # Wednesday 3 July 2024 closed early at 13:00: at 13:30 that session is complete.
+        fired = CreatePortfolioSnapshot.decode({"as_of": "2024-07-03T13:30:00-04:00"})
+        assert fired.valuation_dates(now=now) == [D("2024-07-03")]
+        assert CreatePortfolioSnapshot().valuation_dates(now=now) == [D("2024-07-31")]

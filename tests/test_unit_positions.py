@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal as D  # noqa: N817 - short for dense tables
 
 import pytest
 
-from service.portfolio.holdings import current_holdings
+from service.core.trading_calendar import EXCHANGE_TZ, TradingCalendar
+from service.portfolio.holdings import PriceInputs, current_holdings
 from service.portfolio.positions import (
     LedgerError,
     Split,
@@ -308,8 +309,14 @@ class TestValuations:
             1,
             state_on(states, date(2024, 1, 5)),
             as_of=date(2024, 1, 5),
-            closes={"A": (date(2024, 1, 4), D(51))},
-            splits={"A": [split]},
+            today=date(2024, 1, 5),
+            inputs=PriceInputs(
+                now=datetime(2024, 1, 5, 15, tzinfo=EXCHANGE_TZ),
+                calendar=TradingCalendar(),
+                closes={"A": (date(2024, 1, 4), D(51))},
+                quotes={},
+                splits={"A": [split]},
+            ),
         )
         assert (shown.holdings[0].quantity, shown.holdings[0].close, shown.total_value) == (
             20.0,

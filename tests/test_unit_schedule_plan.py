@@ -227,15 +227,17 @@ class TestNextFires:
 
 class TestJobs:
     def test_table_ids(self) -> None:
-        """The market table holds the four jobs the dashboard relies on, in tie-break order."""
+        """The market table holds the five jobs the dashboard relies on, in tie-break order."""
         assert [job.id for job in MARKET_JOBS] == [
             "hourly-price-update",
+            "session-closes",
             "daily-snapshot",
             "extended-hours-update",
             "weekly-cleanup",
         ]
         assert [job.task.name for job in jobs_for("market")] == [
             "update_portfolio_prices",
+            "store_session_closes",
             "create_portfolio_snapshot",
             "update_portfolio_prices",
             "cleanup",

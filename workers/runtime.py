@@ -39,6 +39,8 @@ log = get_logger(__name__)
 
 CANCEL_POLL_SECONDS = 0.2
 HEARTBEAT_SECONDS = 2.0
+# A claim waits this long for a lock on its registry row, then fails and is retried.
+CLAIM_LOCK_TIMEOUT_SECONDS = 2.0
 PROGRESS_MIN_INTERVAL_SECONDS = 0.25
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -54,6 +56,10 @@ class TaskDeadlineExceeded(Exception):
 
 class TaskSkipped(Exception):
     """This copy of the task must not run: it finished already, or another copy is running."""
+
+
+class ClaimFailed(Exception):
+    """The registry could not be reached to claim this copy; the message must be retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,17 +265,19 @@ class AsyncRuntime:
         delivery: int,
         worker: str,
     ) -> Any:
-        resources = await self.resources()
-        async with resources.pool.acquire() as connection:
-            claimed = await task_registry.claim_run(
-                connection,
+        try:
+            resources = await self.resources()
+            claimed = await self._claim(
+                resources,
                 task_id=task_id,
                 name=contract.name,
                 params=kwargs,
                 delivery=delivery,
                 worker=worker,
-                stale_after=timedelta(seconds=self._settings.task_stale_seconds),
             )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            log.warning("claim failed; the message will be retried", error=repr(exc))
+            raise ClaimFailed(f"{type(exc).__name__}: {exc}") from exc
         if not claimed:
             log.info("duplicate copy dropped", delivery=delivery)
             raise TaskSkipped(task_id)
@@ -302,6 +310,31 @@ class AsyncRuntime:
             raise
         await self._finish(resources, task_id, "SUCCESS", result=result)
         return result
+
+    async def _claim(
+        self,
+        resources: Resources,
+        *,
+        task_id: str,
+        name: str,
+        params: dict[str, Any],
+        delivery: int,
+        worker: str,
+    ) -> bool:
+        async with resources.pool.acquire() as connection, connection.transaction():
+            # A row locked elsewhere must not hold this worker slot for the command timeout.
+            await connection.execute(
+                f"SET LOCAL lock_timeout = '{int(CLAIM_LOCK_TIMEOUT_SECONDS * 1000)}ms'"
+            )
+            return await task_registry.claim_run(
+                connection,
+                task_id=task_id,
+                name=name,
+                params=params,
+                delivery=delivery,
+                worker=worker,
+                stale_after=timedelta(seconds=self._settings.task_stale_seconds),
+            )
 
     async def _finish(
         self,
@@ -351,11 +384,21 @@ class AsyncRuntime:
                 {work, watcher}, timeout=deadline_seconds, return_when=asyncio.FIRST_COMPLETED
             )
             if work in done:
-                return work.result()
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
-            if watcher in done:
+                # A body that saw the cancel flag before the watcher did (a fan-out checks it
+                # before each write) ends with its own exception: that is still a cancel.
+                if work.exception() is None or not await _cancel_flag_set(resources.redis, task_id):
+                    return work.result()
+                cancelled = True
+            else:
+                work.cancel()
+                try:
+                    await work
+                except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001
+                    # Whatever the body raises while it is being stopped is the stop's doing.
+                    if not isinstance(exc, asyncio.CancelledError):
+                        log.info("body raised while stopping", error=repr(exc))
+                cancelled = watcher in done
+            if cancelled:
                 log.info("task cancelled", seconds=round(time.monotonic() - started, 3))
                 raise TaskCancelled(task_id)
             raise TaskDeadlineExceeded(
@@ -385,6 +428,15 @@ class AsyncRuntime:
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+async def _cancel_flag_set(redis_client: aioredis.Redis, task_id: str) -> bool:
+    """Whether the task was asked to stop; False when Redis cannot say."""
+    try:
+        return bool(await redis_client.exists(cancel_key(task_id)))
+    except (aioredis.RedisError, OSError) as exc:
+        log.warning("cancel flag check failed", error=str(exc))
+        return False
 
 
 async def _watch_cancel_flag_and_heartbeat(

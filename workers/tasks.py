@@ -24,9 +24,16 @@ from workers.market_data import (
     fetch_asset_info,
     fetch_market_data,
     fetch_market_data_chunk,
+    store_session_closes,
     update_portfolio_prices,
 )
-from workers.runtime import AsyncRuntime, TaskCancelled, TaskContext, TaskSkipped
+from workers.runtime import AsyncRuntime, ClaimFailed, TaskCancelled, TaskContext, TaskSkipped
+
+# A copy whose claim failed (Postgres unreachable or the row locked) is sent again after
+# 1, 2, 4, 8, 15, 15… s; past the last try the registry row stays PENDING until the sweep
+# ends it "never started" (service.core.task_registry.fail_never_started).
+CLAIM_RETRIES = 10
+CLAIM_RETRY_MAX_DELAY_SECONDS = 15
 
 # `async def body(ctx, task) -> result`, where `task` is the decoded contract.
 Body = Callable[[TaskContext, Any], Coroutine[Any, Any, Any]]
@@ -35,6 +42,7 @@ BODIES: Mapping[type[c.TaskContract], Body] = {
     c.FetchMarketData: fetch_market_data,
     c.FetchMarketDataChunk: fetch_market_data_chunk,
     c.UpdatePortfolioPrices: update_portfolio_prices,
+    c.StoreSessionCloses: store_session_closes,
     c.FetchAssetInfo: fetch_asset_info,
     c.CalculatePortfolioPerformance: calculate_portfolio_performance,
     c.CreatePortfolioSnapshot: create_portfolio_snapshot,
@@ -77,6 +85,13 @@ def register_async_task(
             )
         except TaskSkipped:
             raise Ignore() from None
+        except ClaimFailed as exc:
+            retries = self.request.retries or 0
+            raise self.retry(
+                exc=exc,
+                countdown=min(2**retries, CLAIM_RETRY_MAX_DELAY_SECONDS),
+                max_retries=CLAIM_RETRIES,
+            ) from exc
         except TaskCancelled:
             self.backend.mark_as_revoked(task_id, reason="cancelled", request=self.request)
             raise Ignore() from None

@@ -38,7 +38,8 @@ log = get_logger(__name__)
 
 
 async def sweep_forever(settings: Settings, app: Litestar) -> None:
-    """Mark tasks of dead workers RETRY, then FAILURE when nothing picks them up again."""
+    """Mark tasks of dead workers RETRY, then FAILURE when nothing picks them up again, and
+    end FAILURE the tasks no worker ever claimed."""
     stale = timedelta(seconds=settings.task_stale_seconds)
     lost = timedelta(seconds=settings.task_lost_after_seconds)
     while True:
@@ -48,9 +49,15 @@ async def sweep_forever(settings: Settings, app: Litestar) -> None:
                 retried, failed = await task_registry.sweep_lost_tasks(
                     connection, stale_after=stale, lost_after=lost
                 )
+                never_started = await task_registry.fail_never_started(connection, lost_after=lost)
                 await idempotency.prune(connection)
-            if retried or failed:
-                log.warning("lost tasks swept", marked_retry=retried, marked_failure=failed)
+            if retried or failed or never_started:
+                log.warning(
+                    "lost tasks swept",
+                    marked_retry=retried,
+                    marked_failure=failed,
+                    never_started=never_started,
+                )
         except Exception:
             log.exception("task sweep failed")
 

@@ -11,16 +11,36 @@ from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
+from service.api.polled_reads import etag_matches, json_response, make_etag, not_modified
 from service.api.problems import ProblemException
 from service.core.clock import exchange_today
 from service.core.contracts import SYMBOL_PATTERN
 from service.core.trading_calendar import NYSE
 
 MAX_PRICE_ROWS = 20_000
+_PRICE_RANGE = """
+    FROM daily_prices
+    WHERE symbol = $1 AND ($2::date IS NULL OR date >= $2) AND ($3::date IS NULL OR date <= $3)
+    ORDER BY date LIMIT $4
+"""
+# Whether findash knows the symbol, and the range's version (polled_reads.py).
+PRICES_VERSION = f"""
+    SELECT EXISTS (SELECT 1 FROM assets WHERE symbol = $1) AS known,
+           (SELECT md5(coalesce(string_agg(date::text || ':' || xmin::text, ',' ORDER BY date),
+                                ''))
+            FROM (SELECT date, xmin {_PRICE_RANGE}) p) AS version
+"""  # noqa: S608 - constant text
+PRICES_BODY = f"""
+    SELECT json_build_object('symbol', $1::text, 'prices', coalesce(json_agg(json_build_object(
+        'date', date, 'open', open, 'high', high, 'low', low, 'close', close,
+        'adj_close', adj_close, 'volume', volume, 'source', source) ORDER BY date), '[]'))::text
+    FROM (SELECT date, open, high, low, close, adj_close, volume, source {_PRICE_RANGE}) p
+"""  # noqa: S608 - constant text
 SymbolPath = Annotated[
     str, Parameter(pattern=SYMBOL_PATTERN, description="Ticker, e.g. AAPL or BRK.B")
 ]
@@ -87,6 +107,19 @@ class PricesView(msgspec.Struct, frozen=True):
 
     symbol: str
     prices: list[PriceView]
+
+
+PRICE_RESPONSES = {
+    200: ResponseSpec(
+        PricesView,
+        description="The bars, oldest first. Carries `ETag` and `Cache-Control: private, "
+        "no-cache`.",
+        generate_examples=False,
+    ),
+    304: ResponseSpec(
+        None, description="`If-None-Match` named the current ETag: no bar in the range changed."
+    ),
+}
 
 
 def _num(value: Any) -> float | None:
@@ -178,44 +211,26 @@ class AssetController(Controller):
         row = await _asset_row(state.pool, symbol.upper())
         return asset_view(row, today=exchange_today(state.clock))
 
-    @get("/{symbol:str}/prices", summary="Daily prices, oldest first")
+    @get("/{symbol:str}/prices", summary="Daily prices, oldest first", responses=PRICE_RESPONSES)
     async def prices(
         self,
-        state: State,
+        request: Request[Any, Any, State],
         symbol: SymbolPath,
         start: Annotated[date | None, Parameter(query="start", description="First date")] = None,
         end: Annotated[date | None, Parameter(query="end", description="Last date")] = None,
-    ) -> PricesView:
-        """Bars in [start, end] (both optional); 400 when start is after end."""
+    ) -> Response[bytes]:
+        """Bars in [start, end] (both optional); 400 when start is after end. Send the `ETag`
+        back as `If-None-Match` to get 304 while no bar in the range changed."""
         if start is not None and end is not None and start > end:
             raise ProblemException(status=400, detail="end: must be on or after start")
         name = symbol.upper()
-        await _asset_row(state.pool, name)
-        rows = await state.pool.fetch(
-            """
-            SELECT date, open, high, low, close, adj_close, volume, source FROM daily_prices
-            WHERE symbol = $1 AND ($2::date IS NULL OR date >= $2)
-              AND ($3::date IS NULL OR date <= $3)
-            ORDER BY date LIMIT $4
-            """,
-            name,
-            start,
-            end,
-            MAX_PRICE_ROWS,
-        )
-        return PricesView(
-            symbol=name,
-            prices=[
-                PriceView(
-                    date=r["date"],
-                    open=_num(r["open"]),
-                    high=_num(r["high"]),
-                    low=_num(r["low"]),
-                    close=float(r["close"]),
-                    adj_close=_num(r["adj_close"]),
-                    volume=r["volume"],
-                    source=r["source"],
-                )
-                for r in rows
-            ],
-        )
+        args = (name, start, end, MAX_PRICE_ROWS)
+        async with request.app.state.pool.acquire() as connection:
+            found = await connection.fetchrow(PRICES_VERSION, *args)
+            if not found["known"]:
+                raise ProblemException(status=404, detail=f"unknown symbol {name}")
+            etag = make_etag("prices", found["version"])
+            if etag_matches(request.headers.get("if-none-match"), etag):
+                return not_modified(etag=etag)
+            body = await connection.fetchval(PRICES_BODY, *args)
+        return json_response(body, etag=etag)

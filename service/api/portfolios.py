@@ -13,13 +13,16 @@ from typing import Annotated, Any
 import asyncpg
 from litestar import Controller, MediaType, Request, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.params import FromQuery, JSONBody, PathParameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromQuery, JSONBody, Parameter, PathParameter
 
+from service.api.polled_reads import etag_matches, json_response, make_etag, not_modified
 from service.api.problems import ProblemException
 from service.core.clock import exchange_today
+from service.core.market_closures import load_trading_calendar
 from service.core.users import User
 from service.portfolio import store
-from service.portfolio.holdings import current_holdings
+from service.portfolio.holdings import PriceInputs, current_holdings
 from service.portfolio.positions import (
     DayState,
     LedgerError,
@@ -39,6 +42,61 @@ from service.portfolio.schemas import (
 )
 
 MAX_SNAPSHOT_ROWS = 20_000
+_SNAPSHOT_VALUES = (
+    "total_value",
+    "market_value",
+    "cash",
+    "cost_basis",
+    "unrealized_pnl",
+    "realized_pnl",
+    "income",
+    "fees",
+    "net_invested",
+    "net_flow",
+    "day_change",
+)
+_SNAPSHOT_RANGE = """
+    FROM portfolio_snapshots
+    WHERE portfolio_id = $1 AND ($2::date IS NULL OR date >= $2)
+      AND ($3::date IS NULL OR date <= $3)
+    ORDER BY date LIMIT $4
+"""
+# Whether the caller owns the portfolio, and the range's version (polled_reads.py).
+SNAPSHOTS_VERSION = f"""
+    SELECT EXISTS (SELECT 1 FROM portfolios WHERE id = $1 AND owner_id = $5) AS owned,
+           (SELECT md5(coalesce(string_agg(date::text || ':' || xmin::text, ',' ORDER BY date),
+                                ''))
+            FROM (SELECT date, xmin {_SNAPSHOT_RANGE}) s) AS version
+"""  # noqa: S608 - constant text
+
+
+def _snapshots_body(*, holdings: bool) -> str:
+    fields = ["'date', date", *(f"'{c}', {c}" for c in _SNAPSHOT_VALUES)]
+    fields.append("'stale_prices', stale_prices")
+    if holdings:
+        fields.append("'holdings', holdings")
+    return f"""
+        SELECT coalesce(json_agg(json_build_object({", ".join(fields)}) ORDER BY date), '[]')::text
+        FROM (SELECT date, {", ".join(_SNAPSHOT_VALUES)}, stale_prices
+                     {", holdings" if holdings else ""}
+              {_SNAPSHOT_RANGE}) s
+    """  # noqa: S608 - column names are constants of this module
+
+
+SNAPSHOTS_VALUES = _snapshots_body(holdings=False)
+SNAPSHOTS_WITH_HOLDINGS = _snapshots_body(holdings=True)
+SNAPSHOT_RESPONSES = {
+    200: ResponseSpec(
+        list[SnapshotOut],
+        description="Snapshots, oldest first; `holdings` only with `holdings=true`. Carries "
+        "`ETag` and `Cache-Control: private, no-cache`.",
+        generate_examples=False,
+    ),
+    304: ResponseSpec(
+        None,
+        description="`If-None-Match` named the current ETag: no snapshot in the range changed.",
+    ),
+}
 # Ids are bigint: a larger number is simply not found, and must never reach Postgres.
 PathId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
 
@@ -223,59 +281,66 @@ class PortfolioController(Controller):
         portfolio_id: PathId,
         as_of: FromQuery[dt.date | None] = None,
     ) -> HoldingsOut:
-        """Positions at `as_of` (default today) valued at each symbol's last close; 409 if a
-        split stored since makes the recorded transactions impossible."""
-        day = as_of or exchange_today(request.app.state.clock)
+        """Positions at `as_of` (default today) valued at the newest price: the latest quote
+        when it traded after the last close, else the last close; each price says where it
+        came from and whether it is stale. 409 if a split stored since makes the recorded
+        transactions impossible."""
+        now = request.app.state.clock()
+        today = exchange_today(request.app.state.clock)
+        day = as_of or today
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
             transactions = await store.list_transactions(connection, portfolio_id)
             symbols = sorted({tx.symbol for tx in transactions if tx.symbol})
             splits = await store.load_splits(connection, symbols)
             closes = await store.latest_closes(connection, symbols, on_or_before=day)
+            quotes = await store.latest_quotes(connection, symbols) if day >= today else {}
+            calendar = await load_trading_calendar(connection)
         states = _replay_stored(transactions, [s for items in splits.values() for s in items])
+        inputs = PriceInputs(
+            now=now, calendar=calendar, closes=closes, quotes=quotes, splits=splits
+        )
         return current_holdings(
-            portfolio_id, state_on(states, day), as_of=day, closes=closes, splits=splits
+            portfolio_id, state_on(states, day), as_of=day, today=today, inputs=inputs
         )
 
-    @get("/{portfolio_id:int}/snapshots", summary="Stored daily snapshots")
+    @get(
+        "/{portfolio_id:int}/snapshots",
+        summary="Stored daily snapshots",
+        responses=SNAPSHOT_RESPONSES,
+    )
     async def snapshots(
         self,
         request: Request[User, int, State],
         portfolio_id: PathId,
         start: FromQuery[dt.date | None] = None,
         end: FromQuery[dt.date | None] = None,
-    ) -> list[SnapshotOut]:
-        """Snapshots in [start, end] (both optional), oldest first."""
+        holdings: Annotated[
+            bool,
+            Parameter(
+                query="holdings",
+                description="Include each day's positions (`holdings`). Default false: the "
+                "daily values a chart needs, about a third of the bytes.",
+            ),
+        ] = False,
+    ) -> Response[bytes]:
+        """Snapshots in [start, end] (both optional), oldest first, each day's positions only
+        with `holdings=true`. Send the `ETag` back as `If-None-Match` to get 304 while no
+        snapshot in the range changed."""
         if start is not None and end is not None and start > end:
             raise ProblemException(status=400, detail="invalid end: must be on or after start")
+        args = (portfolio_id, start, end, MAX_SNAPSHOT_ROWS)
         async with request.app.state.pool.acquire() as connection:
-            await _owned(connection, portfolio_id, request.user)
-            rows = await connection.fetch(
-                """
-                SELECT date, total_value, market_value, cash, cost_basis, unrealized_pnl,
-                       realized_pnl, income, fees, net_invested, net_flow, day_change, holdings
-                FROM portfolio_snapshots
-                WHERE portfolio_id = $1 AND ($2::date IS NULL OR date >= $2)
-                  AND ($3::date IS NULL OR date <= $3)
-                ORDER BY date LIMIT $4
-                """,
-                portfolio_id,
-                start,
-                end,
-                MAX_SNAPSHOT_ROWS,
+            found = await connection.fetchrow(SNAPSHOTS_VERSION, *args, request.user.id)
+            if not found["owned"]:
+                raise _not_found(portfolio_id)
+            etag = make_etag("snapshots-h" if holdings else "snapshots", found["version"])
+            if etag_matches(request.headers.get("if-none-match"), etag):
+                return not_modified(etag=etag)
+            body = await connection.fetchval(
+                SNAPSHOTS_WITH_HOLDINGS if holdings else SNAPSHOTS_VALUES, *args
             )
-        return [
-            SnapshotOut(
-                **{
-                    key: float(value)
-                    for key, value in row.items()
-                    if key not in {"date", "holdings"}
-                },
-                date=row["date"],
-                holdings=row["holdings"],
-            )
-            for row in rows
-        ]
+        return json_response(body, etag=etag)
 
     @get("/{portfolio_id:int}/performance", summary="The latest performance result")
     async def performance(self, request: Request[User, int, State], portfolio_id: PathId) -> Any:

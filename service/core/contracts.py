@@ -19,7 +19,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 import msgspec
 
-from service.core.trading_calendar import NYSE
+from service.core.trading_calendar import NYSE, TradingCalendar
 
 QueueName = Literal["market_data", "analytics"]
 QUEUE_MARKET_DATA: QueueName = "market_data"
@@ -52,6 +52,16 @@ UserId = Annotated[
     msgspec.Meta(description="Whose portfolios (admin keys only; default: the caller's)."),
 ]
 RetentionDays = Annotated[int, msgspec.Meta(ge=1)]
+AsOf = (
+    Annotated[
+        dt.datetime,
+        msgspec.Meta(
+            tz=True,
+            description="The instant the task is for (the scheduler sets its fire's time).",
+        ),
+    ]
+    | None
+)
 
 
 class InvalidTaskArguments(ValueError):
@@ -166,6 +176,26 @@ class UpdatePortfolioPrices(TaskContract, frozen=True):
             _set(self, "portfolio_ids", sorted(set(self.portfolio_ids)))
 
 
+class StoreSessionCloses(TaskContract, frozen=True):
+    """The daily bar of the last completed session for every held symbol and the benchmark.
+
+    The scheduler sends it after each close (16:05, or 13:05 on early-close days) with
+    `as_of` set to the fire's instant; without it, the session last completed now.
+    Snapshots that were valued with a stale price of a symbol it stores are rewritten.
+    """
+
+    name: ClassVar[str] = "store_session_closes"
+    queue: ClassVar[str] = QUEUE_MARKET_DATA
+    submit_path: ClassVar[str | None] = None
+    summary: ClassVar[str] = "Store the session's closes"
+
+    as_of: AsOf = None
+
+    def session(self, *, now: dt.datetime, calendar: TradingCalendar = NYSE) -> dt.date:
+        """The session whose bars to store."""
+        return calendar.last_completed_session(self.as_of or now)
+
+
 class FetchAssetInfo(TaskContract, frozen=True):
     """Reference data for one asset."""
 
@@ -209,9 +239,10 @@ class CalculatePortfolioPerformance(TaskContract, frozen=True):
 class CreatePortfolioSnapshot(TaskContract, frozen=True):
     """Snapshots on one `date`, or over a `start`/`end` backfill (at most ten years).
 
-    No date: the last trading day on or before today. No `portfolio_ids`: all of
-    `user_id`'s portfolios (the API sets the caller), or every portfolio without one
-    (the scheduled daily snapshot).
+    No date: the last session completed at `as_of` (the scheduler sets its fire's instant,
+    so a late run still values the right session), or else now: before today's close that
+    is the previous session. No `portfolio_ids`: all of `user_id`'s portfolios (the API
+    sets the caller), or every portfolio without one (the scheduled daily snapshot).
     """
 
     name: ClassVar[str] = "create_portfolio_snapshot"
@@ -224,10 +255,13 @@ class CreatePortfolioSnapshot(TaskContract, frozen=True):
     date: dt.date | None = None
     start: dt.date | None = None
     end: dt.date | None = None
+    as_of: AsOf = None
 
     def __post_init__(self) -> None:
         if self.date is not None and (self.start is not None or self.end is not None):
             raise ValueError("date: give either date or start/end, not both")
+        if self.as_of is not None and (self.date is not None or self.start is not None):
+            raise ValueError("as_of: only without date or start/end")
         if (self.start is None) != (self.end is None):
             raise ValueError("start: start and end go together")
         _check_range(self.start, self.end)
@@ -236,11 +270,16 @@ class CreatePortfolioSnapshot(TaskContract, frozen=True):
         if self.portfolio_ids is not None:
             _set(self, "portfolio_ids", sorted(set(self.portfolio_ids)))
 
-    def valuation_dates(self, *, today: dt.date) -> list[dt.date]:
-        """Trading days of the range, or the one date asked (a weekend date carries Friday)."""
+    def valuation_dates(
+        self, *, now: dt.datetime, calendar: TradingCalendar = NYSE
+    ) -> list[dt.date]:
+        """Trading days of the range, or the one date asked (a weekend date carries Friday),
+        or the last session completed at `as_of` (else `now`)."""
         if self.start is not None and self.end is not None:
-            return NYSE.trading_days(self.start, self.end)
-        return [self.date or NYSE.last_trading_day_on_or_before(today)]
+            return calendar.trading_days(self.start, self.end)
+        if self.date is not None:
+            return [self.date]
+        return [calendar.last_completed_session(self.as_of or now)]
 
 
 class GeneratePortfolioReport(TaskContract, frozen=True):
@@ -297,6 +336,7 @@ CONTRACTS: tuple[type[TaskContract], ...] = (
     FetchMarketData,
     FetchMarketDataChunk,
     UpdatePortfolioPrices,
+    StoreSessionCloses,
     FetchAssetInfo,
     CalculatePortfolioPerformance,
     CreatePortfolioSnapshot,

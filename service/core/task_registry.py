@@ -311,3 +311,28 @@ async def sweep_lost_tasks(
         lost_after,
     )
     return int(retried.rsplit(" ", 1)[-1]), int(failed.rsplit(" ", 1)[-1])
+
+
+NEVER_STARTED_MESSAGE = "never started: no worker claimed it within {seconds} s"
+
+
+async def fail_never_started(
+    connection: asyncpg.Connection, *, lost_after: timedelta, now: datetime | None = None
+) -> int:
+    """PENDING tasks submitted more than `lost_after` before `now` (default: the database's
+    clock) that no worker ever claimed → FAILURE, so an identical submit starts a new task.
+
+    `lost_after` must outlast the broker's visibility timeout: a message delivered and not
+    acknowledged comes back only after it. Returns how many tasks were ended."""
+    status: str = await connection.execute(
+        """
+        UPDATE tasks SET state = 'FAILURE', finished_at = now(), updated_at = now(),
+               error = jsonb_build_object('type', 'NeverStarted', 'message', $2::text)
+        WHERE state = 'PENDING'
+          AND submitted_at < coalesce($3::timestamptz, now()) - $1::interval
+        """,
+        lost_after,
+        NEVER_STARTED_MESSAGE.format(seconds=int(lost_after.total_seconds())),
+        now,
+    )
+    return int(status.rsplit(" ", 1)[-1])

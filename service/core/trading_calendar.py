@@ -8,8 +8,8 @@ a calendar is a value, and lookups are cached per year.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from datetime import date, time, timedelta
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -46,12 +46,27 @@ def load_holiday_tables(*, around: date) -> None:
 
 
 class TradingCalendar:
-    """NYSE sessions, with extra closures (`closures`) layered on top of the published ones."""
+    """NYSE sessions, with extra closures (`closures`) and unscheduled early closes
+    (`early_closes`, day -> local closing time) layered on top of the published ones.
+    Calendars with the same overrides are equal (and hash alike, for caches)."""
 
-    __slots__ = ("_closures",)
+    __slots__ = ("_closures", "_early_closes")
 
-    def __init__(self, *, closures: Iterable[date] = ()) -> None:
+    def __init__(
+        self, *, closures: Iterable[date] = (), early_closes: Mapping[date, time] | None = None
+    ) -> None:
         self._closures = frozenset(closures)
+        self._early_closes = tuple(sorted((early_closes or {}).items()))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TradingCalendar)
+            and self._closures == other._closures
+            and self._early_closes == other._early_closes
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._closures, self._early_closes))
 
     def is_trading_day(self, day: date) -> bool:
         """True when NYSE holds a session on `day`."""
@@ -63,11 +78,39 @@ class TradingCalendar:
         """The session's close in exchange time (13:00 on early-close days); None if closed."""
         if not self.is_trading_day(day):
             return None
+        for early_day, closing in self._early_closes:
+            if early_day == day:
+                return closing
         return EARLY_CLOSE if day in _nyse_early_closes(day.year) else REGULAR_CLOSE
 
+    def close_at(self, day: date) -> datetime | None:
+        """The session's closing instant (UTC); None when `day` does not trade."""
+        closing = self.close_time(day)
+        if closing is None:
+            return None
+        return datetime.combine(day, closing, tzinfo=EXCHANGE_TZ).astimezone(UTC)
+
+    def last_completed_session(self, now: datetime) -> date:
+        """The latest trading day whose session had closed by `now` (an aware instant)."""
+        day = self.last_trading_day_on_or_before(now.astimezone(EXCHANGE_TZ).date())
+        closed = self.close_at(day)
+        if closed is not None and closed > now:
+            day = self.last_trading_day_on_or_before(day - timedelta(days=1))
+        return day
+
+    def open_session(self, now: datetime) -> date | None:
+        """The trading day whose regular session is running at `now`, or None."""
+        local = now.astimezone(EXCHANGE_TZ)
+        closed = self.close_at(local.date())
+        opened = datetime.combine(local.date(), REGULAR_OPEN, tzinfo=EXCHANGE_TZ)
+        if closed is None or not opened <= now < closed:
+            return None
+        return local.date()
+
     def is_early_close(self, day: date) -> bool:
-        """True on a trading day that closes at 13:00."""
-        return self.close_time(day) == EARLY_CLOSE
+        """True on a trading day that closes before 16:00."""
+        closing = self.close_time(day)
+        return closing is not None and closing < REGULAR_CLOSE
 
     def trading_days(self, start: date, end: date) -> list[date]:
         """Every trading day in [start, end], in order."""

@@ -125,7 +125,9 @@ class TransactionOut(msgspec.Struct, frozen=True):
 
 
 class HoldingOut(msgspec.Struct, frozen=True):
-    """A current position; price fields are null when no close is known."""
+    """A current position, valued at `price`: the latest quote when it traded after the last
+    close, else the last close (`price_source`). `stale` is true when that price is older
+    than the last completed session's close. Price fields are null when nothing is known."""
 
     symbol: str
     quantity: float
@@ -133,13 +135,21 @@ class HoldingOut(msgspec.Struct, frozen=True):
     cost_basis: float
     close: float | None
     price_date: dt.date | None
+    price: float | None
+    price_time: dt.datetime | None
+    price_source: Literal["quote", "close"] | None
+    stale: bool
     market_value: float | None
     unrealized_pnl: float | None
     weight: float | None
 
 
 class HoldingsOut(msgspec.Struct, frozen=True):
-    """Positions and cash as of the latest closes; totals are null if any price is missing."""
+    """Positions and cash at the newest prices; totals are null if any price is missing.
+
+    `price_time` is the oldest price time the totals used and `stale_prices` the symbols
+    whose price is stale, so one response can say "as of 14:05 ET, 2 prices stale".
+    """
 
     portfolio_id: int
     as_of: dt.date
@@ -152,10 +162,13 @@ class HoldingsOut(msgspec.Struct, frozen=True):
     net_invested: float
     holdings: list[HoldingOut]
     missing_prices: list[str]
+    price_time: dt.datetime | None
+    stale_prices: list[str]
 
 
 class SnapshotOut(msgspec.Struct, frozen=True):
-    """One stored daily snapshot."""
+    """One stored daily snapshot. `stale_prices` names each holding valued at a close older
+    than the snapshot's date (its close could not be fetched), with that close's date."""
 
     date: dt.date
     total_value: float
@@ -169,7 +182,8 @@ class SnapshotOut(msgspec.Struct, frozen=True):
     net_invested: float
     net_flow: float
     day_change: float
-    holdings: list[dict[str, Any]]
+    stale_prices: dict[str, dt.date]
+    holdings: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
 
 
 ReportFormat = Literal["json", "html"]

@@ -10,6 +10,7 @@ from decimal import Decimal
 import asyncpg
 
 from service.portfolio.positions import Split, Transaction
+from service.portfolio.pricing import StoredQuote
 
 _GET_PORTFOLIO = (
     "SELECT id, name, base_currency, created_at FROM portfolios WHERE id = $1 AND owner_id = $2"
@@ -188,3 +189,17 @@ async def latest_closes(
         on_or_before,
     )
     return {row["symbol"]: (row["date"], row["close"]) for row in rows}
+
+
+async def latest_quotes(
+    connection: asyncpg.Connection, symbols: Sequence[str]
+) -> dict[str, StoredQuote]:
+    """Each symbol's stored latest quote, in one statement."""
+    rows = await connection.fetch(
+        "SELECT symbol, price, market_time FROM latest_quotes WHERE symbol = ANY($1::text[])",
+        sorted(set(symbols)),
+    )
+    return {
+        row["symbol"]: StoredQuote(price=row["price"], market_time=row["market_time"])
+        for row in rows
+    }

@@ -14,6 +14,7 @@ from service.core.contracts import (
     Cleanup,
     CreatePortfolioSnapshot,
     SchedulerProbe,
+    StoreSessionCloses,
     UpdatePortfolioPrices,
 )
 from service.scheduler.plan import Every, Job, MarketTimes, Weekly, every
@@ -29,7 +30,15 @@ MARKET_JOBS: tuple[Job, ...] = (
         ),
         grace=timedelta(minutes=20),
     ),
-    # No arguments: every portfolio, valued on the last trading day on or before today.
+    # After each close: that session's bar for every held symbol and the benchmark, so the
+    # snapshot below values the portfolios at it. `as_of` is the fire's instant.
+    Job(
+        id="session-closes",
+        task=StoreSessionCloses(),
+        rule=MarketTimes(regular=(time(16, 5),), early=(time(13, 5),)),
+        grace=timedelta(hours=6),
+    ),
+    # No arguments: every portfolio, valued at the session last completed at the fire.
     Job(
         id="daily-snapshot",
         task=CreatePortfolioSnapshot(),

@@ -107,7 +107,7 @@ async def claim_fire(
         epoch,
         fire.task_id,
         job.task.name,
-        json.dumps(job.task.kwargs()),
+        json.dumps(job.task_at(fire.scheduled_for).kwargs()),
         job.dedupe_key,
         "schedule",
         claimed_by,
@@ -131,7 +131,7 @@ async def claim_manual_fire(
             fire.scheduled_for,
             fire.task_id,
             job.task.name,
-            json.dumps(job.task.kwargs()),
+            json.dumps(job.task_at(fire.scheduled_for).kwargs()),
             job.dedupe_key,
             claimed_by,
         )

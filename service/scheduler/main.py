@@ -25,6 +25,7 @@ async def run_scheduler(settings: Settings, *, stop: asyncio.Event) -> None:
             jobs=jobs_for(settings.scheduler_schedule),
             publisher=publisher,
             clock=clock_from_settings(settings),
+            clock_speed=settings.clock_speed if settings.clock_start is not None else 1.0,
         )
         await scheduler.run(stop)
     finally:

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+import msgspec
+
 from service.core.contracts import TaskContract
 from service.core.trading_calendar import EXCHANGE_TZ, TradingCalendar
 
@@ -107,6 +109,13 @@ class Job:
                     f"{self.id}: fires at {quiet[0]:%H:%M}, inside the 01:00-03:00 DST window"
                 )
 
+    def task_at(self, instant: datetime) -> TaskContract:
+        """The task a fire at `instant` sends: the job's task, with `as_of` set to the
+        fire's instant when its contract has that field and the job leaves it empty."""
+        if "as_of" in self.task.__struct_fields__ and getattr(self.task, "as_of") is None:  # noqa: B009
+            return msgspec.structs.replace(self.task, as_of=instant)
+        return self.task
+
     @property
     def dedupe_key(self) -> str:
         """Jobs sending the same task with the same arguments share this key; coinciding
@@ -178,23 +187,39 @@ def due_fires(
     *,
     now: datetime,
     first_seen: Mapping[str, datetime],
+    grace_floor: timedelta = timedelta(0),
 ) -> list[Fire]:
     """Every fire due at `now` still inside its job's grace window, oldest first.
 
     A job's window is `[max(now - grace, first_seen[job]), now]`: fires missed while no
     leader ran are caught up, but never fires from before the scheduler first knew the job.
+    No grace is shorter than `grace_floor` (see `grace_floor_for`).
     Among fires at the same instant, table order decides which is claimed first.
     """
     order = {job.id: index for index, job in enumerate(jobs)}
     fires: list[Fire] = []
     for job in jobs:
-        start = now - job.grace
+        start = now - max(job.grace, grace_floor)
         seen = first_seen.get(job.id)
         if seen is not None:
             start = max(start, seen)
         for instant in fire_times(job, calendar, start=start, end=now + timedelta(microseconds=1)):
             fires.append(Fire(scheduled_for=instant, job_id=job.id))
     return sorted(fires, key=lambda fire: (fire.scheduled_for, order[fire.job_id]))
+
+
+# However fast a test or demo clock runs, a fire stays claimable for this many real seconds.
+MIN_REAL_GRACE_SECONDS = 5.0
+
+
+def grace_floor_for(clock_speed: float) -> timedelta:
+    """The shortest grace, in clock time, for a clock running `clock_speed` times real time.
+
+    At real speed it is a few seconds, below every job's grace. On a fast test clock a job's
+    grace (10 minutes) lasts a fraction of a real second, and any pause of the leader would
+    drop fires that a real leader would still send.
+    """
+    return timedelta(seconds=MIN_REAL_GRACE_SECONDS * clock_speed)
 
 
 def next_fires(

@@ -39,7 +39,18 @@ from service.core.settings import Settings
 from service.core.trading_calendar import EXCHANGE_TZ
 from service.scheduler import ledger
 from service.scheduler.leader import LeadershipLost, heartbeat, open_lock_connection, try_acquire
-from service.scheduler.plan import EPOCH, Every, Fire, Job, MarketTimes, Rule, due_fires, wake_times
+from service.scheduler.plan import (
+    EPOCH,
+    Every,
+    Fire,
+    Job,
+    MarketTimes,
+    Rule,
+    due_fires,
+    grace_floor_for,
+    next_fires,
+    wake_times,
+)
 
 log = get_logger(__name__)
 
@@ -87,6 +98,7 @@ class Scheduler:
         publisher: TaskPublisher,
         name: str | None = None,
         clock: Clock = wall_clock,
+        clock_speed: float = 1.0,
     ) -> None:
         self._settings = settings
         self._jobs = jobs
@@ -96,6 +108,9 @@ class Scheduler:
         self._publisher = publisher
         self._name = name or replica_name()
         self._clock = clock
+        self._clock_speed = clock_speed
+        self._grace_floor = grace_floor_for(clock_speed)
+        self._next_fire: datetime | None = None
         self._wake = asyncio.Event()
         self._retry_soon = False
         self._last_proof = 0.0
@@ -169,11 +184,15 @@ class Scheduler:
             next_catchup = time.monotonic() + settings.scheduler_catchup_seconds
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(
-                        self._wake.wait(), timeout=settings.scheduler_heartbeat_seconds
-                    )
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._sleep_seconds())
                 await self._prove(connection, epoch)
-                if self._wake.is_set() or self._retry_soon or time.monotonic() >= next_catchup:
+                fire_due = self._next_fire is not None and self._clock() >= self._next_fire
+                if (
+                    fire_due
+                    or self._wake.is_set()
+                    or self._retry_soon
+                    or time.monotonic() >= next_catchup
+                ):
                     self._wake.clear()
                     self._retry_soon = False
                     await self._run_due(connection, epoch, first_seen)
@@ -181,6 +200,18 @@ class Scheduler:
         finally:
             clock.shutdown(wait=False)
             log.info("leadership ended", leader=self._name, epoch=epoch)
+
+    def _sleep_seconds(self) -> float:
+        """Until the next heartbeat, or the next fire by this replica's clock if sooner.
+
+        APScheduler wakes on real time; a pinned clock running faster (tests, demos) would
+        otherwise have its fires claimed up to a catch-up interval late.
+        """
+        heartbeat = self._settings.scheduler_heartbeat_seconds
+        if self._next_fire is None:
+            return heartbeat
+        until = (self._next_fire - self._clock()).total_seconds() / self._clock_speed
+        return max(0.0, min(heartbeat, until))
 
     async def _prove(self, connection: asyncpg.Connection, epoch: int) -> None:
         await asyncio.wait_for(
@@ -214,7 +245,15 @@ class Scheduler:
         now: datetime,
     ) -> None:
         calendar = await load_trading_calendar(connection)
-        due = due_fires(self._jobs, calendar, now=now, first_seen=first_seen)
+        upcoming = [
+            instant
+            for job in self._jobs
+            for instant in next_fires(job, calendar, after=now, count=1, horizon_days=8)
+        ]
+        self._next_fire = min(upcoming, default=None)
+        due = due_fires(
+            self._jobs, calendar, now=now, first_seen=first_seen, grace_floor=self._grace_floor
+        )
         if not due:
             return
         known = await ledger.known_fires(connection, since=due[0].scheduled_for)
@@ -254,9 +293,9 @@ class Scheduler:
             connection,
             epoch,
             job_id=job.id,
-            task=job.task,
+            task=job.task_at(fire.scheduled_for),
             task_id=fire.task_id,
-            expires_at=fire.scheduled_for + job.grace,
+            expires_at=fire.scheduled_for + max(job.grace, self._grace_floor),
         )
 
     async def _send_pending(
@@ -268,7 +307,7 @@ class Scheduler:
         self._last_proof = time.monotonic()
         for pending in pending_list:
             job = self._jobs_by_id.get(pending.job_id)
-            grace = job.grace if job is not None else longest
+            grace = max(job.grace if job is not None else longest, self._grace_floor)
             fields = {
                 "leader": self._name,
                 "epoch": epoch,

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from service.core.logs import get_logger
-from service.core.trading_calendar import NYSE
+from service.core.trading_calendar import NYSE, TradingCalendar
 from workers.analytics.performance import (
     METRIC_NAMES,
     DailySeries,
@@ -95,11 +95,16 @@ def _all_unavailable(reason: str) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 async def ensure_series(
-    pool: asyncpg.Pool, portfolios: Sequence[PortfolioRow], *, base: date, end: date
+    pool: asyncpg.Pool,
+    portfolios: Sequence[PortfolioRow],
+    *,
+    base: date,
+    end: date,
+    calendar: TradingCalendar = NYSE,
 ) -> tuple[dict[int, DailySeries], dict[int, str]]:
     """Complete daily series per portfolio, computing missing snapshots; reasons for the rest."""
     ids = [p.id for p in portfolios]
-    trading = NYSE.trading_days(base, end)
+    trading = calendar.trading_days(base, end)
     async with pool.acquire() as connection:
         inception = await inception_dates(connection, ids)
         series = await read_series(connection, ids, base=base, end=end, trading_days=trading)
@@ -115,7 +120,7 @@ async def ensure_series(
         if have is None or list(have.dates) != expected:
             incomplete.append(portfolio)
     if incomplete:
-        outcome = await snapshot_portfolios(pool, incomplete, dates=trading)
+        outcome = await snapshot_portfolios(pool, incomplete, dates=trading, calendar=calendar)
         problems.update(outcome.failed)
         async with pool.acquire() as connection:
             series.update(
@@ -138,9 +143,10 @@ async def calculate_performance(
     end: date,
     benchmark_symbol: str,
     risk_free_rate: float,
+    calendar: TradingCalendar = NYSE,
 ) -> dict[int, dict[str, Any]]:
     """Compute and store each portfolio's performance result; returns them by portfolio id."""
-    series, problems = await ensure_series(pool, portfolios, base=base, end=end)
+    series, problems = await ensure_series(pool, portfolios, base=base, end=end, calendar=calendar)
     async with pool.acquire() as connection:
         bench_dates, bench_closes = await read_benchmark(
             connection, benchmark_symbol, base=base, end=end
@@ -157,7 +163,7 @@ async def calculate_performance(
             start = base
         else:
             if window.dates[0] > base:  # the portfolio began inside the window
-                before = NYSE.last_trading_day_on_or_before(window.dates[0] - timedelta(days=1))
+                before = calendar.last_trading_day_on_or_before(window.dates[0] - timedelta(days=1))
                 window = from_inception(window, day_before=before)
             outcome = compute_performance(
                 window,

@@ -7,6 +7,7 @@ impossible transaction) contributes no rows: all or nothing per portfolio.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -16,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from service.core.logs import get_logger
-from service.core.trading_calendar import NYSE
+from service.core.trading_calendar import NYSE, TradingCalendar
 from service.portfolio.positions import LedgerError, Transaction, replay
 from service.portfolio.valuation import MissingPrice, Valuation, valuations
 from workers.analytics.portfolio_reads import (
@@ -44,6 +45,7 @@ SNAPSHOT_COLUMNS = (
     "net_flow",
     "day_change",
     "holdings",
+    "stale_prices",
 )
 _VALUE_COLUMNS = SNAPSHOT_COLUMNS[2:]
 Progress = Callable[[int, int], Awaitable[None]]
@@ -61,6 +63,17 @@ class SnapshotOutcome:
     rows: int = 0
     changed: int = 0
     failed: dict[int, str] = field(default_factory=dict)
+    # symbol -> the oldest price date a snapshot of this run used for it instead of its date
+    stale: dict[str, date] = field(default_factory=dict)
+
+    def note_stale(self, symbol: str, price_date: date) -> None:
+        """Remember that a snapshot valued `symbol` at the close of `price_date`, not its date."""
+        self.stale[symbol] = min(price_date, self.stale.get(symbol, price_date))
+
+
+def stale_prices(row: Valuation) -> dict[str, date]:
+    """The holdings of `row` valued at a close older than its date, with that close's date."""
+    return {h.symbol: h.price_date for h in row.holdings if h.price_date < row.date}
 
 
 def check_currencies(portfolio: PortfolioRow, symbols: set[str], market: MarketData) -> None:
@@ -106,6 +119,7 @@ def snapshot_record(portfolio_id: int, row: Valuation) -> tuple[Any, ...]:
             "market_value": _json_number(h.market_value),
             "cost_basis": _json_number(h.cost_basis),
             "unrealized_pnl": _json_number(h.unrealized_pnl),
+            "stale": h.price_date < row.date,
         }
         for h in row.holdings
     ]
@@ -124,12 +138,13 @@ def snapshot_record(portfolio_id: int, row: Valuation) -> tuple[Any, ...]:
         row.net_flow,
         row.day_change,
         holdings,
+        {symbol: day.isoformat() for symbol, day in stale_prices(row).items()},
     )
 
 
-def previous_valuation_date(first: date) -> date:
+def previous_valuation_date(first: date, calendar: TradingCalendar = NYSE) -> date:
     """The trading day before `first`: day change and flows of the first row count from it."""
-    return NYSE.last_trading_day_on_or_before(first - timedelta(days=1))
+    return calendar.last_trading_day_on_or_before(first - timedelta(days=1))
 
 
 async def upsert_snapshots(
@@ -160,18 +175,36 @@ async def upsert_snapshots(
     return int(status.rsplit(" ", 1)[-1])
 
 
+def _portfolio_records(
+    portfolio: PortfolioRow,
+    transactions: Sequence[Transaction],
+    market: MarketData,
+    *,
+    dates: Sequence[date],
+    previous: date | None,
+) -> tuple[list[tuple[Any, ...]], dict[str, date]]:
+    """One portfolio's snapshot records, and the oldest stale price date per symbol."""
+    rows = portfolio_valuations(portfolio, transactions, market, dates=dates, previous=previous)
+    stale: dict[str, date] = {}
+    for row in rows:
+        for symbol, price_date in stale_prices(row).items():
+            stale[symbol] = min(price_date, stale.get(symbol, price_date))
+    return [snapshot_record(portfolio.id, row) for row in rows], stale
+
+
 async def snapshot_portfolios(
     pool: asyncpg.Pool,
     portfolios: Sequence[PortfolioRow],
     *,
     dates: Sequence[date],
     progress: Progress | None = None,
+    calendar: TradingCalendar = NYSE,
 ) -> SnapshotOutcome:
     """Compute and upsert snapshots of `portfolios` for `dates`, in batches."""
     outcome = SnapshotOutcome(portfolios=len(portfolios))
     if not dates or not portfolios:
         return outcome
-    previous = previous_valuation_date(dates[0])
+    previous = previous_valuation_date(dates[0], calendar)
     for offset in range(0, len(portfolios), BATCH_PORTFOLIOS):
         batch = portfolios[offset : offset + BATCH_PORTFOLIOS]
         async with pool.acquire() as connection:
@@ -182,8 +215,12 @@ async def snapshot_portfolios(
             )
             records: list[tuple[Any, ...]] = []
             for portfolio in batch:
+                # Replay and valuation are CPU-bound (seconds for a long backfill): each
+                # portfolio runs in a thread, so the loop keeps heartbeating and a cancel
+                # stops the run after at most one portfolio.
                 try:
-                    rows = portfolio_valuations(
+                    rows, stale = await asyncio.to_thread(
+                        _portfolio_records,
                         portfolio,
                         transactions.get(portfolio.id, []),
                         market,
@@ -194,7 +231,9 @@ async def snapshot_portfolios(
                     outcome.failed[portfolio.id] = str(exc)
                     log.warning("snapshot skipped", portfolio_id=portfolio.id, reason=str(exc))
                     continue
-                records.extend(snapshot_record(portfolio.id, row) for row in rows)
+                records.extend(rows)
+                for symbol, price_date in stale.items():
+                    outcome.note_stale(symbol, price_date)
             async with connection.transaction():
                 outcome.changed += await upsert_snapshots(connection, records)
             outcome.rows += len(records)

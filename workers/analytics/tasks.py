@@ -10,6 +10,7 @@ from service.core.contracts import (
     GeneratePortfolioReport,
 )
 from service.core.logs import get_logger
+from service.core.market_closures import load_trading_calendar
 from workers.analytics.performance_run import calculate_performance
 from workers.analytics.portfolio_reads import select_portfolios
 from workers.analytics.report_run import generate_report
@@ -27,7 +28,9 @@ async def create_portfolio_snapshot(
     ctx: TaskContext, params: CreatePortfolioSnapshot
 ) -> dict[str, Any]:
     """Snapshot the portfolios (named, the user's, or all) for one date or a range."""
-    dates = params.valuation_dates(today=ctx.today())
+    async with ctx.pool.acquire() as connection:
+        calendar = await load_trading_calendar(connection)
+    dates = params.valuation_dates(now=ctx.clock(), calendar=calendar)
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
             connection, portfolio_ids=params.portfolio_ids, user_id=params.user_id
@@ -39,13 +42,16 @@ async def create_portfolio_snapshot(
     async def progress(done: int, total: int) -> None:
         await ctx.report_progress(current=done, total=total, message="portfolios snapshotted")
 
-    outcome = await snapshot_portfolios(ctx.pool, portfolios, dates=dates, progress=progress)
+    outcome = await snapshot_portfolios(
+        ctx.pool, portfolios, dates=dates, progress=progress, calendar=calendar
+    )
     log.info(
         "snapshots written",
         portfolios=outcome.portfolios,
         rows=outcome.rows,
         changed=outcome.changed,
         failed=len(outcome.failed),
+        stale=len(outcome.stale),
     )
     return {
         "portfolios": outcome.portfolios,
@@ -55,6 +61,7 @@ async def create_portfolio_snapshot(
         "snapshots": outcome.rows,
         "changed": outcome.changed,
         "failed": {str(pid): reason for pid, reason in outcome.failed.items()},
+        "stale_prices": {symbol: day.isoformat() for symbol, day in sorted(outcome.stale.items())},
     }
 
 
@@ -64,6 +71,7 @@ async def calculate_portfolio_performance(
     """Compute and store the performance of one portfolio, of all a user's, or of all."""
     base, end = params.window(today=ctx.today())
     async with ctx.pool.acquire() as connection:
+        calendar = await load_trading_calendar(connection)
         portfolios = await select_portfolios(
             connection,
             portfolio_ids=[params.portfolio_id] if params.portfolio_id else None,
@@ -79,6 +87,7 @@ async def calculate_portfolio_performance(
         end=end,
         benchmark_symbol=ctx.settings.benchmark_symbol,
         risk_free_rate=ctx.settings.risk_free_rate,
+        calendar=calendar,
     )
     await ctx.report_progress(current=len(portfolios), total=len(portfolios), message="stored")
     return {

@@ -11,6 +11,7 @@ from workers.market_data.tasks import (
     fetch_asset_info,
     fetch_market_data,
     fetch_market_data_chunk,
+    store_session_closes,
     update_portfolio_prices,
 )
 from workers.market_data.types import AssetInfo, Bar, Dividend, History, Quote, Split
@@ -27,6 +28,7 @@ __all__ = [
     "fetch_asset_info",
     "fetch_market_data",
     "fetch_market_data_chunk",
+    "store_session_closes",
     "update_portfolio_prices",
     "upsert_bars",
 ]

@@ -9,7 +9,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from service.core.cancellation import request_cancel
@@ -17,9 +17,11 @@ from service.core.contracts import (
     FetchAssetInfo,
     FetchMarketData,
     FetchMarketDataChunk,
+    StoreSessionCloses,
     UpdatePortfolioPrices,
 )
 from service.core.logs import get_logger
+from service.core.market_closures import load_trading_calendar
 from service.core.rates import parse_rate
 from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
@@ -34,6 +36,7 @@ from workers.market_data.plan import (
     requested_window,
 )
 from workers.market_data.providers.registry import process_slots
+from workers.market_data.stale_snapshots import resnapshot_stale
 from workers.market_data.store import upsert_asset_info, upsert_quotes
 from workers.runtime import TaskContext
 
@@ -41,10 +44,59 @@ log = get_logger(__name__)
 PROGRESS_INTERVAL_SECONDS = 0.25
 IDLE_POLL_SECONDS = 0.2
 QUOTE_BATCH = 200
+# How far back a session-close fetch looks: enough to repair a few missed sessions.
+CLOSE_WINDOW_DAYS = 10
 
 
 class JobCancelled(Exception):
     """The fetch job this chunk belongs to was cancelled."""
+
+
+Tick = Callable[[], Awaitable[None]]
+# Fetches and stores one chunk of symbols: (symbols, on_symbol, before_write) -> result.
+Runner = Callable[[list[str], Tick, Tick | None], Awaitable[FetchResult]]
+
+
+def _history_runner(ctx: TaskContext, wanted: Window) -> Runner:
+    fetcher = _fetcher(ctx)
+
+    async def run(symbols: list[str], on_symbol: Tick, before_write: Tick | None) -> FetchResult:
+        return await fetcher.run(symbols, wanted, on_symbol=on_symbol, before_write=before_write)
+
+    return run
+
+
+def _quote_runner(ctx: TaskContext) -> Runner:
+    failover = _failover(ctx)
+
+    async def run(symbols: list[str], on_symbol: Tick, before_write: Tick | None) -> FetchResult:
+        result = FetchResult(requested=len(symbols))
+        for i in range(0, len(symbols), QUOTE_BATCH):
+            batch = symbols[i : i + QUOTE_BATCH]
+            found, missing = await failover.quotes(batch)
+            if before_write is not None:
+                await before_write()
+            async with ctx.pool.acquire() as connection:
+                await upsert_quotes(connection, list(found.values()))
+            result.fetched += len(found)
+            result.rows_written += len(found)
+            result.failed.extend(
+                Failure(symbol=s, reason=f.reason) for s, f in sorted(missing.items())
+            )
+            for _ in batch:
+                await on_symbol()
+        return result
+
+    return run
+
+
+def _runner_for(ctx: TaskContext, spec: dict[str, Any]) -> Runner:
+    """The runner a fan-out job's spec names: quotes, or history over a window."""
+    if spec.get("kind") == "quotes":
+        return _quote_runner(ctx)
+    return _history_runner(
+        ctx, Window(date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"]))
+    )
 
 
 def _failover(ctx: TaskContext) -> Failover:
@@ -92,12 +144,18 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
     wanted = requested_window(period=task.period, start=task.start, end=task.end, today=ctx.today())
     chunks = chunked(symbols, _chunk_size(ctx.settings))
     started = time.monotonic()
+    spec = {"kind": "history", "start": wanted.start.isoformat(), "end": wanted.end.isoformat()}
     if len(chunks) <= 1:
-        result = await _fetch_in_process(ctx, symbols, wanted)
+        result = await _run_in_process(ctx, symbols, _history_runner(ctx, wanted), "fetching")
     else:
-        result = await _fetch_fanned_out(ctx, chunks, wanted)
+        result = await _run_fanned_out(ctx, chunks, spec, "fetching")
+    failed = {f.symbol for f in result.failed}
+    rewrites = await resnapshot_stale(
+        ctx.pool, ctx.publisher, symbols=[s for s in symbols if s not in failed]
+    )
     log.info(
         "market data fetched",
+        snapshot_rewrites=len(rewrites),
         requested=result.requested,
         fetched=result.fetched,
         rows_written=result.rows_written,
@@ -113,7 +171,9 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
     }
 
 
-async def _fetch_in_process(ctx: TaskContext, symbols: list[str], wanted: Window) -> FetchResult:
+async def _run_in_process(
+    ctx: TaskContext, symbols: list[str], runner: Runner, message: str
+) -> FetchResult:
     done = 0
 
     async def tick() -> None:
@@ -123,32 +183,30 @@ async def _fetch_in_process(ctx: TaskContext, symbols: list[str], wanted: Window
     async def read() -> int:
         return done
 
-    reporter = asyncio.ensure_future(
-        _report_every(ctx, read, total=len(symbols), message="fetching")
-    )
+    reporter = asyncio.ensure_future(_report_every(ctx, read, total=len(symbols), message=message))
     try:
-        result = await _fetcher(ctx).run(symbols, wanted, on_symbol=tick)
+        result = await runner(symbols, tick, None)
     finally:
         reporter.cancel()
     await ctx.report_progress(current=len(symbols), total=len(symbols), message="done")
     return result
 
 
-async def _fetch_fanned_out(
-    ctx: TaskContext, chunks: list[list[str]], wanted: Window
+async def _run_fanned_out(
+    ctx: TaskContext, chunks: list[list[str]], spec: dict[str, Any], message: str
 ) -> FetchResult:
     total = sum(len(chunk) for chunk in chunks)
     job = FetchJob(ctx.redis, ctx.task_id)
-    await job.create(chunks, {"start": wanted.start.isoformat(), "end": wanted.end.isoformat()})
+    await job.create(chunks, spec)
     helpers = helper_count(len(chunks), max_helpers=ctx.settings.market_data_max_helpers)
     helper_ids = [str(uuid.uuid4()) for _ in range(helpers)]
     for helper_id in helper_ids:
         await ctx.publisher.publish(FetchMarketDataChunk(job_id=job.job_id), task_id=helper_id)
     reporter = asyncio.ensure_future(
-        _report_every(ctx, job.done, total=total, message=f"fetching in {len(chunks)} chunks")
+        _report_every(ctx, job.done, total=total, message=f"{message} in {len(chunks)} chunks")
     )
     try:
-        await _work_through(ctx, job, wanted, wait_for_others=True)
+        await _work_through(ctx, job, _runner_for(ctx, spec), wait_for_others=True)
         results = await job.results()
     except BaseException:
         await job.stop()
@@ -175,10 +233,9 @@ def _decode_result(raw: dict[str, Any]) -> FetchResult:
 
 
 async def _work_through(
-    ctx: TaskContext, job: FetchJob, wanted: Window, *, wait_for_others: bool
+    ctx: TaskContext, job: FetchJob, runner: Runner, *, wait_for_others: bool
 ) -> int:
     """Claim and run chunks until none is left; the parent also waits for other claimants."""
-    fetcher = _fetcher(ctx)
     ran = 0
     while True:
         claimed = await job.claim()
@@ -207,7 +264,7 @@ async def _work_through(
                 if await ctx.redis.exists(cancel_key(job.job_id)):
                     raise JobCancelled(job.job_id)
 
-            result = await fetcher.run(symbols, wanted, on_symbol=tick, before_write=still_wanted)
+            result = await runner(symbols, tick, still_wanted)
         finally:
             renewer.cancel()
         await job.add_done(unreported)
@@ -237,9 +294,8 @@ async def fetch_market_data_chunk(ctx: TaskContext, task: FetchMarketDataChunk) 
     spec = await job.spec()
     if spec is None or await ctx.redis.exists(cancel_key(job_id)):
         return {"job_id": job_id, "chunks": 0}
-    wanted = Window(date.fromisoformat(spec["start"]), date.fromisoformat(spec["end"]))
     try:
-        ran = await _work_through(ctx, job, wanted, wait_for_others=False)
+        ran = await _work_through(ctx, job, _runner_for(ctx, spec), wait_for_others=False)
     except JobCancelled:
         log.info("fetch job cancelled: helper stops", job_id=job_id)
         return {"job_id": job_id, "chunks": 0, "cancelled": True}
@@ -281,31 +337,88 @@ async def _portfolio_symbols(
     return [str(row["symbol"]).upper() for row in rows]
 
 
+async def _stale_quote_symbols(ctx: TaskContext) -> list[str]:
+    """Symbols whose stored quote is older than `QUOTE_STALE_SECONDS`."""
+    cutoff = ctx.clock() - timedelta(seconds=ctx.settings.quote_stale_seconds)
+    async with ctx.pool.acquire() as connection:
+        rows = await connection.fetch(
+            "SELECT symbol FROM latest_quotes WHERE coalesce(market_time, updated_at) < $1",
+            cutoff,
+        )
+    return [str(row["symbol"]) for row in rows]
+
+
 async def update_portfolio_prices(ctx: TaskContext, task: UpdatePortfolioPrices) -> dict[str, Any]:
     """Refresh latest quotes for the symbols asked, or for every symbol the portfolios hold
-    (`portfolio_ids`, else all of `user_id`'s, else every portfolio's), deduplicated and
-    batched."""
+    (`portfolio_ids`, else all of `user_id`'s, else every portfolio's), deduplicated.
+
+    With no arguments at all (the scheduled jobs) it also refreshes the benchmark and every
+    stored quote older than `QUOTE_STALE_SECONDS`. A list too long for one task's time
+    budget is chunked across workers, as `fetch_market_data` is.
+    """
     portfolio_ids, symbols, user_id = task.portfolio_ids, task.symbols, task.user_id
     held = (
         []
         if symbols and not portfolio_ids
         else await _portfolio_symbols(ctx, portfolio_ids=portfolio_ids, user_id=user_id)
     )
-    wanted = sorted({*(s.upper() for s in symbols or []), *held})
-    failover = _failover(ctx)
-    updated = 0
-    failed: list[dict[str, str]] = []
-    for i in range(0, len(wanted), QUOTE_BATCH):
-        batch = wanted[i : i + QUOTE_BATCH]
-        found, missing = await failover.quotes(batch)
-        async with ctx.pool.acquire() as connection:
-            await upsert_quotes(connection, list(found.values()))
-        updated += len(found)
-        failed.extend({"symbol": s, "reason": f.reason} for s, f in sorted(missing.items()))
-        await ctx.report_progress(
-            current=min(i + QUOTE_BATCH, len(wanted)), total=len(wanted), message="quotes"
-        )
-    return {"requested": len(wanted), "updated": updated, "failed": failed}
+    extra: list[str] = []
+    if task == UpdatePortfolioPrices():
+        extra = [ctx.settings.benchmark_symbol, *await _stale_quote_symbols(ctx)]
+    wanted = sorted({*(s.upper() for s in symbols or []), *held, *extra})
+    chunks = chunked(wanted, _chunk_size(ctx.settings))
+    if len(chunks) <= 1:
+        result = await _run_in_process(ctx, wanted, _quote_runner(ctx), "quotes")
+    else:
+        result = await _run_fanned_out(ctx, chunks, {"kind": "quotes"}, "quotes")
+    log.info(
+        "quotes refreshed",
+        requested=result.requested,
+        updated=result.fetched,
+        failed=len(result.failed),
+        chunks=len(chunks),
+    )
+    return {
+        "requested": result.requested,
+        "updated": result.fetched,
+        "failed": [{"symbol": f.symbol, "reason": f.reason} for f in result.failed],
+    }
+
+
+async def store_session_closes(ctx: TaskContext, task: StoreSessionCloses) -> dict[str, Any]:
+    """Store the last completed session's bar for every held symbol and the benchmark, then
+    have snapshots valued with a stale price of any symbol now stored rewritten."""
+    async with ctx.pool.acquire() as connection:
+        calendar = await load_trading_calendar(connection)
+    session = task.session(now=ctx.clock(), calendar=calendar)
+    held = await _portfolio_symbols(ctx, portfolio_ids=None, user_id=None)
+    symbols = sorted({*held, ctx.settings.benchmark_symbol})
+    # The incremental planner asks only for what is missing from the stored history.
+    wanted = Window(session - timedelta(days=CLOSE_WINDOW_DAYS), session)
+    chunks = chunked(symbols, _chunk_size(ctx.settings))
+    spec = {"kind": "history", "start": wanted.start.isoformat(), "end": wanted.end.isoformat()}
+    if len(chunks) <= 1:
+        result = await _run_in_process(ctx, symbols, _history_runner(ctx, wanted), "closes")
+    else:
+        result = await _run_fanned_out(ctx, chunks, spec, "closes")
+    failed = {f.symbol for f in result.failed}
+    stored = [s for s in symbols if s not in failed]
+    rewrites = await resnapshot_stale(ctx.pool, ctx.publisher, symbols=stored)
+    log.info(
+        "session closes stored",
+        session=session.isoformat(),
+        requested=result.requested,
+        failed=len(result.failed),
+        snapshot_rewrites=len(rewrites),
+    )
+    return {
+        "session": session.isoformat(),
+        "requested": result.requested,
+        "fetched": result.fetched,
+        "rows_written": result.rows_written,
+        "failed": [{"symbol": f.symbol, "reason": f.reason} for f in result.failed],
+        "snapshot_rewrites": rewrites,
+    }
 
 
 async def fetch_asset_info(ctx: TaskContext, task: FetchAssetInfo) -> dict[str, Any]:

@@ -20,16 +20,17 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from http.cookies import SimpleCookie
 from typing import Annotated, Literal
 
 import msgspec
 from aiohttp import web
 
-from service.core.clock import Clock, exchange_today, wall_clock
-from service.core.trading_calendar import EXCHANGE_TZ
+from service.core.clock import Clock, wall_clock
+from service.core.trading_calendar import EXCHANGE_TZ, NYSE, TradingCalendar
 from workers.market_data.simulated_exchange import polygon, tiingo, yahoo
-from workers.market_data.simulated_exchange.series import EPOCH, is_unknown
+from workers.market_data.simulated_exchange.series import EPOCH, LastTrade, is_unknown, last_trade
 
 Fault = Literal["429", "500", "malformed", "slow", "chart_null", "empty_result"]
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -56,6 +57,10 @@ class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Yahoo chart: every k-th bar's prices are null (no trade that day); 0 = none.
     null_every: Annotated[int, msgspec.Meta(ge=0)] = 0
     today: date | None = None
+    # Calendar overrides, as in `market_closures`: days without a session, and days that
+    # close early (local time). Bars, sessions and quotes follow them.
+    closures: list[date] = msgspec.field(default_factory=list)
+    early_closes: dict[date, dt_time] = msgspec.field(default_factory=dict)
     seed: int = 0
     polygon_page_size: Annotated[int, msgspec.Meta(ge=1)] = 50_000
     # A provider-side limit (0 = none): a token bucket of this rate and `rate_burst` tokens;
@@ -112,10 +117,29 @@ class SimulatedExchange:
         self._tokens -= 1
         return False
 
+    @property
+    def calendar(self) -> TradingCalendar:
+        """The trading calendar with the config's overrides."""
+        config = self.config
+        if not config.closures and not config.early_closes:
+            return NYSE
+        return TradingCalendar(closures=config.closures, early_closes=config.early_closes)
+
     def today(self) -> date:
-        """The exchange's notion of today: `config.today` when set, else by its clock (the
-        settings' clock, so a pinned stack agrees on the date)."""
-        return self.config.today or exchange_today(self.clock)
+        """The last day with a complete bar: `config.today` when set, else the last session
+        that had closed by the exchange's clock (the settings' clock, so a pinned stack
+        agrees). A running session's bar is served only once it closes."""
+        return self.config.today or self.calendar.last_completed_session(self.clock())
+
+    def last_trade(self, symbol: str) -> LastTrade:
+        """The price a quote shows now: moving with the clock while a session runs, else the
+        last close; with `config.today` set, that day's close at its closing instant."""
+        calendar = self.calendar
+        if self.config.today is not None:
+            closed = calendar.close_at(calendar.last_trading_day_on_or_before(self.config.today))
+            if closed is not None:
+                return last_trade(symbol, closed, calendar)
+        return last_trade(symbol, self.clock(), calendar)
 
     def app(self) -> web.Application:
         """Build the aiohttp application serving every provider's routes and the controls."""
@@ -256,7 +280,13 @@ class SimulatedExchange:
             error = {"code": "Bad Request", "description": str(exc)}
             return _json({"chart": {"result": None, "error": error}}, status=400)
         payload = yahoo.chart_payload(
-            symbol, start, end, live_bar=self.config.live_bar, null_every=self.config.null_every
+            symbol,
+            start,
+            end,
+            live_bar=self.config.live_bar,
+            null_every=self.config.null_every,
+            trade=self.last_trade(symbol),
+            calendar=self.calendar,
         )
         closes = payload["chart"]["result"][0]["indicators"]["quote"][0]["close"]  # type: ignore[index]
         bars = sum(1 for close in closes if close is not None)
@@ -298,7 +328,7 @@ class SimulatedExchange:
             return _json(yahoo.INVALID_CRUMB, status=401)
         if is_unknown(symbol):
             return _json(yahoo.summary_not_found_payload(symbol), status=404)
-        return _json(yahoo.summary_payload(symbol, self.today()))
+        return _json(yahoo.summary_payload(symbol, self.today(), calendar=self.calendar))
 
     # --- Polygon --------------------------------------------------------------------------
 
@@ -313,7 +343,12 @@ class SimulatedExchange:
             []
             if is_unknown(symbol)
             else polygon.aggs_rows(
-                symbol, max(start, EPOCH), min(end, today), adjusted=adjusted, today=today
+                symbol,
+                max(start, EPOCH),
+                min(end, today),
+                adjusted=adjusted,
+                today=today,
+                calendar=self.calendar,
             )
         )
         limit = min(int(request.query.get("limit", "5000")), self.config.polygon_page_size)
@@ -335,21 +370,27 @@ class SimulatedExchange:
         if day is None:
             return _json(polygon.error_payload("ERROR", "Could not parse the date"), status=400)
         universe = [s.upper() for s in self.config.universe]
-        return _json(polygon.grouped_payload(universe, day, today=self.today()))
+        return _json(
+            polygon.grouped_payload(universe, day, today=self.today(), calendar=self.calendar)
+        )
 
     async def polygon_dividends(self, request: web.Request, fault: Fault | None) -> web.Response:
         symbol = request.query.get("ticker", "").upper()
         since = _iso(request.query.get("ex_dividend_date.gte"))
         if not symbol or is_unknown(symbol):
             return _json({"results": [], "status": "OK", "request_id": "sim"})
-        return _json(polygon.dividends_payload(symbol, since, today=self.today()))
+        return _json(
+            polygon.dividends_payload(symbol, since, today=self.today(), calendar=self.calendar)
+        )
 
     async def polygon_splits(self, request: web.Request, fault: Fault | None) -> web.Response:
         symbol = request.query.get("ticker", "").upper()
         since = _iso(request.query.get("execution_date.gte"))
         if not symbol or is_unknown(symbol):
             return _json({"results": [], "status": "OK", "request_id": "sim"})
-        return _json(polygon.splits_payload(symbol, since, today=self.today()))
+        return _json(
+            polygon.splits_payload(symbol, since, today=self.today(), calendar=self.calendar)
+        )
 
     async def polygon_ticker(self, request: web.Request, fault: Fault | None) -> web.Response:
         symbol = request.match_info["symbol"].upper()
@@ -369,7 +410,9 @@ class SimulatedExchange:
         today = self.today()
         start = _iso(request.query.get("startDate")) or today - timedelta(days=31)
         end = min(_iso(request.query.get("endDate")) or today, today)
-        rows = tiingo.prices_payload(symbol, max(start, EPOCH), end, today=today)
+        rows = tiingo.prices_payload(
+            symbol, max(start, EPOCH), end, today=today, calendar=self.calendar
+        )
         self.bars_served[symbol] += len(rows)
         return _json(rows)
 
@@ -384,7 +427,13 @@ class SimulatedExchange:
             t.strip().upper() for t in request.query.get("tickers", "").split(",") if t.strip()
         ]
         today = self.today()
-        return _json([tiingo.iex_row(s, today) for s in names if not is_unknown(s)])
+        return _json(
+            [
+                tiingo.iex_row(s, today, self.last_trade(s), calendar=self.calendar)
+                for s in names
+                if not is_unknown(s)
+            ]
+        )
 
 
 def _has_key(request: web.Request) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 
-from service.core.trading_calendar import EXCHANGE_TZ
+from service.core.trading_calendar import EXCHANGE_TZ, NYSE, TradingCalendar
 from workers.market_data.simulated_exchange.series import (
     build_series,
     company_name,
@@ -21,10 +21,16 @@ def _millis(day: date) -> int:
 
 
 def aggs_rows(
-    symbol: str, start: date, end: date, *, adjusted: bool, today: date
+    symbol: str,
+    start: date,
+    end: date,
+    *,
+    adjusted: bool,
+    today: date,
+    calendar: TradingCalendar = NYSE,
 ) -> list[dict[str, object]]:
     """Daily aggregates over [start, end]; `adjusted` means split-adjusted (not dividends)."""
-    series = build_series(symbol, today)
+    series = build_series(symbol, today, calendar)
     lo, hi = window_slice(series, start, end)
     factors = split_factors(series) if not adjusted else None
     rows: list[dict[str, object]] = []
@@ -64,13 +70,15 @@ def aggs_payload(
     return body
 
 
-def grouped_payload(symbols: list[str], day: date, *, today: date) -> dict[str, object]:
+def grouped_payload(
+    symbols: list[str], day: date, *, today: date, calendar: TradingCalendar = NYSE
+) -> dict[str, object]:
     """Grouped daily for `day`: one split-adjusted bar per listed symbol that traded."""
     results: list[dict[str, object]] = []
     for symbol in symbols:
         if is_unknown(symbol):
             continue
-        rows = aggs_rows(symbol, day, day, adjusted=True, today=today)
+        rows = aggs_rows(symbol, day, day, adjusted=True, today=today, calendar=calendar)
         results.extend({"T": symbol, **row} for row in rows)
     body: dict[str, object] = {
         "queryCount": len(results),
@@ -84,9 +92,11 @@ def grouped_payload(symbols: list[str], day: date, *, today: date) -> dict[str, 
     return body
 
 
-def dividends_payload(symbol: str, since: date | None, *, today: date) -> dict[str, object]:
+def dividends_payload(
+    symbol: str, since: date | None, *, today: date, calendar: TradingCalendar = NYSE
+) -> dict[str, object]:
     """Dividends as Polygon reports them: the cash amount actually paid (not split-adjusted)."""
-    series = build_series(symbol, today)
+    series = build_series(symbol, today, calendar)
     rows = [
         {
             "ticker": symbol,
@@ -101,9 +111,11 @@ def dividends_payload(symbol: str, since: date | None, *, today: date) -> dict[s
     return {"results": rows, "status": "OK", "request_id": "sim"}
 
 
-def splits_payload(symbol: str, since: date | None, *, today: date) -> dict[str, object]:
+def splits_payload(
+    symbol: str, since: date | None, *, today: date, calendar: TradingCalendar = NYSE
+) -> dict[str, object]:
     """Splits: `split_to` new shares for every `split_from` old ones."""
-    series = build_series(symbol, today)
+    series = build_series(symbol, today, calendar)
     rows = [
         {
             "ticker": symbol,

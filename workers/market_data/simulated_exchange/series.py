@@ -12,14 +12,15 @@ of a date is the same whatever `end` the series is built to.
 from __future__ import annotations
 
 import bisect
+import math
 import zlib
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 
 import numpy as np
 
-from service.core.trading_calendar import EXCHANGE_TZ, NYSE, REGULAR_OPEN
+from service.core.trading_calendar import EXCHANGE_TZ, NYSE, REGULAR_OPEN, TradingCalendar
 
 EPOCH = date(2000, 1, 3)
 UNKNOWN_PREFIX = "ZZ"
@@ -53,14 +54,14 @@ def is_unknown(symbol: str) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _trading_days(end: date) -> tuple[date, ...]:
-    return tuple(NYSE.iter_trading_days(EPOCH, end))
+def _trading_days(end: date, calendar: TradingCalendar) -> tuple[date, ...]:
+    return tuple(calendar.iter_trading_days(EPOCH, end))
 
 
 @lru_cache(maxsize=64)
-def _quarter_starts(end: date) -> np.ndarray:
+def _quarter_starts(end: date, calendar: TradingCalendar) -> np.ndarray:
     """Indices of the first trading day of February, May, August and November."""
-    days = _trading_days(end)
+    days = _trading_days(end, calendar)
     return np.array(
         [
             i
@@ -72,9 +73,9 @@ def _quarter_starts(end: date) -> np.ndarray:
 
 
 @lru_cache(maxsize=8192)
-def build_series(symbol: str, end: date) -> Series:
+def build_series(symbol: str, end: date, calendar: TradingCalendar = NYSE) -> Series:
     """Deterministic bars for `symbol` from EPOCH to `end` (a prefix never changes)."""
-    days = _trading_days(end)
+    days = _trading_days(end, calendar)
     seed = symbol_seed(symbol)
     n = len(days)
     # One stream per quantity, so the first k draws (bars) never depend on n.
@@ -94,7 +95,7 @@ def build_series(symbol: str, end: date) -> Series:
     dividends: dict[date, float] = {}
     factor_at = np.ones(n)
     if seed % 3 == 0:
-        for i in _quarter_starts(end).tolist():
+        for i in _quarter_starts(end, calendar).tolist():
             amount = round(float(close[i - 1]) * 0.004, 4)
             dividends[days[i]] = amount
             factor_at[i - 1] = 1 - amount / float(close[i - 1])
@@ -144,6 +145,44 @@ def session_start(day: date) -> datetime:
 def epoch_seconds(day: date) -> int:
     """The session start of `day` in unix seconds."""
     return int(session_start(day).timestamp())
+
+
+@dataclass(frozen=True, slots=True)
+class LastTrade:
+    """The latest regular-session price at an instant, and when it traded."""
+
+    price: float
+    time: datetime
+    session: date
+
+
+def intraday_price(series: Series, index: int, fraction: float) -> float:
+    """Bar `index`'s price `fraction` (0..1) of the way through its session: from the open to
+    the close with a deterministic wiggle, inside the bar's low and high."""
+    opened, closed = float(series.open[index]), float(series.close[index])
+    low, high = float(series.low[index]), float(series.high[index])
+    wiggle = 0.5 * (high - low) * math.sin(math.pi * fraction) * math.sin(5 * math.pi * fraction)
+    price = opened + (closed - opened) * fraction + wiggle
+    return round(min(max(price, low), high), 4)
+
+
+def last_trade(symbol: str, now: datetime, calendar: TradingCalendar = NYSE) -> LastTrade:
+    """The last trade at `now`: a moving price while a session runs (stamped `now`), else the
+    last completed session's close, stamped with that session's closing instant."""
+    live = calendar.open_session(now)
+    if live is None:
+        day = calendar.last_completed_session(now)
+        series = build_series(symbol, day, calendar)
+        closed = calendar.close_at(day)
+        assert closed is not None
+        return LastTrade(round(float(series.close[-1]), 4), closed, series.days[-1])
+    series = build_series(symbol, live, calendar)
+    opened = datetime.combine(live, REGULAR_OPEN, tzinfo=EXCHANGE_TZ)
+    closes = calendar.close_at(live)
+    assert closes is not None
+    fraction = (now - opened) / (closes - opened)
+    stamp = now.astimezone(UTC).replace(microsecond=0)
+    return LastTrade(intraday_price(series, len(series.days) - 1, fraction), stamp, live)
 
 
 def company_name(symbol: str) -> str:

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
 
+from service.core.trading_calendar import NYSE, TradingCalendar
 from workers.market_data.simulated_exchange.series import (
     EPOCH,
+    LastTrade,
     build_series,
     company_name,
-    epoch_seconds,
     split_factors,
     window_slice,
 )
 
 
-def prices_payload(symbol: str, start: date, end: date, *, today: date) -> list[dict[str, object]]:
+def prices_payload(
+    symbol: str, start: date, end: date, *, today: date, calendar: TradingCalendar = NYSE
+) -> list[dict[str, object]]:
     """Daily rows: raw `close` etc., split- and dividend-adjusted `adjClose`, `divCash` as
     paid and `splitFactor` on the split date, as Tiingo serves them."""
-    series = build_series(symbol, today)
+    series = build_series(symbol, today, calendar)
     factors = split_factors(series)
     lo, hi = window_slice(series, start, end)
     rows: list[dict[str, object]] = []
@@ -60,17 +63,20 @@ def meta_payload(symbol: str, today: date) -> dict[str, object]:
     }
 
 
-def iex_row(symbol: str, today: date) -> dict[str, object]:
-    """One IEX top-of-book row with the last price."""
-    series = build_series(symbol, today)
-    last = round(float(series.close[-1]), 4)
-    stamp = datetime.fromtimestamp(epoch_seconds(series.days[-1]) + 6 * 3600, tz=UTC)
+def iex_row(
+    symbol: str, today: date, trade: LastTrade, *, calendar: TradingCalendar = NYSE
+) -> dict[str, object]:
+    """One IEX top-of-book row: the last trade, and the close before `today`'s."""
+    series = build_series(symbol, today, calendar)
+    # While a session runs, the previous close is the last complete bar's.
+    before = -1 if trade.session > series.days[-1] or len(series.days) < 2 else -2
+    prev_close = round(float(series.close[before]), 4)
     return {
         "ticker": symbol.lower(),
-        "tngoLast": last,
-        "last": last,
-        "prevClose": round(float(series.close[-2]), 4) if len(series.days) > 1 else last,
-        "timestamp": stamp.isoformat(),
+        "tngoLast": trade.price,
+        "last": trade.price,
+        "prevClose": prev_close,
+        "timestamp": trade.time.isoformat(),
     }
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from service.core.trading_calendar import NYSE, TradingCalendar
 from workers.market_data.simulated_exchange.series import (
     EPOCH,
+    LastTrade,
     build_series,
     company_name,
     epoch_seconds,
@@ -52,8 +54,10 @@ def chart_window(query: dict[str, str], today: date) -> tuple[date, date]:
     return today - timedelta(days=span), today
 
 
-def _events(symbol: str, start: date, end: date) -> dict[str, dict[str, dict[str, object]]]:
-    series = build_series(symbol, end)
+def _events(
+    symbol: str, start: date, end: date, *, calendar: TradingCalendar = NYSE
+) -> dict[str, dict[str, dict[str, object]]]:
+    series = build_series(symbol, end, calendar)
     events: dict[str, dict[str, dict[str, object]]] = {}
     dividends = {d: a for d, a in series.dividends.items() if start <= d <= end}
     splits = {d: r for d, r in series.splits.items() if start <= d <= end}
@@ -76,14 +80,22 @@ def _events(symbol: str, start: date, end: date) -> dict[str, dict[str, dict[str
 
 
 def chart_payload(
-    symbol: str, start: date, end: date, *, live_bar: bool, null_every: int = 0
+    symbol: str,
+    start: date,
+    end: date,
+    *,
+    live_bar: bool,
+    null_every: int = 0,
+    trade: LastTrade | None = None,
+    calendar: TradingCalendar = NYSE,
 ) -> dict[str, object]:
     """The Yahoo v8 chart body for `symbol` over [start, end] (a pure function of its inputs).
 
     `live_bar` appends the running session's bar on the last bar's date, as Yahoo does
     during trading hours; `null_every` blanks every k-th bar's prices (a day without trades).
+    `trade`, when given, is the meta's regular-market price and time (else the last close).
     """
-    series = build_series(symbol, end)
+    series = build_series(symbol, end, calendar)
     lo, _ = window_slice(series, start, end)
     days = series.days[lo:]
     stamps = [epoch_seconds(day) for day in days]
@@ -124,15 +136,15 @@ def chart_payload(
             "exchangeTimezoneName": "America/New_York",
             "timezone": "EST",
             "gmtoffset": offset,
-            "regularMarketPrice": last_close,
-            "regularMarketTime": market_time,
+            "regularMarketPrice": trade.price if trade else last_close,
+            "regularMarketTime": int(trade.time.timestamp()) if trade else market_time,
             "priceHint": 2,
             "dataGranularity": "1d",
         },
         "timestamp": stamps,
         "indicators": {"quote": [quote], "adjclose": [{"adjclose": adjclose}]},
     }
-    events = _events(symbol, start, end)
+    events = _events(symbol, start, end, calendar=calendar)
     if events:
         result["events"] = events
     return {"chart": {"result": [result], "error": None}}
@@ -148,9 +160,11 @@ def not_found_payload() -> dict[str, object]:
     }
 
 
-def summary_payload(symbol: str, today: date) -> dict[str, object]:
+def summary_payload(
+    symbol: str, today: date, *, calendar: TradingCalendar = NYSE
+) -> dict[str, object]:
     """A quoteSummary body with the price and assetProfile modules, in Yahoo's raw/fmt style."""
-    series = build_series(symbol, today)
+    series = build_series(symbol, today, calendar)
     last = round(float(series.close[-1]), 4)
     return {
         "quoteSummary": {
