@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -13,8 +14,11 @@ import aiohttp
 import asyncpg
 import pytest
 
+from service.core.contracts import FetchMarketData
+from service.core.settings import Settings
 from service.core.users import IssuedKey
 from service.dev.embedded import EmbeddedRedis
+from service.scheduler import create_publisher
 from tests.api_client import Api
 from tests.conftest import start_worker
 from tests.faults import assert_stored_equals_served, fresh_symbols, wait_final, wait_state
@@ -48,8 +52,8 @@ class TestRedisRestart:
     ) -> None:
         """Redis stopped for 10 s while fetches run and wait in the queue, then restarted:
         the API answers 503 problems within 2 s meanwhile and /ready names redis; afterwards
-        every task, in flight, queued or submitted just after, ends SUCCESS with the bars
-        served."""
+        every task, in flight, queued or submitted just after (through the API and through
+        the scheduler's publisher), ends SUCCESS with the bars served."""
         redis = EmbeddedRedis(scratch_dir / "restart-redis", persistent=True)
         redis.start()
         env = {
@@ -59,6 +63,7 @@ class TestRedisRestart:
             "CELERY_RESULT_BACKEND": redis.url,
         }
         worker = start_worker(env, log_path=scratch_dir / "restart-worker.log", name="restart")
+        scheduler_publisher = create_publisher(Settings.from_env(env))
         try:
             with serve_api(env, log_path=scratch_dir / "restart-api.log") as (url, _):
                 api = Api(http, url, (await new_user()).api_key)
@@ -72,6 +77,14 @@ class TestRedisRestart:
                     status, answer = await api.submit("market-data", {"symbols": symbols})
                     assert status == 202, answer
                     in_flight.append(answer["task_id"])
+                # The scheduler's publisher sends once before the outage, so its pooled
+                # connection is stale afterwards.
+                scheduled_symbols = [fresh_symbols("RS", 10), fresh_symbols("RT", 10)]
+                scheduled = [str(uuid.uuid4()), str(uuid.uuid4())]
+                await scheduler_publisher.publish(
+                    FetchMarketData(symbols=scheduled_symbols[0]), task_id=scheduled[0]
+                )
+                in_flight.append(scheduled[0])
                 assert await wait_state(pool, in_flight[0], "PROGRESS", within=60)
 
                 redis.stop()
@@ -107,11 +120,15 @@ class TestRedisRestart:
                     assert status == 202, answer
                     after.append(answer["task_id"])
                 accepted = time.monotonic() - restarted
+                await scheduler_publisher.publish(
+                    FetchMarketData(symbols=scheduled_symbols[1]), task_id=scheduled[1]
+                )
+                after.append(scheduled[1])
                 states = await wait_final(pool, [*in_flight, *after], within=120)
                 recovered = time.monotonic() - restarted
                 assert set(states.values()) == {"SUCCESS"}, (states, worker.log_tail(6000))
                 rows = 0
-                for symbols in [*before, *after_symbols]:
+                for symbols in [*before, *after_symbols, *scheduled_symbols]:
                     rows += await assert_stored_equals_served(pool, http, slow_exchange, symbols)
                 print(  # noqa: T201 - the measured figures, shown with -s
                     f"redis restart: submits while down {max(submit_times):.2f} s max, "
@@ -120,5 +137,6 @@ class TestRedisRestart:
                     f"{recovered:.1f} s after restart; {rows} bars = ledger"
                 )
         finally:
+            scheduler_publisher.close()
             worker.stop()
             redis.stop()

@@ -34,6 +34,7 @@ from service.core.logs import get_logger
 from service.core.publisher import TaskPublisher
 from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
+from workers.db_retry import in_transaction
 
 log = get_logger(__name__)
 
@@ -345,10 +346,15 @@ class AsyncRuntime:
         result: Any = None,
         error: task_registry.TaskError | None = None,
     ) -> None:
-        async with resources.pool.acquire() as connection:
-            await task_registry.record_outcome(
+        # The outcome must survive a Postgres restart as the body ends.
+        await in_transaction(
+            resources.pool,
+            lambda connection: task_registry.record_outcome(
                 connection, task_id=task_id, state=state, result=result, error=error
-            )
+            ),
+            retry_seconds=self._settings.database_retry_seconds,
+            what="task outcome",
+        )
 
     async def _run_body(
         self,

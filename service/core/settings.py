@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     # How long a worker's or the scheduler's Redis command keeps retrying a lost connection
     # (service/core/redis_clients.py); the API's own budget is fixed under its 2 s bound.
     redis_retry_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
+    # How long a worker body's Postgres read or write transaction is retried (backoff) when
+    # the connection is lost or the server is restarting (workers/db_retry.py).
+    database_retry_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 30.0
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -25,6 +25,7 @@ from service.core.market_closures import load_trading_calendar
 from service.core.rates import parse_rate
 from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
+from workers.db_retry import in_transaction
 from workers.market_data.failover import Failover, SymbolFailed
 from workers.market_data.fanout import RENEW_SECONDS, FetchJob
 from workers.market_data.fetch import ChunkFetcher, Failure, FetchResult
@@ -76,8 +77,13 @@ def _quote_runner(ctx: TaskContext) -> Runner:
             found, missing = await failover.quotes(batch)
             if before_write is not None:
                 await before_write()
-            async with ctx.pool.acquire() as connection:
-                await upsert_quotes(connection, list(found.values()))
+            quotes = list(found.values())
+            await in_transaction(
+                ctx.pool,
+                lambda connection, quotes=quotes: upsert_quotes(connection, quotes),
+                retry_seconds=ctx.settings.database_retry_seconds,
+                what="quotes",
+            )
             result.fetched += len(found)
             result.rows_written += len(found)
             result.failed.extend(
@@ -112,6 +118,7 @@ def _fetcher(ctx: TaskContext) -> ChunkFetcher:
         failover=_failover(ctx),
         overlap_days=ctx.settings.market_data_overlap_days,
         clock=ctx.clock,
+        retry_seconds=ctx.settings.database_retry_seconds,
     )
 
 
