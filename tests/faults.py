@@ -4,8 +4,10 @@ simulated exchange's ledger of every bar it served."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import aiohttp
@@ -84,3 +86,17 @@ async def assert_stored_equals_served(
     assert not wrong, f"{len(wrong)} closes differ, e.g. {wrong[:3]}"
     assert rows == len(served)
     return rows
+
+
+@contextlib.asynccontextmanager
+async def exchange_latency(
+    http: aiohttp.ClientSession, exchange: str, *, latency_ms: int
+) -> AsyncIterator[None]:
+    """The exchange answers each request after about `latency_ms`; defaults restored after."""
+    async with http.put(f"{exchange}/_sim/config", json={"latency_ms": latency_ms}) as response:
+        assert response.status == 200
+    try:
+        yield
+    finally:
+        async with http.put(f"{exchange}/_sim/config", json={}) as response:
+            assert response.status == 200

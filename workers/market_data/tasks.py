@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from typing import Any
+
+import asyncpg
 
 from service.core.cancellation import request_cancel
 from service.core.contracts import (
@@ -39,6 +42,7 @@ from workers.market_data.plan import (
 from workers.market_data.providers.registry import process_slots
 from workers.market_data.stale_snapshots import resnapshot_stale
 from workers.market_data.store import upsert_asset_info, upsert_quotes
+from workers.market_data.types import Quote
 from workers.runtime import TaskContext
 
 log = get_logger(__name__)
@@ -77,10 +81,9 @@ def _quote_runner(ctx: TaskContext) -> Runner:
             found, missing = await failover.quotes(batch)
             if before_write is not None:
                 await before_write()
-            quotes = list(found.values())
             await in_transaction(
                 ctx.pool,
-                lambda connection, quotes=quotes: upsert_quotes(connection, quotes),
+                functools.partial(_write_quotes, quotes=list(found.values())),
                 retry_seconds=ctx.settings.database_retry_seconds,
                 what="quotes",
             )
@@ -94,6 +97,10 @@ def _quote_runner(ctx: TaskContext) -> Runner:
         return result
 
     return run
+
+
+async def _write_quotes(connection: asyncpg.Connection, *, quotes: list[tuple[Quote, str]]) -> int:
+    return await upsert_quotes(connection, quotes)
 
 
 def _runner_for(ctx: TaskContext, spec: dict[str, Any]) -> Runner:
