@@ -72,6 +72,19 @@ class TestCeleryConfig:
         finally:
             app.close()
 
+    def test_publisher_ignores_a_result_backend_in_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A CELERY_RESULT_BACKEND environment variable (Celery's conf prefers it to the
+        setting) still leaves publishers with the disabled backend, so a submit never waits
+        on a result subscription."""
+        monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://127.0.0.1:1/0")
+        app = create_publisher_app(SETTINGS)
+        try:
+            assert type(app.backend).__name__ == "DisabledBackend"
+        finally:
+            app.close()
+
 
 SEED_TASKS = {
     "fetch_market_data": "market_data",

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from service.core import redis_clients
 from service.core.redis_keys import worker_heartbeat_key
 
 HEARTBEAT_TTL_SECONDS = 120
@@ -22,8 +23,9 @@ class HeartbeatRecorder:
     def __call__(self, sender: Any, **_: Any) -> None:
         """Stamp this worker's key; a Redis hiccup only costs one stamp."""
         if self._client is None:
-            self._client = redis.Redis.from_url(
-                self._redis_url, socket_timeout=1, socket_connect_timeout=1
+            # It runs on the worker's consumer loop: one quick reconnect, never a long wait.
+            self._client = redis_clients.sync_client(
+                self._redis_url, budget_seconds=0.2, socket_timeout=1, connect_timeout=1
             )
         try:
             self._client.set(

@@ -25,7 +25,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from celery.exceptions import SoftTimeLimitExceeded
 
-from service.core import task_registry
+from service.core import redis_clients, task_registry
 from service.core.celery_config import create_publisher_app
 from service.core.clock import Clock, clock_from_settings, exchange_today
 from service.core.contracts import TaskContract
@@ -34,6 +34,7 @@ from service.core.logs import get_logger
 from service.core.publisher import TaskPublisher
 from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
+from workers.db_retry import in_transaction
 
 log = get_logger(__name__)
 
@@ -180,11 +181,11 @@ class AsyncRuntime:
                 connector = aiohttp.TCPConnector(limit=200, limit_per_host=100, ttl_dns_cache=300)
                 session = aiohttp.ClientSession(timeout=timeout, connector=connector)
                 pool = await create_pool(settings, application_name=f"findash-worker-{os.getpid()}")
-                redis_client = aioredis.Redis.from_url(
+                redis_client = redis_clients.async_client(
                     settings.redis_url,
+                    budget_seconds=settings.redis_retry_seconds,
                     socket_timeout=10,
-                    socket_connect_timeout=5,
-                    health_check_interval=25,
+                    connect_timeout=5,
                 )
                 publisher = TaskPublisher(
                     create_publisher_app(settings),
@@ -352,10 +353,15 @@ class AsyncRuntime:
         result: Any = None,
         error: task_registry.TaskError | None = None,
     ) -> None:
-        async with resources.pool.acquire() as connection:
-            await task_registry.record_outcome(
+        # The outcome must survive a Postgres restart as the body ends.
+        await in_transaction(
+            resources.pool,
+            lambda connection: task_registry.record_outcome(
                 connection, task_id=task_id, state=state, result=result, error=error
-            )
+            ),
+            retry_seconds=self._settings.database_retry_seconds,
+            what="task outcome",
+        )
 
     async def _run_body(
         self,

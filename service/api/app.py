@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-import redis.asyncio as aioredis
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
@@ -24,7 +23,7 @@ from service.api.rate_limit import RateLimiter, StreamSlots
 from service.api.request_context import request_context_middleware
 from service.api.submit_routes import submit_routes
 from service.api.tasks import TaskController
-from service.core import idempotency, task_registry
+from service.core import idempotency, redis_clients, task_registry
 from service.core.celery_config import create_publisher_app
 from service.core.clock import Clock, clock_from_settings, exchange_today
 from service.core.contracts import CONTRACTS, TaskContract
@@ -104,11 +103,11 @@ def create_app(
             stateless_sessions=True,
             acquire_timeout=settings.db_acquire_timeout_seconds,
         )
-        app.state.redis = aioredis.Redis.from_url(
+        app.state.redis = redis_clients.async_client(
             settings.redis_url,
-            socket_timeout=2,
-            socket_connect_timeout=2,
-            health_check_interval=25,
+            budget_seconds=redis_clients.API_RETRY_SECONDS,
+            socket_timeout=1,
+            connect_timeout=0.5,
         )
         celery_app = create_publisher_app(settings)
         app.state.publisher = TaskPublisher(

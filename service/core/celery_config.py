@@ -25,10 +25,26 @@ _REDIS_SOCKET_OPTIONS: dict[str, Any] = {
 }
 
 
+def _backend_retry_policy(settings: Settings) -> dict[str, Any]:
+    # kombu's `ensure` policy for result-backend reads and writes: back off up to 1 s a try
+    # and keep trying for about REDIS_RETRY_SECONDS, so a restart never fails a result write.
+    return {
+        "max_retries": max(1, int(settings.redis_retry_seconds)),
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 1,
+    }
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Every Celery setting findash relies on, derived from `settings`."""
     transport: dict[str, Any] = {
         "visibility_timeout": settings.celery_visibility_timeout,
+        # How often a worker looks for messages whose consumer died (unacked past the
+        # visibility timeout): the restore sweep runs every second, scanning every
+        # CELERY_UNACKED_RESTORE_SECONDS.
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": settings.celery_unacked_restore_seconds,
         **_REDIS_SOCKET_OPTIONS,
     }
     return {
@@ -51,12 +67,22 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_expires": settings.celery_result_expires,
         "result_extended": True,
         "broker_transport_options": transport,
-        "result_backend_transport_options": dict(_REDIS_SOCKET_OPTIONS),
+        "result_backend_transport_options": {
+            **_REDIS_SOCKET_OPTIONS,
+            "retry_policy": _backend_retry_policy(settings),
+        },
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": max(1, int(settings.redis_retry_seconds)),
         "redis_socket_timeout": 30,
         "redis_socket_connect_timeout": 5,
         "redis_socket_keepalive": True,
         "redis_backend_health_check_interval": 25,
         "broker_connection_retry_on_startup": True,
+        # A worker or scheduler that loses Redis reconnects for ever (backing off up to
+        # 2 s a try) instead of exiting after 100 tries.
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
+        "broker_channel_error_retry": True,
         "broker_connection_timeout": 5,
         "broker_pool_limit": 16,
         "broker_pool_acquire_timeout": 1.0,
@@ -67,7 +93,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.2,
             "interval_max": 0.5,
         },
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A broker outage must not kill running tasks: cancelled tasks wait for redelivery
+        # until the visibility timeout (hours). Tasks keep running, their Redis clients
+        # retry, and an ack the lost channel cannot deliver only causes a redelivery that
+        # the task registry drops as a duplicate of a finished run.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_max_tasks_per_child": 1000,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
@@ -104,6 +134,9 @@ def create_publisher_app(settings: Settings) -> Celery:
     """
     app = create_celery_app(settings)
     app.conf.result_backend = "disabled"
+    # Celery's conf prefers a CELERY_RESULT_BACKEND environment variable over the setting;
+    # the backend class wins over both, so the publisher never subscribes to results.
+    app.backend_cls = "disabled"
     if urlsplit(settings.celery_broker_url).scheme == "redis":
         app.conf.broker_transport = PUBLISHER_TRANSPORT
     return app

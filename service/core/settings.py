@@ -55,6 +55,12 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     sse_streams_per_key: PositiveInt = 5
     db_acquire_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0
     publish_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
+    # How long a worker's or the scheduler's Redis command keeps retrying a lost connection
+    # (service/core/redis_clients.py); the API's own budget is fixed under its 2 s bound.
+    redis_retry_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
+    # How long a worker body's Postgres read or write transaction is retried (backoff) when
+    # the connection is lost or the server is restarting (workers/db_retry.py).
+    database_retry_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 30.0
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -62,6 +68,7 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     celery_visibility_timeout: PositiveInt = 7200
     celery_task_time_limit: PositiveInt = 1800
     celery_result_expires: PositiveInt = 86_400
+    celery_unacked_restore_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 60
     task_stale_seconds: PositiveInt = 30
     task_lost_seconds: Annotated[int, msgspec.Meta(ge=0)] = 0
     task_sweep_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0

@@ -293,11 +293,17 @@ class EmbeddedPostgres:
 
 @dataclass
 class EmbeddedRedis:
-    """A private, non-persistent redis-server on a loopback port."""
+    """A private redis-server on a loopback port.
+
+    `persistent` turns on the append-only file (fsync every second, and in full on a
+    graceful stop), so queued Celery messages, unacked deliveries and cancel flags survive
+    a restart on the same `data_dir`; without it a restart empties the broker.
+    """
 
     data_dir: Path
     port: int = 0
     host: str = "127.0.0.1"
+    persistent: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -321,7 +327,9 @@ class EmbeddedRedis:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.persistent else "no",
+            "--appendfsync",
+            "everysec",
             "--dir",
             str(self.data_dir),
             "--daemonize",

@@ -79,7 +79,7 @@ def main() -> None:
             database_url = postgres.url
             embedded[_EMBEDDED_MARKS["DATABASE_URL"]] = "1"
         if redis_url is None:
-            redis = EmbeddedRedis(DEV_DIR / "redis")
+            redis = EmbeddedRedis(DEV_DIR / "redis", persistent=True)
             redis.start()
             stack.callback(redis.stop)
             redis_url = redis.url

@@ -27,6 +27,7 @@ from workers.analytics.portfolio_reads import (
     load_transactions,
     symbols_of,
 )
+from workers.db_retry import in_transaction
 
 log = get_logger(__name__)
 BATCH_PORTFOLIOS = 250
@@ -199,44 +200,64 @@ async def snapshot_portfolios(
     dates: Sequence[date],
     progress: Progress | None = None,
     calendar: TradingCalendar = NYSE,
+    retry_seconds: float = 0.0,
 ) -> SnapshotOutcome:
-    """Compute and upsert snapshots of `portfolios` for `dates`, in batches."""
+    """Compute and upsert snapshots of `portfolios` for `dates`, in batches.
+
+    Each batch is read in one transaction and written in another, each rerun whole if
+    Postgres goes away (for up to `retry_seconds`), so a portfolio's snapshots are all
+    written or none."""
     outcome = SnapshotOutcome(portfolios=len(portfolios))
     if not dates or not portfolios:
         return outcome
     previous = previous_valuation_date(dates[0], calendar)
     for offset in range(0, len(portfolios), BATCH_PORTFOLIOS):
         batch = portfolios[offset : offset + BATCH_PORTFOLIOS]
-        async with pool.acquire() as connection:
+
+        async def read(
+            connection: asyncpg.Connection, batch: Sequence[PortfolioRow] = batch
+        ) -> tuple[dict[int, list[Transaction]], MarketData]:
             transactions = await load_transactions(connection, [p.id for p in batch])
             symbols = set().union(*(symbols_of(t) for t in transactions.values()))
             market = await load_market_data(
                 connection, sorted(symbols), start=previous, end=dates[-1]
             )
-            records: list[tuple[Any, ...]] = []
-            for portfolio in batch:
-                # Replay and valuation are CPU-bound (seconds for a long backfill): each
-                # portfolio runs in a thread, so the loop keeps heartbeating and a cancel
-                # stops the run after at most one portfolio.
-                try:
-                    rows, stale = await asyncio.to_thread(
-                        _portfolio_records,
-                        portfolio,
-                        transactions.get(portfolio.id, []),
-                        market,
-                        dates=dates,
-                        previous=previous,
-                    )
-                except (MissingPrice, LedgerError, CurrencyMismatch) as exc:
-                    outcome.failed[portfolio.id] = str(exc)
-                    log.warning("snapshot skipped", portfolio_id=portfolio.id, reason=str(exc))
-                    continue
-                records.extend(rows)
-                for symbol, price_date in stale.items():
-                    outcome.note_stale(symbol, price_date)
-            async with connection.transaction():
-                outcome.changed += await upsert_snapshots(connection, records)
-            outcome.rows += len(records)
+            return transactions, market
+
+        transactions, market = await in_transaction(
+            pool, read, retry_seconds=retry_seconds, what="snapshot inputs"
+        )
+        records: list[tuple[Any, ...]] = []
+        for portfolio in batch:
+            # Replay and valuation are CPU-bound (seconds for a long backfill): each
+            # portfolio runs in a thread, so the loop keeps heartbeating and a cancel
+            # stops the run after at most one portfolio.
+            try:
+                rows, stale = await asyncio.to_thread(
+                    _portfolio_records,
+                    portfolio,
+                    transactions.get(portfolio.id, []),
+                    market,
+                    dates=dates,
+                    previous=previous,
+                )
+            except (MissingPrice, LedgerError, CurrencyMismatch) as exc:
+                outcome.failed[portfolio.id] = str(exc)
+                log.warning("snapshot skipped", portfolio_id=portfolio.id, reason=str(exc))
+                continue
+            records.extend(rows)
+            for symbol, price_date in stale.items():
+                outcome.note_stale(symbol, price_date)
+
+        async def write(
+            connection: asyncpg.Connection, records: list[tuple[Any, ...]] = records
+        ) -> int:
+            return await upsert_snapshots(connection, records)
+
+        outcome.changed += await in_transaction(
+            pool, write, retry_seconds=retry_seconds, what="snapshots"
+        )
+        outcome.rows += len(records)
         if progress is not None:
             await progress(min(offset + BATCH_PORTFOLIOS, len(portfolios)), len(portfolios))
     return outcome

@@ -15,6 +15,7 @@ from workers.analytics.performance_run import calculate_performance
 from workers.analytics.portfolio_reads import select_portfolios
 from workers.analytics.report_run import generate_report
 from workers.analytics.snapshots import snapshot_portfolios
+from workers.db_retry import in_transaction
 from workers.runtime import TaskContext
 
 log = get_logger(__name__)
@@ -28,13 +29,19 @@ async def create_portfolio_snapshot(
     ctx: TaskContext, params: CreatePortfolioSnapshot
 ) -> dict[str, Any]:
     """Snapshot the portfolios (named, the user's, or all) for one date or a range."""
-    async with ctx.pool.acquire() as connection:
-        calendar = await load_trading_calendar(connection)
+    retry_seconds = ctx.settings.database_retry_seconds
+    calendar = await in_transaction(
+        ctx.pool, load_trading_calendar, retry_seconds=retry_seconds, what="calendar"
+    )
     dates = params.valuation_dates(now=ctx.clock(), calendar=calendar)
-    async with ctx.pool.acquire() as connection:
-        portfolios = await select_portfolios(
+    portfolios = await in_transaction(
+        ctx.pool,
+        lambda connection: select_portfolios(
             connection, portfolio_ids=params.portfolio_ids, user_id=params.user_id
-        )
+        ),
+        retry_seconds=retry_seconds,
+        what="portfolios",
+    )
     if params.portfolio_ids is not None and len(portfolios) != len(set(params.portfolio_ids)):
         missing = sorted(set(params.portfolio_ids) - {p.id for p in portfolios})
         raise PortfolioNotFound(f"portfolios not found: {missing}")
@@ -43,7 +50,12 @@ async def create_portfolio_snapshot(
         await ctx.report_progress(current=done, total=total, message="portfolios snapshotted")
 
     outcome = await snapshot_portfolios(
-        ctx.pool, portfolios, dates=dates, progress=progress, calendar=calendar
+        ctx.pool,
+        portfolios,
+        dates=dates,
+        progress=progress,
+        calendar=calendar,
+        retry_seconds=retry_seconds,
     )
     log.info(
         "snapshots written",

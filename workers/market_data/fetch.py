@@ -21,6 +21,7 @@ import msgspec
 from service.core.clock import Clock
 from service.core.logs import get_logger
 from service.core.trading_calendar import NYSE, TradingCalendar
+from workers.db_retry import in_transaction
 from workers.market_data.failover import Failover, SymbolFailed
 from workers.market_data.plan import (
     StoredRange,
@@ -95,15 +96,19 @@ class _Batch:
             rows.clear()
 
 
-async def _write(pool: asyncpg.Pool, batch: _Batch, *, clock: Clock) -> int:
-    """Write a batch in one transaction; return how many daily bars were inserted or changed."""
-    async with pool.acquire() as connection, connection.transaction():
+async def _write(pool: asyncpg.Pool, batch: _Batch, *, clock: Clock, retry_seconds: float) -> int:
+    """Write a batch in one transaction (rerun whole if Postgres goes away); return how many
+    daily bars were inserted or changed."""
+
+    async def write(connection: asyncpg.Connection) -> int:
         changed = await upsert_bars(connection, batch.bars)
         await upsert_events(connection, dividends=batch.dividends, splits=batch.splits)
         await invalidate_snapshots_after_splits(connection, batch.new_splits)
         await record_successes(connection, batch.successes, now=clock())
         await record_failures(connection, batch.failures, now=clock())
-    return changed
+        return changed
+
+    return await in_transaction(pool, write, retry_seconds=retry_seconds, what="fetch batch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +133,10 @@ class ChunkFetcher:
         calendar: TradingCalendar = NYSE,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         concurrency: int = DEFAULT_SYMBOL_CONCURRENCY,
+        retry_seconds: float = 0.0,
     ) -> None:
         self._pool = pool
+        self._retry_seconds = retry_seconds
         self._clock = clock
         self._calendar = calendar
         self._failover = failover
@@ -147,9 +154,15 @@ class ChunkFetcher:
     ) -> FetchResult:
         """Fetch and store `symbols` over `wanted`; call `on_symbol` as each one finishes and
         `before_write` before each batch is written (it raises to stop the fetch)."""
-        async with self._pool.acquire() as connection:
-            ranges = await stored_ranges(connection, symbols)
-            splits, dividends = await known_events(connection, symbols)
+
+        async def read(
+            connection: asyncpg.Connection,
+        ) -> tuple[dict[str, StoredRange], tuple[dict[str, set[date]], dict[str, set[date]]]]:
+            return await stored_ranges(connection, symbols), await known_events(connection, symbols)
+
+        ranges, (splits, dividends) = await in_transaction(
+            self._pool, read, retry_seconds=self._retry_seconds, what="stored ranges"
+        )
         slots = asyncio.Semaphore(self._concurrency)
 
         async def one(symbol: str) -> _Outcome:
@@ -178,13 +191,17 @@ class ChunkFetcher:
                 if len(batch.bars) >= self._batch_rows:
                     if before_write is not None:
                         await before_write()
-                    result.rows_written += await _write(self._pool, batch, clock=self._clock)
+                    result.rows_written += await _write(
+                        self._pool, batch, clock=self._clock, retry_seconds=self._retry_seconds
+                    )
                     batch.clear()
                 if on_symbol is not None:
                     await on_symbol()
             if before_write is not None:
                 await before_write()
-            result.rows_written += await _write(self._pool, batch, clock=self._clock)
+            result.rows_written += await _write(
+                self._pool, batch, clock=self._clock, retry_seconds=self._retry_seconds
+            )
         finally:
             for task in tasks:
                 task.cancel()

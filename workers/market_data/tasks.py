@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from typing import Any
+
+import asyncpg
 
 from service.core.cancellation import request_cancel
 from service.core.contracts import (
@@ -25,6 +28,7 @@ from service.core.market_closures import load_trading_calendar
 from service.core.rates import parse_rate
 from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
+from workers.db_retry import in_transaction
 from workers.market_data.failover import Failover, SymbolFailed
 from workers.market_data.fanout import RENEW_SECONDS, FetchJob
 from workers.market_data.fetch import ChunkFetcher, Failure, FetchResult
@@ -38,6 +42,7 @@ from workers.market_data.plan import (
 from workers.market_data.providers.registry import process_slots
 from workers.market_data.stale_snapshots import resnapshot_stale
 from workers.market_data.store import upsert_asset_info, upsert_quotes
+from workers.market_data.types import Quote
 from workers.runtime import TaskContext, TaskFailed
 
 log = get_logger(__name__)
@@ -76,8 +81,12 @@ def _quote_runner(ctx: TaskContext) -> Runner:
             found, missing = await failover.quotes(batch)
             if before_write is not None:
                 await before_write()
-            async with ctx.pool.acquire() as connection:
-                await upsert_quotes(connection, list(found.values()))
+            await in_transaction(
+                ctx.pool,
+                functools.partial(_write_quotes, quotes=list(found.values())),
+                retry_seconds=ctx.settings.database_retry_seconds,
+                what="quotes",
+            )
             result.fetched += len(found)
             result.rows_written += len(found)
             result.failed.extend(
@@ -88,6 +97,10 @@ def _quote_runner(ctx: TaskContext) -> Runner:
         return result
 
     return run
+
+
+async def _write_quotes(connection: asyncpg.Connection, *, quotes: list[tuple[Quote, str]]) -> int:
+    return await upsert_quotes(connection, quotes)
 
 
 def _runner_for(ctx: TaskContext, spec: dict[str, Any]) -> Runner:
@@ -112,6 +125,7 @@ def _fetcher(ctx: TaskContext) -> ChunkFetcher:
         failover=_failover(ctx),
         overlap_days=ctx.settings.market_data_overlap_days,
         clock=ctx.clock,
+        retry_seconds=ctx.settings.database_retry_seconds,
     )
 
 

@@ -4,7 +4,8 @@ over one deterministic series per symbol, with latency and fault injection.
 Faults (429 with Retry-After, 500, malformed bodies, slow responses, and on
 the chart `{"chart": null}` and an empty result) and latency are configured at
 start or at run time through `PUT /_sim/config`; `GET /_sim/stats` reports
-what was served, so tests can check what was stored. Yahoo's quoteSummary
+what was served and `POST /_sim/ledger` (a JSON list of symbols) every bar served, so tests
+can check what was stored. Yahoo's quoteSummary
 wants the cookie from `/_fc` and a crumb from `/v1/test/getcrumb`;
 `POST /_sim/rotate_crumb` invalidates issued crumbs. Polygon and Tiingo
 routes want any non-empty key (header or query parameter).
@@ -90,6 +91,9 @@ class SimulatedExchange:
         self.clock = clock
         self.requests: Counter[str] = Counter()
         self.bars_served: Counter[str] = Counter()
+        # Every daily bar the Yahoo chart served: symbol -> ISO date -> close (the last
+        # answer wins, as a re-fetch overwrites a stored bar).
+        self.ledger: dict[str, dict[str, float]] = {}
         self._rng = random.Random(self.config.seed)
         self._crumbs: dict[str, str] = {}
         self._tokens = 0.0
@@ -159,6 +163,7 @@ class SimulatedExchange:
         app.router.add_get("/_sim/config", self.get_config)
         app.router.add_put("/_sim/config", self.put_config)
         app.router.add_get("/_sim/stats", self.stats)
+        app.router.add_post("/_sim/ledger", self.ledger_of)
         app.router.add_post("/_sim/reset", self.reset)
         app.router.add_post("/_sim/rotate_crumb", self.rotate_crumb)
         app.router.add_get("/health", self.health)
@@ -186,9 +191,15 @@ class SimulatedExchange:
             {"requests": dict(self.requests), "bars_served": dict(self.bars_served)}
         )
 
+    async def ledger_of(self, request: web.Request) -> web.Response:
+        """The served bars of the symbols in the JSON list posted."""
+        symbols = msgspec.json.decode(await request.read(), type=list[str])
+        return _json({symbol: self.ledger.get(symbol, {}) for symbol in symbols})
+
     async def reset(self, _: web.Request) -> web.Response:
         self.requests.clear()
         self.bars_served.clear()
+        self.ledger.clear()
         return web.json_response({"status": "reset"})
 
     async def rotate_crumb(self, _: web.Request) -> web.Response:
@@ -280,8 +291,19 @@ class SimulatedExchange:
         closes = payload["chart"]["result"][0]["indicators"]["quote"][0]["close"]  # type: ignore[index]
         bars = sum(1 for close in closes if close is not None)
         self.bars_served[symbol] += bars - (1 if self.config.live_bar and bars else 0)
+        self._record(symbol, payload)
         self.requests["200"] += 1
         return _json(payload)
+
+    def _record(self, symbol: str, payload: dict[str, object]) -> None:
+        result = payload["chart"]["result"][0]  # type: ignore[index]
+        stamps, closes = result["timestamp"], result["indicators"]["quote"][0]["close"]
+        if self.config.live_bar and stamps:
+            stamps, closes = stamps[:-1], closes[:-1]
+        served = self.ledger.setdefault(symbol, {})
+        for stamp, close in zip(stamps, closes, strict=True):
+            if close is not None:
+                served[datetime.fromtimestamp(stamp, tz=EXCHANGE_TZ).date().isoformat()] = close
 
     async def cookie(self, _: web.Request) -> web.Response:
         # fc.yahoo.com answers 404 but sets the session cookie.
