@@ -126,7 +126,6 @@ def logs_hold_no_secrets(
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
         if (found := secrets_in(line))
     ]
-    assert len(files) > 1
     assert not leaks, "secrets in log lines:\n" + "\n".join(leaks[:50])
 
 

@@ -18,6 +18,7 @@ from service.scheduler.plan import (
     due_fires,
     fire_task_id,
     fire_times,
+    grace_floor_for,
     next_fires,
     wake_times,
 )
@@ -203,6 +204,20 @@ class TestDueFires:
             == 1
         )
 
+    def test_grace_floor_keeps_a_fast_clocks_fire_due(self) -> None:
+        """On a clock running 5,000 times real time, half-hourly fires missed by 11 and 41
+        clock minutes (fractions of a real second) are still due: no grace is shorter than
+        the floor."""
+        now = utc("2026-03-09T15:11:00")  # 11:11 EDT: the 11:00 fire is past its grace
+        job = JOBS["extended-hours-update"]
+        assert due_fires([job], NYSE, now=now, first_seen={}) == []
+        floored = due_fires([job], NYSE, now=now, first_seen={}, grace_floor=grace_floor_for(5000))
+        assert [f.scheduled_for.isoformat() for f in floored][-2:] == [
+            "2026-03-09T14:30:00+00:00",
+            "2026-03-09T15:00:00+00:00",
+        ]
+        assert grace_floor_for(1.0) < min(j.grace for j in JOBS.values())
+
     def test_fire_at_exactly_now_is_due(self) -> None:
         """A fire scheduled for the current instant is due."""
         now = utc("2026-03-09T20:30:00")
@@ -255,6 +270,15 @@ class TestJobs:
         """A job firing between 01:00 and 03:00 local is refused when the table is built."""
         with pytest.raises(ValueError, match="DST window"):
             Job(id="bad", task=Cleanup(), rule=rule, grace=timedelta(minutes=1))
+
+    def test_a_fire_carries_its_instant_where_the_contract_takes_one(self) -> None:
+        """Session closes and snapshots are sent with `as_of` = the fire's instant; price
+        updates (no such field) are sent as written."""
+        instant = utc("2026-11-27T18:05:00")
+        closes = JOBS["session-closes"].task_at(instant)
+        assert closes.kwargs() == {"as_of": "2026-11-27T18:05:00Z"}
+        assert JOBS["daily-snapshot"].task_at(instant).kwargs() == {"as_of": "2026-11-27T18:05:00Z"}
+        assert JOBS["hourly-price-update"].task_at(instant) == JOBS["hourly-price-update"].task
 
     def test_probe_table_builds(self) -> None:
         """The probe table converts like the market one."""
