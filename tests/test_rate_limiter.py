@@ -49,8 +49,9 @@ class TestSharedLimiter:
         assert [len(s) for s in per_process] == [PER_PROCESS, PER_PROCESS]
         stamps = sorted(s for process in per_process for s in process)
         interval = 1 / RATE_PER_SECOND
-        # Sleeps are never short, so the span is a firm lower bound (1 ms clock slack).
-        assert stamps[-1] - stamps[0] >= (len(stamps) - 1) * interval - 0.001
+        # Slots are never early; a stamp is taken after waking, so the first may be late on a
+        # loaded machine (a slack of one slot; a limiter at twice the rate would be 0.7 s off).
+        assert stamps[-1] - stamps[0] >= (len(stamps) - 2) * interval
         assert _max_in_window(stamps, 0.5) <= RATE_PER_SECOND // 2 + 3
         # Neither process ran first and alone: their slots interleave.
         first_done = min(max(s) for s in per_process)

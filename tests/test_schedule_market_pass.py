@@ -44,12 +44,16 @@ class TestMarketPass:
     async def test_snapshot_caught_up_hours_later(
         self, pool: asyncpg.Pool, settings: Settings, publisher: TaskPublisher
     ) -> None:
-        """A leader starting at 18:00 EST on the early-close day sends the 13:30 snapshot
-        (within its 6 h grace) and nothing else (the 17:00 extended fire is past its 10 min)."""
+        """A leader starting at 18:00 EST on the early-close day sends the 13:05 session
+        closes and the 13:30 snapshot (within their 6 h grace) and nothing else (the 17:00
+        extended fire is past its 10 min)."""
         ledger = await run_leader_at(
             pool, settings, publisher, now=datetime(2026, 11, 27, 23, 0, tzinfo=UTC)
         )
-        assert ledger == [("daily-snapshot", "2026-11-27T18:30:00+00:00", "sent")]
+        assert ledger == [
+            ("session-closes", "2026-11-27T18:05:00+00:00", "sent"),
+            ("daily-snapshot", "2026-11-27T18:30:00+00:00", "sent"),
+        ]
 
     async def test_holiday_is_silent(
         self, pool: asyncpg.Pool, settings: Settings, publisher: TaskPublisher
@@ -76,9 +80,10 @@ class TestMarketPass:
         finally:
             unreachable.close()
         second = await run_leader_at(pool, settings, publisher, now=now, fresh=False)
-        # The failed send ends the pass (heartbeats go on), so 16:30's extended fire waits too.
-        assert first == [("daily-snapshot", "2026-03-09T20:30:00+00:00", "claimed")]
+        # The failed send ends the pass (heartbeats go on), so the later fires wait too.
+        assert first == [("session-closes", "2026-03-09T20:05:00+00:00", "claimed")]
         assert second == [
+            ("session-closes", "2026-03-09T20:05:00+00:00", "sent"),
             ("daily-snapshot", "2026-03-09T20:30:00+00:00", "sent"),
             ("extended-hours-update", "2026-03-09T20:30:00+00:00", "sent"),
         ]

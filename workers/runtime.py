@@ -95,6 +95,7 @@ class TaskContext:
     publisher: TaskPublisher
     progress_sink: ProgressCallback
     _last_progress_at: float = 0.0
+    _sink_call: asyncio.Future[None] | None = None
 
     def today(self) -> date:
         """Today on the exchange's (New York) calendar, by the injected clock."""
@@ -117,9 +118,26 @@ class TaskContext:
                 await task_registry.record_progress(
                     connection, task_id=self.task_id, progress=progress
                 )
-            await asyncio.to_thread(self.progress_sink, current, total, message)
         except (asyncpg.PostgresError, aioredis.RedisError, OSError, TimeoutError) as exc:
             log.warning("progress not recorded", error=str(exc) or type(exc).__name__)
+        self._copy_to_celery(current, total, message)
+
+    def _copy_to_celery(self, current: int, total: int, message: str) -> None:
+        # Celery's copy (the result backend) is a courtesy for Flower: never awaited, and
+        # skipped while the previous copy is still being written (a backend that is down
+        # retries for REDIS_RETRY_SECONDS), so it can neither stall the body nor pile up.
+        if self._sink_call is not None and not self._sink_call.done():
+            return
+        call = asyncio.get_running_loop().run_in_executor(
+            None, self.progress_sink, current, total, message
+        )
+        call.add_done_callback(_log_sink_failure)
+        self._sink_call = call
+
+
+def _log_sink_failure(call: asyncio.Future[None]) -> None:
+    if not call.cancelled() and call.exception() is not None:
+        log.warning("progress not copied to Celery", error=repr(call.exception()))
 
 
 TaskBody = Callable[["TaskContext", Any], Coroutine[Any, Any, Any]]

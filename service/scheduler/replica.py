@@ -27,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from service.core.celery_config import create_publisher_app
 from service.core.clock import Clock, wall_clock
 from service.core.contracts import (
+    ALL_QUEUES,
     CONTRACTS,
     QUEUE_SCHEDULED,
     InvalidTaskArguments,
@@ -372,7 +373,7 @@ class Scheduler:
             # Relative to this replica's clock: the worker compares expiry with its own.
             remaining = max(1.0, (expires_at - self._clock()).total_seconds())
             await self._publisher.publish(
-                task, task_id=task_id, expires_in=remaining, queue=QUEUE_SCHEDULED
+                task, task_id=task_id, expires_in=remaining, queue=fire_queue(task)
             )
         except Exception as exc:  # kombu, redis-py and socket errors alike: retry later
             log.error("fire send failed; stays claimed", error=repr(exc), **fields)
@@ -380,6 +381,13 @@ class Scheduler:
         await ledger.mark_sent(connection, task_id=task_id, epoch=epoch)
         self._last_proof = time.monotonic()
         log.info("fire sent", task_name=task.name, **fields)
+
+
+def fire_queue(task: TaskContract) -> str:
+    """Where a fire goes: the `scheduled` queue for tasks of the general queues (capacity
+    user submits cannot take); a task with a queue of its own keeps it, since only its own
+    workers know it."""
+    return QUEUE_SCHEDULED if task.queue in ALL_QUEUES else task.queue
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
