@@ -61,6 +61,10 @@ class TestSchemathesis:
                     f"Authorization: Bearer {key}",
                     "--checks",
                     "all",
+                    # Litestar 2.25 answers OPTIONS on a path served by several handlers with
+                    # one handler's methods in `Allow`; OPTIONS is not part of our API.
+                    "--exclude-checks",
+                    "allow_header_conformance",
                     "--phases",
                     "examples,coverage,fuzzing,stateful",
                     "--max-examples",

@@ -78,12 +78,21 @@ def problem_statuses(
     return sorted(statuses)
 
 
+class SentEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One server-sent event as a client parses it; `data` is a JSON document."""
+
+    event: str | None = None
+    data: str | None = None
+    id: str | None = None
+    retry: int | None = None
+
+
 def _streamed_success(handler: HTTPRouteHandler) -> dict[int, ResponseSpec]:
     if not handler.parsed_fn_signature.return_type.is_subclass_of(ServerSentEvent):
         return {}
     return {
         handler.status_code: ResponseSpec(
-            str,
+            SentEvent,
             description="Server-sent events (`text/event-stream`); each `data` line is JSON.",
             media_type=EVENT_STREAM,
             generate_examples=False,
@@ -140,7 +149,10 @@ def with_alternative_content(status: int, content: dict[str, Schema]) -> type[Op
 _DECIMAL_STRING = {"type": "string", "format": "decimal"}
 _DECIMAL = {
     "anyOf": [
-        {**_DECIMAL_STRING, "pattern": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"},
+        {
+            **_DECIMAL_STRING,
+            "pattern": r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$",
+        },
         {"type": "number"},
     ]
 }

@@ -99,8 +99,9 @@ SNAPSHOT_RESPONSES = {
         description="`If-None-Match` named the current ETag: no snapshot in the range changed.",
     ),
 }
-# Ids are bigint; 2**62 keeps the bound exact as a JSON (double) number, and far above any id.
-PathId = Annotated[int, PathParameter(ge=1, le=2**62)]
+# Ids are bigint, bounded at 2**53 - 1: every id below it is exact as a JSON (double) number,
+# so a browser client holds it, and a larger one never reaches Postgres.
+PathId = Annotated[int, PathParameter(ge=1, le=2**53 - 1)]
 
 
 def _not_found(portfolio_id: int) -> ProblemException:

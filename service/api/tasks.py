@@ -171,7 +171,9 @@ class TaskController(Controller):
         ] = None,
         user_id: Annotated[
             int | None,
-            Parameter(query="user_id", ge=1, le=2**62, description="Another user's (admin only)"),
+            Parameter(
+                query="user_id", ge=1, le=2**53 - 1, description="Another user's (admin only)"
+            ),
         ] = None,
     ) -> TaskPage:
         """One page of tasks; `next_cursor` is null on the last page."""
