@@ -17,7 +17,7 @@ from litestar.datastructures import State
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Operation
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 
 from service.api.openapi_responses import OptionalBodyOperation, raises
 from service.api.problems import ProblemException
@@ -40,8 +40,8 @@ def owned_by_caller(task: TaskContract, user: User) -> TaskContract:
 
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         min_length=1,
         max_length=idempotency.MAX_KEY_LENGTH,
         description="Repeat a submit safely: the same key and body within 24 h answer as the "
