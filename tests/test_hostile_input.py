@@ -162,3 +162,35 @@ class TestHostileBodies:
             problem = await response.json(content_type=None)
             assert response.status == 400, problem
             assert [error["field"] for error in problem["errors"]] == ["portfolio_id"]
+
+
+class TestUnstorableText:
+    @pytest.mark.parametrize(
+        ("method", "path", "body"),
+        [
+            ("POST", "/api/v1/portfolios", {"name": "a\x00b"}),
+            ("GET", "/api/v1/tasks?name=a%00b", None),
+            ("GET", "/api/v1/tasks?name=" + quote("x'; DROP TABLE tasks;--"), None),
+        ],
+        ids=["portfolio-name-nul", "task-name-nul", "task-name-sql"],
+    )
+    async def test_nul_and_sql_in_text_fields(
+        self,
+        api_url: str,
+        http: aiohttp.ClientSession,
+        key: str,
+        method: str,
+        path: str,
+        body: object,
+    ) -> None:
+        """A NUL or SQL fragment in a stored or filtered text field is a 400 problem (the
+        schema's pattern refuses it), never a database error."""
+        async with http.request(
+            method,
+            URL(api_url + path, encoded=True),
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response:
+            problem = await response.json(content_type=None)
+            assert response.status == 400, problem
+            assert response.content_type == "application/problem+json"

@@ -216,6 +216,15 @@ def handle_dependency_down(request: Request[Any, Any, Any], exc: Exception) -> R
     )
 
 
+def handle_unstorable_text(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """400 for text Postgres cannot store (a NUL, a character outside UTF-8) that a schema
+    pattern did not already refuse."""
+    log.warning("unstorable text", path=request.url.path, error_type=type(exc).__name__)
+    return problem_response(
+        request, status=400, detail="the request holds text that cannot be stored (e.g. NUL)"
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """Log the failure with its traceback; answer 500 without leaking internals."""
     log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
@@ -228,5 +237,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationException: handle_validation,
     HTTPException: handle_http,
     **dict.fromkeys(DEPENDENCY_ERRORS, handle_dependency_down),
+    asyncpg.exceptions.CharacterNotInRepertoireError: handle_unstorable_text,
+    asyncpg.exceptions.UntranslatableCharacterError: handle_unstorable_text,
     Exception: handle_unexpected,
 }

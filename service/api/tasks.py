@@ -159,7 +159,9 @@ class TaskController(Controller):
                 description="A state, or comma-separated states, e.g. `PENDING,STARTED`",
             ),
         ] = None,
-        name: Annotated[str | None, Parameter(query="name", max_length=100)] = None,
+        name: Annotated[
+            str | None, Parameter(query="name", max_length=100, pattern="^[a-z0-9_]+$")
+        ] = None,
         limit: Annotated[int, Parameter(query="limit", ge=1, le=200)] = 50,
         cursor: Annotated[
             str | None,
