@@ -89,3 +89,7 @@ active:
 # Show the scheduler's jobs, next fires and last fires.
 schedule:
     {{python}} -m service.cli schedule list
+
+# A deeper schemathesis run than CI's (every check, every phase incl. stateful links).
+fuzz examples="100" seconds="900":
+    FUZZ_MAX_EXAMPLES={{examples}} FUZZ_MAX_SECONDS={{seconds}} FUZZ_OUTPUT=schemathesis.out uv run --frozen pytest -q -p no:cacheprovider tests/test_schemathesis.py

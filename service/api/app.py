@@ -17,6 +17,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from service.api.assets import AssetController
 from service.api.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQUIREMENT
 from service.api.health import HealthController
+from service.api.openapi_responses import DocumentedResponses, state_msgspec_schemas
 from service.api.portfolios import PortfolioController, ReportController
 from service.api.problems import EXCEPTION_HANDLERS
 from service.api.rate_limit import RateLimiter, StreamSlots
@@ -137,11 +138,12 @@ def create_app(
             await app.state.redis.aclose()
 
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
-    return Litestar(
+    app = Litestar(
         route_handlers=[HealthController, api_v1_router(contracts)],
         lifespan=[lifespan],
         middleware=[request_context_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
+        plugins=[DocumentedResponses()],
         cors_config=cors,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -157,6 +159,8 @@ def create_app(
         logging_config=None,
         debug=False,
     )
+    state_msgspec_schemas(app)
+    return app
 
 
 def create_app_from_env() -> Litestar:

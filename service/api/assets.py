@@ -16,6 +16,7 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
+from service.api.openapi_responses import raises
 from service.api.polled_reads import etag_matches, json_response, make_etag, not_modified
 from service.api.problems import ProblemException
 from service.core.clock import exchange_today
@@ -211,7 +212,12 @@ class AssetController(Controller):
         row = await _asset_row(state.pool, symbol.upper())
         return asset_view(row, today=exchange_today(state.clock))
 
-    @get("/{symbol:str}/prices", summary="Daily prices, oldest first", responses=PRICE_RESPONSES)
+    @get(
+        "/{symbol:str}/prices",
+        summary="Daily prices, oldest first",
+        responses=PRICE_RESPONSES,
+        opt=raises(422),
+    )
     async def prices(
         self,
         request: Request[Any, Any, State],
@@ -219,10 +225,10 @@ class AssetController(Controller):
         start: Annotated[date | None, Parameter(query="start", description="First date")] = None,
         end: Annotated[date | None, Parameter(query="end", description="Last date")] = None,
     ) -> Response[bytes]:
-        """Bars in [start, end] (both optional); 400 when start is after end. Send the `ETag`
+        """Bars in [start, end] (both optional); 422 when start is after end. Send the `ETag`
         back as `If-None-Match` to get 304 while no bar in the range changed."""
         if start is not None and end is not None and start > end:
-            raise ProblemException(status=400, detail="end: must be on or after start")
+            raise ProblemException(status=422, detail="invalid end: must be on or after start")
         name = symbol.upper()
         args = (name, start, end, MAX_PRICE_ROWS)
         async with request.app.state.pool.acquire() as connection:

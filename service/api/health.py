@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 
 from service.core.logs import get_logger
 
@@ -49,7 +50,13 @@ class HealthController(Controller):
         """The API process is running."""
         return Health(status="ok")
 
-    @get("/ready", summary="Readiness")
+    @get(
+        "/ready",
+        summary="Readiness",
+        responses={
+            503: ResponseSpec(Readiness, description="What is down.", generate_examples=False)
+        },
+    )
     async def ready(self, state: State) -> Response[Readiness]:
         """200 when Postgres and Redis answer within 2 s; 503 naming what is down."""
         results = await asyncio.gather(

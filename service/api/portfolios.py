@@ -14,8 +14,10 @@ import asyncpg
 from litestar import Controller, MediaType, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Schema
 from litestar.params import FromQuery, JSONBody, Parameter, PathParameter
 
+from service.api.openapi_responses import raises, with_alternative_content
 from service.api.polled_reads import etag_matches, json_response, make_etag, not_modified
 from service.api.problems import ProblemException
 from service.core.clock import exchange_today
@@ -97,8 +99,9 @@ SNAPSHOT_RESPONSES = {
         description="`If-None-Match` named the current ETag: no snapshot in the range changed.",
     ),
 }
-# Ids are bigint: a larger number is simply not found, and must never reach Postgres.
-PathId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
+# Ids are bigint, bounded at 2**53 - 1: every id below it is exact as a JSON (double) number,
+# so a browser client holds it, and a larger one never reaches Postgres.
+PathId = Annotated[int, PathParameter(ge=1, le=2**53 - 1)]
 
 
 def _not_found(portfolio_id: int) -> ProblemException:
@@ -167,7 +170,7 @@ class PortfolioController(Controller):
     path = "/portfolios"
     tags = ["portfolios"]
 
-    @post("/", status_code=201, summary="Create a portfolio")
+    @post("/", status_code=201, summary="Create a portfolio", opt=raises(409))
     async def create(
         self, request: Request[User, int, State], data: JSONBody[PortfolioCreate]
     ) -> PortfolioOut:
@@ -208,7 +211,12 @@ class PortfolioController(Controller):
         if not deleted:
             raise _not_found(portfolio_id)
 
-    @post("/{portfolio_id:int}/transactions", status_code=201, summary="Record a transaction")
+    @post(
+        "/{portfolio_id:int}/transactions",
+        status_code=201,
+        summary="Record a transaction",
+        opt=raises(422),
+    )
     async def add_transaction(
         self,
         request: Request[User, int, State],
@@ -256,6 +264,7 @@ class PortfolioController(Controller):
         "/{portfolio_id:int}/transactions/{transaction_id:int}",
         status_code=204,
         summary="Delete a transaction",
+        opt=raises(422),
     )
     async def remove_transaction(
         self,
@@ -274,7 +283,7 @@ class PortfolioController(Controller):
             await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
             await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=day)
 
-    @get("/{portfolio_id:int}/holdings", summary="Current positions and cash")
+    @get("/{portfolio_id:int}/holdings", summary="Current positions and cash", opt=raises(409))
     async def holdings(
         self,
         request: Request[User, int, State],
@@ -308,6 +317,7 @@ class PortfolioController(Controller):
         "/{portfolio_id:int}/snapshots",
         summary="Stored daily snapshots",
         responses=SNAPSHOT_RESPONSES,
+        opt=raises(422),
     )
     async def snapshots(
         self,
@@ -328,7 +338,7 @@ class PortfolioController(Controller):
         with `holdings=true`. Send the `ETag` back as `If-None-Match` to get 304 while no
         snapshot in the range changed."""
         if start is not None and end is not None and start > end:
-            raise ProblemException(status=400, detail="invalid end: must be on or after start")
+            raise ProblemException(status=422, detail="invalid end: must be on or after start")
         args = (portfolio_id, start, end, MAX_SNAPSHOT_ROWS)
         async with request.app.state.pool.acquire() as connection:
             found = await connection.fetchrow(SNAPSHOTS_VERSION, *args, request.user.id)
@@ -342,9 +352,18 @@ class PortfolioController(Controller):
             )
         return json_response(body, etag=etag)
 
-    @get("/{portfolio_id:int}/performance", summary="The latest performance result")
+    @get(
+        "/{portfolio_id:int}/performance",
+        summary="The latest performance result",
+        responses={
+            204: ResponseSpec(
+                None, description="Nothing computed yet: submit `portfolio-performance`."
+            )
+        },
+    )
     async def performance(self, request: Request[User, int, State], portfolio_id: PathId) -> Any:
-        """The most recently computed result; 404 until `calculate_portfolio_performance` ran."""
+        """The most recently computed result; 204 (no body) until
+        `calculate_portfolio_performance` has run for the portfolio."""
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
             result = await connection.fetchval(
@@ -353,9 +372,7 @@ class PortfolioController(Controller):
                 portfolio_id,
             )
         if result is None:
-            raise ProblemException(
-                status=404, detail=f"no performance computed yet for portfolio {portfolio_id}"
-            )
+            return Response(content=b"", status_code=204)
         return result
 
 
@@ -369,6 +386,7 @@ class ReportController(Controller):
         "/{report_id:int}",
         summary="A stored report (HTML or JSON, as generated)",
         media_type=MediaType.HTML,
+        operation_class=with_alternative_content(200, {MediaType.JSON: Schema()}),
     )
     async def report(
         self, request: Request[User, int, State], report_id: PathId

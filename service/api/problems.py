@@ -147,14 +147,32 @@ def problem_response(
     )
 
 
+def breaks_only_stated_rules(extra: Any) -> bool:
+    """Whether every error in a validation `extra` is a rule the schema cannot state (a
+    `"<field>: <message>"` ValueError from a Struct's `__post_init__`), not a type, format
+    or constraint the OpenAPI document states."""
+    items = extra if isinstance(extra, list) else [extra] if extra else []
+    if not items:
+        return False
+    for item in items:
+        raw = str(item.get("message", "")) if isinstance(item, dict) else str(item)
+        match = _AT_PATH.match(raw)
+        message = match["message"] if match else raw
+        if _NAMED_FIELD.search(message) or not _FIELD_PREFIX.match(message):
+            return False
+    return True
+
+
 def handle_validation(
     request: Request[Any, Any, Any], exc: ValidationException
 ) -> Response[Problem]:
-    """400 naming each invalid field."""
+    """400 naming each invalid field when the request breaks the OpenAPI schema; 422 when it
+    fits the schema but breaks a rule only the prose states (fields that go together)."""
     errors = field_errors(exc.extra)
     names = ", ".join(e.field for e in errors if e.field)
     detail = f"invalid {names}" if names else (exc.detail or "invalid request")
-    return problem_response(request, status=400, detail=detail, errors=errors or None)
+    status = 422 if breaks_only_stated_rules(exc.extra) else 400
+    return problem_response(request, status=status, detail=detail, errors=errors or None)
 
 
 def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
@@ -216,6 +234,15 @@ def handle_pool_exhausted(request: Request[Any, Any, Any], exc: PoolExhausted) -
     )
 
 
+def handle_unstorable_text(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """400 for text Postgres cannot store (a NUL, a character outside UTF-8) that a schema
+    pattern did not already refuse."""
+    log.warning("unstorable text", path=request.url.path, error_type=type(exc).__name__)
+    return problem_response(
+        request, status=400, detail="the request holds text that cannot be stored (e.g. NUL)"
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     """Log the failure with its traceback; answer 500 without leaking internals."""
     log.exception("unhandled error", path=request.url.path, error_type=type(exc).__name__)
@@ -229,5 +256,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: handle_http,
     **dict.fromkeys(DEPENDENCY_ERRORS, handle_dependency_down),
     PoolExhausted: handle_pool_exhausted,
+    asyncpg.exceptions.CharacterNotInRepertoireError: handle_unstorable_text,
+    asyncpg.exceptions.UntranslatableCharacterError: handle_unstorable_text,
     Exception: handle_unexpected,
 }

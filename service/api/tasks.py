@@ -10,13 +10,11 @@ readable with an admin key.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -28,7 +26,8 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from service.api.auth import admin_only
-from service.api.problems import ProblemException, problem_responses
+from service.api.openapi_responses import raises
+from service.api.problems import ProblemException
 from service.api.rate_limit import RateLimiter, StreamSlots
 from service.api.submit_cost import symbols_requested
 from service.api.task_schemas import CancelAccepted, Submitted, WorkerInfo
@@ -40,7 +39,6 @@ from service.core.redis_keys import worker_heartbeat_key
 from service.core.task_registry import ACTIVE_STATES, TERMINAL_STATES, TaskStatus
 from service.core.users import User
 
-PROBLEMS = problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 EVENTS_POLL_SECONDS = 0.25
 EVENTS_KEEPALIVE_SECONDS = 15.0
 EVENTS_MAX_SECONDS = 3600.0
@@ -56,20 +54,35 @@ class TaskPage(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
+# A cursor is the last task's submit instant (microseconds since the epoch) and its id in
+# hex-encoded UTF-8: any string the pattern admits decodes, so the schema states the rule.
+CURSOR_PATTERN = r"^[0-9]{1,16}-([0-9a-f]{2}){1,200}$"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def encode_cursor(status: TaskStatus) -> str:
-    """An opaque keyset cursor pointing after `status`."""
-    raw = f"{status.submitted_at.isoformat()}|{status.task_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """A keyset cursor pointing after `status`."""
+    micros = (status.submitted_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}-{status.task_id.encode().hex()}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Inverse of `encode_cursor`; ValueError if it was not made by us."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, task_id = raw.partition("|")
-        return datetime.fromisoformat(stamp), task_id
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError("not a cursor from this API") from exc
+    """Inverse of `encode_cursor`, for a cursor matching `CURSOR_PATTERN`."""
+    micros, _, task_hex = cursor.partition("-")
+    task_id = bytes.fromhex(task_hex).decode(errors="replace").replace("\x00", "\ufffd")
+    return _EPOCH + timedelta(microseconds=int(micros)), task_id
+
+
+# Every task id is a UUID in its canonical lower-case form (the API's and the scheduler's).
+TaskId = Annotated[
+    str,
+    Parameter(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="The `task_id` a submit answered with",
+    ),
+]
+_STATE_CHOICE = "|".join(sorted(STATE_NAMES))
+STATE_FILTER_PATTERN = f"^({_STATE_CHOICE})(,({_STATE_CHOICE}))*$"
 
 
 def _bad_field(field: str, message: str) -> ProblemException:
@@ -97,8 +110,8 @@ class TaskController(Controller):
     path = "/tasks"
     tags = ["tasks"]
 
-    @get("/status/{task_id:str}", summary="A task's state, progress and result", responses=PROBLEMS)
-    async def status(self, request: Request[User, int, State], task_id: str) -> TaskStatus:
+    @get("/status/{task_id:str}", summary="A task's state, progress and result")
+    async def status(self, request: Request[User, int, State], task_id: TaskId) -> TaskStatus:
         """The task's status; 404 if it is not the caller's (an admin reads any task,
         scheduler-sent ones included)."""
         async with request.app.state.pool.acquire() as connection:
@@ -113,9 +126,9 @@ class TaskController(Controller):
         "/cancel/{task_id:str}",
         status_code=202,
         summary="Cancel a queued or running task",
-        responses=PROBLEMS,
+        opt=raises(409),
     )
-    async def cancel(self, request: Request[User, int, State], task_id: str) -> CancelAccepted:
+    async def cancel(self, request: Request[User, int, State], task_id: TaskId) -> CancelAccepted:
         """A queued task never runs; a running one stops within 2 s; a finished one is 409."""
         state = request.app.state
         async with state.pool.acquire() as connection:
@@ -138,7 +151,7 @@ class TaskController(Controller):
             )
         return CancelAccepted(task_id=task_id, state=current.state if current else found.state)
 
-    @get("/active", summary="The caller's unfinished tasks", responses=PROBLEMS)
+    @get("/active", summary="The caller's unfinished tasks")
     async def active(self, request: Request[User, int, State]) -> list[TaskStatus]:
         """PENDING, STARTED, PROGRESS and RETRY tasks, newest first."""
         async with request.app.state.pool.acquire() as connection:
@@ -151,19 +164,36 @@ class TaskController(Controller):
                 before=None,
             )
 
-    @get("/", summary="The caller's task history, newest first", responses=PROBLEMS)
+    @get("/", summary="The caller's task history, newest first", opt=raises(403))
     async def history(
         self,
         request: Request[User, int, State],
         state_filter: Annotated[
-            str | None, Parameter(query="state", description="State, or comma-separated states")
+            str | None,
+            Parameter(
+                query="state",
+                pattern=STATE_FILTER_PATTERN,
+                max_length=200,
+                description="A state, or comma-separated states, e.g. `PENDING,STARTED`",
+            ),
         ] = None,
-        name: Annotated[str | None, Parameter(query="name", max_length=100)] = None,
+        name: Annotated[
+            str | None, Parameter(query="name", max_length=100, pattern="^[a-z0-9_]+$")
+        ] = None,
         limit: Annotated[int, Parameter(query="limit", ge=1, le=200)] = 50,
-        cursor: Annotated[str | None, Parameter(query="cursor", max_length=400)] = None,
+        cursor: Annotated[
+            str | None,
+            Parameter(
+                query="cursor",
+                pattern=CURSOR_PATTERN,
+                description="`next_cursor` of the previous page",
+            ),
+        ] = None,
         user_id: Annotated[
             int | None,
-            Parameter(query="user_id", ge=1, le=2**62, description="Another user's (admin only)"),
+            Parameter(
+                query="user_id", ge=1, le=2**53 - 1, description="Another user's (admin only)"
+            ),
         ] = None,
         owner: Annotated[
             Literal["system"] | None,
@@ -186,13 +216,8 @@ class TaskController(Controller):
             if not request.user.is_admin:
                 raise _admin_field("user_id")
             owner_id = user_id
-        states = [s.strip().upper() for s in state_filter.split(",")] if state_filter else None
-        if states and not set(states) <= STATE_NAMES:
-            raise _bad_field("state", f"must be among {', '.join(sorted(STATE_NAMES))}")
-        try:
-            before = decode_cursor(cursor) if cursor else None
-        except ValueError as exc:
-            raise _bad_field("cursor", str(exc)) from None
+        states = state_filter.split(",") if state_filter else None
+        before = decode_cursor(cursor) if cursor else None
         async with request.app.state.pool.acquire() as connection:
             page = await task_registry.list_statuses(
                 connection,
@@ -210,9 +235,9 @@ class TaskController(Controller):
     @get(
         "/{task_id:str}/events",
         summary="Server-sent events until the task ends",
-        responses=PROBLEMS,
+        opt=raises(429),
     )
-    async def events(self, request: Request[User, int, State], task_id: str) -> ServerSentEvent:
+    async def events(self, request: Request[User, int, State], task_id: TaskId) -> ServerSentEvent:
         """`status` events on every state or progress change; the stream ends with the task.
         Readable like `status`. A key holds at most SSE_STREAMS_PER_KEY open streams; the
         next one is a 429."""
@@ -236,7 +261,7 @@ class TaskController(Controller):
         stream = _status_stream(pool, first, owner_id=owner_id)
         return ServerSentEvent(_holding_slot(stream, slots=slots, key=key, slot=slot))
 
-    @get("/workers", guards=[admin_only], summary="Celery workers (admin)", responses=PROBLEMS)
+    @get("/workers", guards=[admin_only], summary="Celery workers (admin)")
     async def workers(self, request: Request[User, int, State]) -> list[WorkerInfo]:
         """Each worker's pool, concurrency, active and processed counts, queues, heartbeat age."""
         state = request.app.state

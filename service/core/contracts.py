@@ -51,7 +51,8 @@ Symbol = Annotated[
 Symbols = Annotated[list[Symbol], msgspec.Meta(min_length=1, max_length=MAX_SYMBOLS)]
 Period = Literal["1mo", "3mo", "6mo", "1y", "2y", "5y", "max"]
 Days = Annotated[int, msgspec.Meta(ge=1, le=MAX_DAYS)]
-Id = Annotated[int, msgspec.Meta(ge=1, le=2**62)]
+# 2**53 - 1: every id up to it is exact as a JSON number, in a browser too.
+Id = Annotated[int, msgspec.Meta(ge=1, le=2**53 - 1)]
 IdList = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_PORTFOLIO_IDS)]
 UserId = Annotated[
     Id | None,

@@ -20,7 +20,8 @@ Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN, examples=["AAPL"])]
 Currency = Annotated[
     str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code", examples=["USD"])
 ]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+# Postgres text cannot hold NUL; the pattern states it so the API refuses it with a 400.
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern="^[^\\x00]*$")]
 LIMIT = Decimal("1e12")
 # The scale of each column in migrations/0004_portfolios.sql.
 DECIMAL_PLACES = {"quantity": 10, "price": 6, "amount": 6, "fee": 6}
