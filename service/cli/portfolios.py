@@ -100,7 +100,7 @@ def delete_transaction(ctx: click.Context, portfolio_id: int, transaction_id: in
 @click.option("--as-of", help="YYYY-MM-DD (default: today)")
 @click.pass_context
 def holdings(ctx: click.Context, portfolio_id: int, as_of: str | None) -> None:
-    """Positions and cash valued at the last closes."""
+    """Positions and cash at the newest prices (quote or close), each flagged when stale."""
     query = f"?as_of={as_of}" if as_of else ""
     ctx.obj["print"](_request(ctx, "GET", f"/{portfolio_id}/holdings{query}"))
 
