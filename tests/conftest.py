@@ -273,9 +273,19 @@ def _wait_for_worker(env: dict[str, str], process: ManagedProcess, name: str) ->
 
 @pytest.fixture(scope="session")
 def worker(base_env: dict[str, str], exchange: str, scratch_dir: Path) -> Iterator[ManagedProcess]:
-    """One real prefork worker (two children) consuming every queue."""
+    """One real prefork worker (two children) consuming every queue, and beside it, as in
+    production, one child reserved for scheduled fires, so a test's fire never waits
+    behind another test's long user tasks."""
     process = start_worker(base_env, log_path=scratch_dir / "worker.log", name="session")
+    reserved = start_worker(
+        base_env,
+        log_path=scratch_dir / "worker-scheduled.log",
+        name="session-scheduled",
+        concurrency=1,
+        queues="scheduled",
+    )
     yield process
+    reserved.stop()
     process.stop()
 
 

@@ -26,6 +26,7 @@ from decimal import Decimal
 import aiohttp
 import asyncpg
 import pytest
+import redis
 
 from service.core.database import create_pool
 from service.core.migrations import migrate
@@ -52,6 +53,7 @@ CALENDAR = TradingCalendar(closures=[CLOSURE], early_closes=dict([EARLY_CLOSE]))
 SECONDS_PER_SIMULATED_HOUR = 0.6
 SPEED = 3600 / SECONDS_PER_SIMULATED_HOUR
 STARTUP_SECONDS = 25.0
+REDIS_DB = 13  # the week's broker, results and leases; emptied before the run
 FUNDED_ON = date(2026, 10, 1)
 CASH = Decimal(50_000)
 PORTFOLIOS = {
@@ -185,6 +187,9 @@ def week(
 ) -> Iterator[Week]:
     """The whole system on the week's own database, Redis database and fast clock."""
     logs = tmp_path_factory.mktemp("week")
+    flush = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + f"/{REDIS_DB}")
+    flush.flushdb()
+    flush.close()
     database_url = asyncio.run(_create_database(postgres))
     keys, ids = asyncio.run(_seed(database_url))
     exchange_port, api_port = free_port(), free_port()
@@ -192,7 +197,7 @@ def week(
     env = {
         **base_env,
         "DATABASE_URL": database_url,
-        "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/7",
+        "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + f"/{REDIS_DB}",
         "CLOCK_START": START.isoformat(),
         "CLOCK_ANCHOR": str(anchor),
         "CLOCK_SPEED": str(SPEED),
