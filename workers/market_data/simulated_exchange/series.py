@@ -179,7 +179,7 @@ def last_trade(symbol: str, now: datetime, calendar: TradingCalendar = NYSE) -> 
     series = build_series(symbol, live, calendar)
     opened = datetime.combine(live, REGULAR_OPEN, tzinfo=EXCHANGE_TZ)
     closes = calendar.close_at(live)
-    assert closes is not None  # noqa: S101 - an open session has a close
+    assert closes is not None
     # Whole seconds, as quotes are stamped: the price is the one at the stamp.
     stamp = now.astimezone(UTC).replace(microsecond=0)
     fraction = max(0.0, (stamp - opened) / (closes - opened))
