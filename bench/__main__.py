@@ -16,6 +16,7 @@ BENCHMARKS = {
     "market_data": "bench.market_data",
     "scheduler_failover": "bench.scheduler_failover",
     "reads": "bench.reads",
+    "quotes": "bench.quotes",
 }
 
 

@@ -15,7 +15,11 @@ import aiohttp
 import asyncpg
 import pytest
 
+from service.core.contracts import QUEUE_SCHEDULED, UpdatePortfolioPrices
+from service.core.settings import Settings
 from service.core.users import IssuedKey
+from service.scheduler.replica import create_publisher
+from tests.portfolio_data import create_portfolio, new_owner_id
 from tests.processes import ManagedProcess
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -298,6 +302,78 @@ class TestQuotesAndInfoTasks:
         assert "yahoo: " in error["message"]
         assert await pool.fetchval("SELECT attempts FROM tasks WHERE id = $1", task_id) == 1
         assert await pool.fetchval("SELECT count(*) FROM assets WHERE symbol = $1", symbol) == 0
+
+
+async def _finished_row(pool: asyncpg.Pool, task_id: str, *, within: float) -> dict[str, Any]:
+    """The registry row of `task_id` once it has ended."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        row = await pool.fetchrow("SELECT state, result, error FROM tasks WHERE id = $1", task_id)
+        if row is not None and row["state"] in ("SUCCESS", "FAILURE", "REVOKED"):
+            return dict(row)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not finish in {within} s")
+
+
+class TestScheduledQuoteRefresh:
+    async def test_every_held_symbol_is_refreshed_in_chunks(
+        self, pool: asyncpg.Pool, settings: Settings
+    ) -> None:
+        """A scheduled-style refresh (no arguments, on the scheduled queue) of more held
+        symbols than one chunk holds is fanned out to helper tasks, writes a quote for every
+        held symbol and the benchmark, and counts requested = updated + failed, each unknown
+        symbol failed with a reason."""
+        known = _symbols("FAN", 2 * settings.market_data_chunk_size + 50)
+        unknown = [f"ZZ{uuid.uuid4().hex[:6].upper()}{i}" for i in range(3)]
+        owners = [await new_owner_id(pool) for _ in range(2)]
+        portfolios = [
+            await create_portfolio(pool, owner_id=owner, name=f"fan-{uuid.uuid4().hex[:6]}")
+            for owner in owners
+        ]
+        # Half the known symbols are held in both portfolios: the refresh asks for each once.
+        held = [(portfolios[0], s) for s in known] + [
+            (portfolios[1], s) for s in known[: len(known) // 2] + unknown
+        ]
+        await pool.executemany(
+            "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price) "
+            "VALUES ($1, 'BUY', DATE '2026-11-02', $2, 1, 10)",
+            held,
+        )
+        benchmark = settings.benchmark_symbol
+        await pool.execute("DELETE FROM latest_quotes WHERE symbol = $1", benchmark)
+        before = await pool.fetchval("SELECT clock_timestamp()")
+        task_id = str(uuid.uuid4())
+        publisher = create_publisher(settings)
+        try:
+            await publisher.publish(UpdatePortfolioPrices(), task_id=task_id, queue=QUEUE_SCHEDULED)
+        finally:
+            publisher.close()
+
+        row = await _finished_row(pool, task_id, within=90)
+
+        assert row["state"] == "SUCCESS", row["error"]
+        result = row["result"]
+        failed = {f["symbol"]: f["reason"] for f in result["failed"]}
+        assert set(unknown) <= set(failed)
+        assert all(failed[s] for s in unknown)
+        assert failed.keys().isdisjoint(known)
+        assert result["requested"] == result["updated"] + len(failed)
+        assert result["requested"] >= len(known) + len(unknown) + 1
+        quotes = {
+            r["symbol"]: r["updated_at"]
+            for r in await pool.fetch(
+                "SELECT symbol, updated_at FROM latest_quotes WHERE symbol = ANY($1::text[])",
+                [*known, *unknown, benchmark],
+            )
+        }
+        assert set(quotes) == {*known, benchmark}
+        assert all(updated > before for updated in quotes.values())
+        helpers = await pool.fetchval(
+            "SELECT count(*) FROM tasks WHERE name = 'fetch_market_data_chunk' "
+            "AND params->>'job_id' = $1",
+            task_id,
+        )
+        assert 1 <= helpers <= settings.market_data_max_helpers
 
 
 class TestAssetsApi:
