@@ -3,7 +3,7 @@ for errors and leaks (issue 11, item 11). Not part of `just test`.
 
 A throwaway stack on loopback (embedded Postgres and Redis, the simulated exchange, one
 general worker, the API and a scheduler leader on the `market` schedule) runs on a clock
-from Monday 06:00 New York time at SOAK_SPEED× real time, so the run holds many scheduled
+from Monday 06:00 New York time at SOAK_SPEED times real time, so the run holds many scheduled
 fires. Users submit fetches, price updates and performance runs, poll every task to its
 end, and follow some over SSE. Every SAMPLE_SECONDS it samples the worker's RSS (main
 process plus prefork children), Postgres connections (pg_stat_activity client backends)
