@@ -40,7 +40,7 @@ SOAK_SPEED = 300  # one simulated hour every 12 s
 STARTUP_SECONDS = 25
 SAMPLE_SECONDS = 5.0
 USERS = 3
-SUBMITTERS_PER_USER = 2
+SUBMITTERS_PER_USER = 1  # about 3 submits a second: under what one worker (-c 2) clears
 STREAMS_PER_USER = 2  # under SSE_STREAMS_PER_KEY (5)
 UNIVERSE = [f"SOAK{i:02d}" for i in range(40)]
 RSS_GROWTH_LIMIT = 0.10
@@ -156,7 +156,7 @@ async def _submitter(
                     load.to_stream.setdefault(key, asyncio.Queue()).put_nowait(task_id)
             elif response.status != 429:
                 load.client_errors.append(f"POST {path}: {response.status} {await response.text()}")
-        await asyncio.sleep(rng.uniform(0.1, 0.5))
+        await asyncio.sleep(rng.uniform(0.4, 1.4))
 
 
 async def _poller(http: aiohttp.ClientSession, api: str, load: Load) -> None:
