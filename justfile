@@ -65,6 +65,11 @@ exchange:
 bench *args:
     {{python}} -m bench {{args}}
 
+# Soak the whole stack on loopback under mixed load on a fast clock, then print a summary:
+# `just soak` (3 minutes), `just soak --minutes 10` (the most). Not part of `just test`.
+soak *args:
+    {{python}} -m bench.soak {{args}}
+
 # Export the OpenAPI document to openapi.json.
 openapi:
     {{python}} -c "import json; from service.api.app import create_app; from service.core.settings import Settings; print(json.dumps(create_app(Settings.from_env()).openapi_schema.to_schema(), indent=2))" > openapi.json

@@ -47,6 +47,11 @@ class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Stop injecting after this many faults under this config (0 = no limit).
     fault_limit: Annotated[int, msgspec.Meta(ge=0)] = 0
     faults: list[Fault] = msgspec.field(default_factory=list)
+    # Per-fault rates, drawn once per request: {"500": 0.05, "429": 0.05} injects a 500 on
+    # 5 % of requests and a 429 on another 5 %. Used instead of `faults`/`fault_rate` when set.
+    fault_mix: dict[Fault, Annotated[float, msgspec.Meta(ge=0, le=1)]] = msgspec.field(
+        default_factory=dict
+    )
     fault_symbols: list[str] = msgspec.field(default_factory=list)
     fault_providers: list[Literal["yahoo", "polygon", "tiingo"]] = msgspec.field(
         default_factory=list
@@ -68,6 +73,10 @@ class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rate_limit_per_second: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     rate_burst: Annotated[int, msgspec.Meta(ge=1)] = 2
     universe: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_UNIVERSE))
+
+    def __post_init__(self) -> None:
+        if sum(self.fault_mix.values()) > 1:
+            raise ValueError("fault_mix rates must sum to at most 1")
 
 
 def _json(payload: object, status: int = 200) -> web.Response:
@@ -218,8 +227,20 @@ class SimulatedExchange:
             self._faults_counted_for, self._faults_injected = config, 0
         if config.fault_limit and self._faults_injected >= config.fault_limit:
             return None
-        if config.faults and self._rng.random() < config.fault_rate:
+        fault = self._draw_fault(config)
+        if fault is not None:
             self._faults_injected += 1
+        return fault
+
+    def _draw_fault(self, config: ExchangeConfig) -> Fault | None:
+        if config.fault_mix:
+            draw = self._rng.random()
+            for fault, rate in config.fault_mix.items():
+                if draw < rate:
+                    return fault
+                draw -= rate
+            return None
+        if config.faults and self._rng.random() < config.fault_rate:
             return self._rng.choice(config.faults)
         return None
 
@@ -232,6 +253,7 @@ class SimulatedExchange:
             )
             fault = self._pick_fault(provider, symbol)
             if fault == "slow":
+                self.requests["slow"] += 1
                 delay += config.slow_ms
             if delay:
                 await asyncio.sleep(delay / 1000)
