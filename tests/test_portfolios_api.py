@@ -257,6 +257,50 @@ class TestHoldingsAndResults:
         assert holdings["total_value"] is None
         assert holdings["missing_prices"] == ["APINOPRICE"]
 
+    async def test_holdings_today_use_a_fresher_quote_and_flag_stale_prices(
+        self, alice: Api, pool: asyncpg.Pool
+    ) -> None:
+        """On the pinned Wednesday at 15:00, a position with a quote from 14:30 is valued at
+        it; one whose last close is Monday's (Tuesday's session completed without it) is
+        valued at that close and flagged stale; the totals name the oldest price time."""
+        fresh, behind = "APIQFRESH", "APIQSTALE"
+        await put_closes(pool, fresh, {date(2026, 11, 17): 20.0})
+        await put_closes(pool, behind, {date(2026, 11, 16): 30.0})
+        await pool.execute(
+            "INSERT INTO latest_quotes (symbol, price, market_time, source) "
+            "VALUES ($1, 21.5, '2026-11-18T14:30:00-05:00', 'test') "
+            "ON CONFLICT (symbol) DO UPDATE SET price = excluded.price, "
+            "market_time = excluded.market_time",
+            fresh,
+        )
+        portfolio_id = await _portfolio(alice, "fresh")
+        await _tx(alice, portfolio_id, type="DEPOSIT", date="2026-11-02", amount=1000)
+        for symbol in (fresh, behind):
+            await _tx(
+                alice,
+                portfolio_id,
+                type="BUY",
+                date="2026-11-02",
+                symbol=symbol,
+                quantity=2,
+                price=10,
+            )
+        status, holdings, _ = await alice.request(
+            "GET", f"/api/v1/portfolios/{portfolio_id}/holdings"
+        )
+        assert status == 200, holdings
+        shown = {
+            h["symbol"]: (h["price"], h["price_source"], h["price_time"], h["stale"])
+            for h in holdings["holdings"]
+        }
+        assert shown == {
+            fresh: (21.5, "quote", "2026-11-18T19:30:00Z", False),
+            behind: (30.0, "close", "2026-11-16T21:00:00Z", True),
+        }
+        assert holdings["stale_prices"] == [behind]
+        assert holdings["price_time"] == "2026-11-16T21:00:00Z"
+        assert holdings["total_value"] == 1000 - 40 + 2 * 21.5 + 2 * 30
+
     async def test_split_stored_later_that_breaks_the_history_is_409(
         self, alice: Api, pool: asyncpg.Pool
     ) -> None:

@@ -21,7 +21,6 @@ from service.api.openapi_responses import raises, with_alternative_content
 from service.api.polled_reads import etag_matches, json_response, make_etag, not_modified
 from service.api.problems import ProblemException
 from service.core.clock import exchange_today
-from service.core.market_closures import load_trading_calendar
 from service.core.users import User
 from service.portfolio import store
 from service.portfolio.holdings import PriceInputs, current_holdings
@@ -298,16 +297,23 @@ class PortfolioController(Controller):
         today = exchange_today(request.app.state.clock)
         day = as_of or today
         async with request.app.state.pool.acquire() as connection:
-            await _owned(connection, portfolio_id, request.user)
-            transactions = await store.list_transactions(connection, portfolio_id)
-            symbols = sorted({tx.symbol for tx in transactions if tx.symbol})
-            splits = await store.load_splits(connection, symbols)
-            closes = await store.latest_closes(connection, symbols, on_or_before=day)
-            quotes = await store.latest_quotes(connection, symbols) if day >= today else {}
-            calendar = await load_trading_calendar(connection)
-        states = _replay_stored(transactions, [s for items in splits.values() for s in items])
+            reads = await store.holdings_reads(
+                connection,
+                portfolio_id=portfolio_id,
+                owner_id=request.user.id,
+                on_or_before=day,
+                with_quotes=day >= today,
+            )
+        if reads is None:
+            raise _not_found(portfolio_id)
+        splits = reads.splits
+        states = _replay_stored(reads.transactions, [s for items in splits.values() for s in items])
         inputs = PriceInputs(
-            now=now, calendar=calendar, closes=closes, quotes=quotes, splits=splits
+            now=now,
+            calendar=reads.calendar,
+            closes=reads.closes,
+            quotes=reads.quotes,
+            splits=splits,
         )
         return current_holdings(
             portfolio_id, state_on(states, day), as_of=day, today=today, inputs=inputs

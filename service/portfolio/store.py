@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime, time
 from decimal import Decimal
 
 import asyncpg
+import msgspec
 
-from service.portfolio.positions import Split, Transaction
+from service.core.trading_calendar import TradingCalendar
+from service.portfolio.positions import Split, Transaction, TxType
 from service.portfolio.pricing import StoredQuote
 
 _GET_PORTFOLIO = (
@@ -173,33 +176,128 @@ async def asset_currency(connection: asyncpg.Connection, symbol: str) -> str | N
     return currency
 
 
-async def latest_closes(
-    connection: asyncpg.Connection, symbols: Sequence[str], *, on_or_before: date
-) -> dict[str, tuple[date, Decimal]]:
-    """Each symbol's last close on or before a date, in one statement."""
-    rows = await connection.fetch(
-        """
-        SELECT p.symbol, p.date, p.close FROM unnest($1::text[]) AS s (symbol)
-        CROSS JOIN LATERAL (
+class _TxRow(msgspec.Struct, frozen=True):
+    id: int
+    type: TxType
+    date: date
+    symbol: str | None
+    quantity: Decimal | None
+    price: Decimal | None
+    amount: Decimal | None
+    fee: Decimal
+
+
+class _SplitRow(msgspec.Struct, frozen=True):
+    symbol: str
+    date: date
+    numerator: Decimal
+    denominator: Decimal
+
+
+class _CloseRow(msgspec.Struct, frozen=True):
+    symbol: str
+    date: date
+    close: Decimal
+
+
+class _QuoteRow(msgspec.Struct, frozen=True):
+    symbol: str
+    price: Decimal
+    market_time: datetime | None
+
+
+class _ClosureRow(msgspec.Struct, frozen=True):
+    day: date
+    closes_at: time | None
+
+
+class _HoldingsRow(msgspec.Struct, frozen=True):
+    transactions: list[_TxRow]
+    splits: list[_SplitRow]
+    closes: list[_CloseRow]
+    quotes: list[_QuoteRow]
+    closures: list[_ClosureRow]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldingsReads:
+    """Everything `GET …/holdings` reads, from one statement."""
+
+    transactions: list[Transaction]
+    splits: dict[str, list[Split]]
+    closes: dict[str, tuple[date, Decimal]]
+    quotes: dict[str, StoredQuote]
+    calendar: TradingCalendar
+
+
+# Numbers travel as text, so they decode into Decimal exactly.
+_HOLDINGS_READS = """
+WITH owned AS (SELECT id FROM portfolios WHERE id = $1 AND owner_id = $2),
+tx AS (
+    SELECT t.id, t.type, t.date, t.symbol, t.quantity, t.price, t.amount, t.fee
+    FROM transactions t JOIN owned ON owned.id = t.portfolio_id
+),
+held AS (SELECT DISTINCT symbol FROM tx WHERE symbol IS NOT NULL)
+SELECT (SELECT count(*) FROM owned) AS owned, json_build_object(
+    'transactions', (SELECT coalesce(json_agg(json_build_object(
+        'id', id, 'type', type, 'date', date, 'symbol', symbol, 'quantity', quantity::text,
+        'price', price::text, 'amount', amount::text, 'fee', fee::text) ORDER BY date, id), '[]')
+        FROM tx),
+    'splits', (SELECT coalesce(json_agg(json_build_object(
+        'symbol', s.symbol, 'date', s.date, 'numerator', s.numerator::text,
+        'denominator', s.denominator::text) ORDER BY s.symbol, s.date), '[]')
+        FROM splits s JOIN held USING (symbol)),
+    'closes', (SELECT coalesce(json_agg(json_build_object(
+        'symbol', p.symbol, 'date', p.date, 'close', p.close::text)), '[]')
+        FROM held CROSS JOIN LATERAL (
             SELECT d.symbol, d.date, d.close FROM daily_prices d
-            WHERE d.symbol = s.symbol AND d.date <= $2 ORDER BY d.date DESC LIMIT 1
-        ) AS p
-        """,
-        sorted(set(symbols)),
-        on_or_before,
-    )
-    return {row["symbol"]: (row["date"], row["close"]) for row in rows}
+            WHERE d.symbol = held.symbol AND d.date <= $3 ORDER BY d.date DESC LIMIT 1
+        ) AS p),
+    'quotes', (SELECT coalesce(json_agg(json_build_object(
+        'symbol', q.symbol, 'price', q.price::text, 'market_time', q.market_time)), '[]')
+        FROM latest_quotes q JOIN held USING (symbol) WHERE $4),
+    'closures', (SELECT coalesce(json_agg(json_build_object(
+        'day', day, 'closes_at', closes_at)), '[]') FROM market_closures)
+)::text AS reads
+"""
 
 
-async def latest_quotes(
-    connection: asyncpg.Connection, symbols: Sequence[str]
-) -> dict[str, StoredQuote]:
-    """Each symbol's stored latest quote, in one statement."""
-    rows = await connection.fetch(
-        "SELECT symbol, price, market_time FROM latest_quotes WHERE symbol = ANY($1::text[])",
-        sorted(set(symbols)),
+async def holdings_reads(
+    connection: asyncpg.Connection,
+    *,
+    portfolio_id: int,
+    owner_id: int,
+    on_or_before: date,
+    with_quotes: bool,
+) -> HoldingsReads | None:
+    """The owner's portfolio's transactions, its symbols' splits, last closes on or before a
+    date and (`with_quotes`) latest quotes, and the calendar overrides, in one round trip;
+    None when the portfolio is not the owner's."""
+    row = await connection.fetchrow(
+        _HOLDINGS_READS, portfolio_id, owner_id, on_or_before, with_quotes
     )
-    return {
-        row["symbol"]: StoredQuote(price=row["price"], market_time=row["market_time"])
-        for row in rows
-    }
+    if row is None or not row["owned"]:
+        return None
+    reads = msgspec.json.decode(row["reads"], type=_HoldingsRow)
+    splits: dict[str, list[Split]] = defaultdict(list)
+    for split in reads.splits:
+        splits[split.symbol].append(
+            Split(
+                symbol=split.symbol,
+                date=split.date,
+                numerator=int(split.numerator),
+                denominator=int(split.denominator),
+            )
+        )
+    return HoldingsReads(
+        transactions=[Transaction(**msgspec.structs.asdict(tx)) for tx in reads.transactions],
+        splits=dict(splits),
+        closes={c.symbol: (c.date, c.close) for c in reads.closes},
+        quotes={
+            q.symbol: StoredQuote(price=q.price, market_time=q.market_time) for q in reads.quotes
+        },
+        calendar=TradingCalendar(
+            closures=[c.day for c in reads.closures if c.closes_at is None],
+            early_closes={c.day: c.closes_at for c in reads.closures if c.closes_at is not None},
+        ),
+    )
