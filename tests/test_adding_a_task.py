@@ -13,6 +13,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from service.core import task_registry
 from service.core.celery_config import create_publisher_app
 from service.core.publisher import TaskPublisher
 from service.core.settings import Settings
@@ -21,7 +22,7 @@ from service.dev.embedded import free_port
 from service.scheduler.replica import Scheduler, create_publisher
 from tests.api_client import Api
 from tests.conftest import start_worker
-from tests.processes import ManagedProcess, wait_until_http_ok
+from tests.processes import ManagedProcess, wait_for, wait_until_http_ok
 from tests.toy_task import TOY_JOB, TOY_QUEUE, Echo
 
 pytestmark = pytest.mark.timeout(120)
@@ -76,6 +77,26 @@ async def api(
 ) -> Api:
     """A plain user of the toy API."""
     return Api(http, toy_api, (await new_user()).api_key)
+
+
+async def _send_by_hand(settings: Settings, name: str, *, task_id: str) -> None:
+    sender = create_publisher_app(settings)
+    try:
+        await asyncio.to_thread(
+            sender.send_task, name, kwargs={"amount": 1}, queue=TOY_QUEUE, task_id=task_id
+        )
+    finally:
+        sender.close()
+
+
+def _refusals(worker: ManagedProcess, task_id: str) -> list[bool]:
+    """`registry_row_failed` of each refusal line the worker logged for `task_id`."""
+    return [
+        line["registry_row_failed"]
+        for line in worker.json_lines()
+        if line.get("event") == "refused a message for an undefined task"
+        and line.get("task_id") == task_id
+    ]
 
 
 async def _finished(pool: asyncpg.Pool, task_id: str, *, within: float = 30) -> asyncpg.Record:
@@ -143,6 +164,49 @@ class TestToyTask:
         assert "toy_echo" in error["message"]
         assert "`$.text`" in error["message"]
         assert row["result"] is None
+
+    async def test_a_message_for_an_undefined_task_is_refused(
+        self, settings: Settings, pool: asyncpg.Pool, toy_worker: ManagedProcess
+    ) -> None:
+        """A message naming a task no contract defines never runs: the worker logs the
+        refusal and ends the task's registry row FAILURE with the reason."""
+        task_id = str(uuid.uuid4())
+        async with pool.acquire() as connection:
+            await task_registry.record_submission(
+                connection,
+                task_id=task_id,
+                owner_id=None,
+                name="wire_transfer",
+                params={"amount": 1},
+                request_id=None,
+            )
+        await _send_by_hand(settings, "wire_transfer", task_id=task_id)
+        row = await _finished(pool, task_id)
+        assert row["state"] == "FAILURE"
+        assert row["error"] == {
+            "type": "UnknownTask",
+            "message": "refused: no worker defines a task named 'wire_transfer'",
+        }
+        assert row["result"] is None
+        assert await pool.fetchval("SELECT started_at FROM tasks WHERE id = $1", task_id) is None
+        assert _refusals(toy_worker, task_id) == [True]
+
+    async def test_an_undefined_task_without_a_registry_row_is_logged(
+        self, settings: Settings, pool: asyncpg.Pool, toy_worker: ManagedProcess
+    ) -> None:
+        """A hand-made message for an undefined task is refused and logged once; no registry
+        row appears for it."""
+        task_id = str(uuid.uuid4())
+        await _send_by_hand(settings, "drop_tables", task_id=task_id)
+        assert await asyncio.to_thread(
+            wait_for, lambda: bool(_refusals(toy_worker, task_id)), timeout=30
+        )
+        assert any(
+            "Received unregistered task" in line.get("event", "") and task_id in str(line)
+            for line in toy_worker.json_lines()
+        )
+        assert _refusals(toy_worker, task_id) == [False]
+        assert await pool.fetchval("SELECT count(*) FROM tasks WHERE id = $1", task_id) == 0
 
     async def test_a_schedule_is_one_entry(
         self, settings: Settings, pool: asyncpg.Pool, toy_worker: ManagedProcess

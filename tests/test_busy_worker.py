@@ -22,6 +22,7 @@ from celery import Celery
 from service.core import task_registry
 from service.core.cancellation import request_cancel
 from service.core.celery_config import create_publisher_app
+from service.core.contracts import CONTRACTS
 from service.core.settings import Settings
 from service.core.trading_calendar import NYSE
 from tests.conftest import PINNED_TODAY, start_worker
@@ -39,6 +40,7 @@ CANCELS = 20
 CANCEL_WITHIN_SECONDS = 2.0
 HEAVY_PORTFOLIOS = 250
 TARGET_PORTFOLIOS = 20
+LONG_WINDOW_PORTFOLIOS = 300
 END = NYSE.last_trading_day_on_or_before(PINNED_TODAY - timedelta(days=1))
 START = END - timedelta(days=3650)
 
@@ -142,7 +144,7 @@ def _send(busy: Busy, name: str, kwargs: dict[str, Any]) -> str:
 
 
 def _queue(name: str) -> str:
-    return "analytics" if "snapshot" in name else "market_data"
+    return next(contract.queue for contract in CONTRACTS if contract.name == name)
 
 
 def _heavy_backfill(busy: Busy, backfill: Backfill) -> str:
@@ -158,6 +160,31 @@ async def _cancel_and_time(busy: Busy, pool: asyncpg.Pool, task_id: str) -> tupl
     await request_cancel(busy.redis, task_id)
     state = await _wait_state(pool, task_id, set(task_registry.TERMINAL_STATES), within=10)
     return state, time.monotonic() - asked
+
+
+async def _watch_heartbeats(
+    pool: asyncpg.Pool, task_id: str, *, seconds: float
+) -> tuple[list[datetime], set[str]]:
+    """The task's distinct heartbeats and the states it showed over `seconds` (or until it
+    finished), with a lost-task sweep at twice the heartbeat interval run all along."""
+    beats: list[datetime] = []
+    states: set[str] = set()
+    observe_until = time.monotonic() + seconds
+    while time.monotonic() < observe_until:
+        async with pool.acquire() as connection:
+            await task_registry.sweep_lost_tasks(
+                connection,
+                stale_after=timedelta(seconds=2 * HEARTBEAT_SECONDS),
+                lost_after=timedelta(hours=1),
+            )
+        row = await pool.fetchrow("SELECT state, heartbeat_at FROM tasks WHERE id = $1", task_id)
+        states.add(row["state"])
+        if row["heartbeat_at"] is not None and (not beats or row["heartbeat_at"] != beats[-1]):
+            beats.append(row["heartbeat_at"])
+        if row["state"] in task_registry.TERMINAL_STATES:
+            break
+        await asyncio.sleep(0.1)
+    return beats, states
 
 
 class TestCancelAlwaysRevoked:
@@ -214,26 +241,69 @@ class TestLoopStaysResponsive:
         task_id = _heavy_backfill(busy, backfill)
         running = await _wait_state(pool, task_id, {"STARTED", "PROGRESS"}, within=30)
         assert running in ("STARTED", "PROGRESS"), busy.worker.log_tail()
-        beats: list[datetime] = []
-        states: set[str] = set()
-        observe_until = time.monotonic() + 20
-        while time.monotonic() < observe_until:
-            async with pool.acquire() as connection:
-                await task_registry.sweep_lost_tasks(
-                    connection,
-                    stale_after=timedelta(seconds=2 * HEARTBEAT_SECONDS),
-                    lost_after=timedelta(hours=1),
-                )
-            row = await pool.fetchrow(
-                "SELECT state, heartbeat_at FROM tasks WHERE id = $1", task_id
-            )
-            states.add(row["state"])
-            if not beats or row["heartbeat_at"] != beats[-1]:
-                beats.append(row["heartbeat_at"])
-            await asyncio.sleep(0.1)
+        beats, states = await _watch_heartbeats(pool, task_id, seconds=20)
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(beats)]
         state, seconds = await _cancel_and_time(busy, pool, task_id)
         assert states <= {"STARTED", "PROGRESS"}, states  # still live, never RETRY
         assert len(beats) >= 5, beats
         assert max(gaps) <= 2 * HEARTBEAT_SECONDS, gaps
         assert (state, seconds < CANCEL_WITHIN_SECONDS) == ("REVOKED", True), (state, seconds)
+
+
+@pytest.fixture(scope="module")
+async def long_windows(pool: asyncpg.Pool) -> tuple[int, list[int]]:
+    """One owner's LONG_WINDOW_PORTFOLIOS portfolios, each with a snapshot on every trading
+    day of ten years (written directly: the metrics, not the replay, are under test)."""
+    owner = await new_owner_id(pool)
+    days = NYSE.trading_days(START - timedelta(days=10), END)
+    ids = []
+    for p in range(LONG_WINDOW_PORTFOLIOS):
+        portfolio = await create_portfolio(pool, owner_id=owner, name=f"long window {p}")
+        await add_transactions(
+            pool, portfolio, [{"type": "DEPOSIT", "date": days[0], "amount": 100_000}]
+        )
+        ids.append(portfolio)
+    await pool.execute(
+        """
+        INSERT INTO portfolio_snapshots (portfolio_id, date, total_value, market_value, cash,
+            cost_basis, unrealized_pnl, realized_pnl, income, fees, net_invested, net_flow,
+            day_change, holdings)
+        SELECT p.id, d.day, v.value, v.value - 1000, 1000, 100000, v.value - 100000, 0, 0, 0,
+               100000, CASE WHEN d.n = 1 THEN 100000 ELSE 0 END, 0, '[]'::jsonb
+        FROM unnest($1::bigint[]) AS p(id)
+        CROSS JOIN unnest($2::date[]) WITH ORDINALITY AS d(day, n)
+        CROSS JOIN LATERAL (SELECT 100000 + (d.n % 97) * 13.7 + (p.id % 11) * d.n * 0.9) AS v(value)
+        """,
+        ids,
+        days,
+    )
+    return owner, ids
+
+
+class TestLongWindowMetrics:
+    @pytest.mark.timeout(120)
+    async def test_long_window_performance_keeps_heartbeat_cadence(
+        self, busy: Busy, long_windows: tuple[int, list[int]], pool: asyncpg.Pool
+    ) -> None:
+        """A ten-year performance run over many portfolios heartbeats at least every twice
+        the interval, is never marked RETRY by a sweep, and stores every portfolio's metrics."""
+        owner, ids = long_windows
+        started = time.monotonic()
+        task_id = _send(
+            busy,
+            "calculate_portfolio_performance",
+            {"user_id": owner, "start": START.isoformat(), "end": END.isoformat()},
+        )
+        running = await _wait_state(pool, task_id, {"STARTED", "PROGRESS"}, within=30)
+        assert running in ("STARTED", "PROGRESS", "SUCCESS"), busy.worker.log_tail()
+        beats, states = await _watch_heartbeats(pool, task_id, seconds=60)
+        took = time.monotonic() - started
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(beats)]
+        row = await pool.fetchrow("SELECT state, result FROM tasks WHERE id = $1", task_id)
+        assert row["state"] == "SUCCESS", (row, busy.worker.log_tail())
+        assert states <= {"STARTED", "PROGRESS", "SUCCESS"}, states  # never RETRY
+        results = row["result"]["results"]
+        assert sorted(r["portfolio_id"] for r in results) == sorted(ids)
+        assert all(r["metrics"]["total_return"] is not None for r in results)
+        assert len(beats) >= 3, (beats, took)
+        assert max(gaps) <= 2 * HEARTBEAT_SECONDS, gaps

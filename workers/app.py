@@ -13,6 +13,7 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
+    task_unknown,
     worker_process_init,
     worker_process_shutdown,
 )
@@ -26,6 +27,7 @@ from service.core.trading_calendar import load_holiday_tables
 from workers.heartbeat import HeartbeatRecorder
 from workers.runtime import AsyncRuntime
 from workers.tasks import BODIES, Body, register_tasks
+from workers.unknown_task import UnknownTaskRecorder
 
 
 def _bind_task_ids(task_id: str, task: Task, **_: Any) -> None:
@@ -71,4 +73,5 @@ def create_worker_app(
     task_prerun.connect(_bind_task_ids, weak=False)
     task_postrun.connect(_unbind_task_ids, weak=False)
     heartbeat_sent.connect(HeartbeatRecorder(settings.redis_url), weak=False)
+    task_unknown.connect(UnknownTaskRecorder(settings), weak=False)
     return app

@@ -343,3 +343,24 @@ async def fail_never_started(
         now,
     )
     return int(status.rsplit(" ", 1)[-1])
+
+
+UNKNOWN_TASK_MESSAGE = "refused: no worker defines a task named {name!r}"
+
+
+async def fail_unknown_task(connection: asyncpg.Connection, *, task_id: str, name: str) -> bool:
+    """A PENDING task `name` whose message a worker refused (it defines no such task) →
+    FAILURE saying so, so its submitter learns why and an identical submit starts anew.
+
+    Returns whether a row was ended; a row of another name, or already claimed, is left be."""
+    status: str = await connection.execute(
+        """
+        UPDATE tasks SET state = 'FAILURE', finished_at = now(), updated_at = now(),
+               error = jsonb_build_object('type', 'UnknownTask', 'message', $3::text)
+        WHERE id = $1 AND name = $2 AND state = 'PENDING'
+        """,
+        task_id,
+        name,
+        UNKNOWN_TASK_MESSAGE.format(name=name),
+    )
+    return status.endswith(" 1")

@@ -298,18 +298,22 @@ class EmbeddedRedis:
     `persistent` turns on the append-only file (fsync every second, and in full on a
     graceful stop), so queued Celery messages, unacked deliveries and cancel flags survive
     a restart on the same `data_dir`; without it a restart empties the broker.
+    `password` makes the server require it (`requirepass`, read from a private config file
+    so it never shows in the process list); `url` then carries it.
     """
 
     data_dir: Path
     port: int = 0
     host: str = "127.0.0.1"
     persistent: bool = False
+    password: str | None = field(default=None, repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         """The redis:// URL of database 0."""
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self) -> None:
         """Start the server (same port as before on a restart); idempotent."""
@@ -318,8 +322,13 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port(self.host)
         log = self.data_dir / "server.log"
-        args = [
-            str(redis_server_binary()),
+        args = [str(redis_server_binary())]
+        if self.password:
+            config = self.data_dir / "auth.conf"
+            config.touch(mode=0o600)
+            config.write_text(f"requirepass {self.password}\n")
+            args.append(str(config))  # a config file must be the first argument
+        args += [
             "--port",
             str(self.port),
             "--bind",

@@ -7,6 +7,7 @@ result never rests on a partial series.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
@@ -135,6 +136,53 @@ async def ensure_series(
     return {pid: s for pid, s in series.items() if pid not in problems}, problems
 
 
+def portfolio_performance(
+    portfolio_id: int,
+    window: DailySeries | None,
+    *,
+    problem: str | None,
+    base: date,
+    end: date,
+    benchmark_symbol: str,
+    benchmark_dates: Sequence[date],
+    benchmark_closes: Sequence[float],
+    risk_free_rate: float,
+    calendar: TradingCalendar = NYSE,
+) -> dict[str, Any]:
+    """One portfolio's stored performance result over [base, end], from its daily series
+    (None, or empty, when it has none: every metric is then unavailable, for `problem`)."""
+    annualised = False
+    if window is None or not window.dates:
+        metrics, unavailable = _all_unavailable(problem or "no daily values in the window")
+        start = base
+    else:
+        if window.dates[0] > base:  # the portfolio began inside the window
+            before = calendar.last_trading_day_on_or_before(window.dates[0] - timedelta(days=1))
+            window = from_inception(window, day_before=before)
+        outcome = compute_performance(
+            window,
+            benchmark_dates=benchmark_dates,
+            benchmark_closes=benchmark_closes,
+            risk_free_annual=risk_free_rate,
+        )
+        metrics, unavailable = outcome.metrics, outcome.unavailable
+        annualised = outcome.total_return_annualised
+        start = window.dates[0]
+        if "beta" in unavailable and not benchmark_dates:
+            reason = f"no closes for benchmark {benchmark_symbol} in the window"
+            unavailable["beta"] = unavailable["correlation"] = reason
+    return {
+        "portfolio_id": portfolio_id,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "metrics": metrics,
+        "unavailable": unavailable,
+        "total_return_annualised": annualised,
+        "benchmark": benchmark_symbol,
+        "risk_free_rate": risk_free_rate,
+    }
+
+
 async def calculate_performance(
     pool: asyncpg.Pool,
     portfolios: Sequence[PortfolioRow],
@@ -155,38 +203,22 @@ async def calculate_performance(
         log.warning("benchmark has no closes", symbol=benchmark_symbol, start=base, end=end)
     results: dict[int, dict[str, Any]] = {}
     for portfolio in portfolios:
-        window = series.get(portfolio.id)
-        annualised = False
-        if window is None or not window.dates:
-            reason = problems.get(portfolio.id, "no daily values in the window")
-            metrics, unavailable = _all_unavailable(reason)
-            start = base
-        else:
-            if window.dates[0] > base:  # the portfolio began inside the window
-                before = calendar.last_trading_day_on_or_before(window.dates[0] - timedelta(days=1))
-                window = from_inception(window, day_before=before)
-            outcome = compute_performance(
-                window,
-                benchmark_dates=bench_dates,
-                benchmark_closes=bench_closes,
-                risk_free_annual=risk_free_rate,
-            )
-            metrics, unavailable = outcome.metrics, outcome.unavailable
-            annualised = outcome.total_return_annualised
-            start = window.dates[0]
-            if "beta" in unavailable and not bench_dates:
-                reason = f"no closes for benchmark {benchmark_symbol} in the window"
-                unavailable["beta"] = unavailable["correlation"] = reason
-        results[portfolio.id] = {
-            "portfolio_id": portfolio.id,
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "metrics": metrics,
-            "unavailable": unavailable,
-            "total_return_annualised": annualised,
-            "benchmark": benchmark_symbol,
-            "risk_free_rate": risk_free_rate,
-        }
+        # The metrics are numpy over the whole window (seconds for many long windows): each
+        # portfolio runs in a thread, so the loop keeps heartbeating and a cancel stops the
+        # run after at most one portfolio.
+        results[portfolio.id] = await asyncio.to_thread(
+            portfolio_performance,
+            portfolio.id,
+            series.get(portfolio.id),
+            problem=problems.get(portfolio.id),
+            base=base,
+            end=end,
+            benchmark_symbol=benchmark_symbol,
+            benchmark_dates=bench_dates,
+            benchmark_closes=bench_closes,
+            risk_free_rate=risk_free_rate,
+            calendar=calendar,
+        )
     async with pool.acquire() as connection, connection.transaction():
         await connection.executemany(
             """

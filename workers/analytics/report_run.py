@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date
 from typing import Any
@@ -43,6 +44,11 @@ async def _asset_info(connection: asyncpg.Connection, symbols: list[str]) -> dic
     }
 
 
+def _report_body(report_format: str, **parts: Any) -> str:
+    report = build_report(**parts)
+    return render_report_html(report) if report_format == "html" else json.dumps(report)
+
+
 async def generate_report(
     pool: asyncpg.Pool,
     settings: Settings,
@@ -73,7 +79,10 @@ async def generate_report(
         bench_dates, bench_closes = await read_benchmark(
             connection, settings.benchmark_symbol, base=base, end=end
         )
-    report = build_report(
+    # A long window's value series and its HTML are CPU work: off the loop, like the metrics.
+    body = await asyncio.to_thread(
+        _report_body,
+        report_format,
         portfolio={
             "id": portfolio.id,
             "name": portfolio.name,
@@ -86,7 +95,6 @@ async def generate_report(
         benchmark_dates=bench_dates,
         benchmark_closes=bench_closes,
     )
-    body = render_report_html(report) if report_format == "html" else json.dumps(report)
     async with pool.acquire() as connection:
         report_id: int = await connection.fetchval(
             """
