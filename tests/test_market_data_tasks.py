@@ -417,7 +417,7 @@ class TestAssetsApi:
             ("/api/v1/assets/ZZUNKNOWN", 404),
             ("/api/v1/assets/ZZUNKNOWN/prices", 404),
             ("/api/v1/assets/AAPL/prices?start=2024-13-01", 400),
-            ("/api/v1/assets/AAPL/prices?start=2024-02-01&end=2024-01-01", 400),
+            ("/api/v1/assets/AAPL/prices?start=2024-02-01&end=2024-01-01", 422),
             ("/api/v1/assets/$$$", 400),
         ],
     )

@@ -351,11 +351,21 @@ class TestFailoverAndBreaker:
     async def test_limiter_key_is_paused_by_429(
         self, providers: dict[str, ProviderSlot], redis_client: aioredis.Redis, sim: Sim
     ) -> None:
-        """A 429's Retry-After moves the provider's shared schedule into the future."""
+        """429s that repeat (the provider's rate is exceeded) move its shared schedule into
+        the future by Retry-After; a single one does not."""
         sim.configure(faults=["429"], fault_rate=1.0, retry_after_seconds=30)
         start, end = _window()
+        tiingo = providers["tiingo"].provider
         with pytest.raises(ProviderError):
-            await providers["tiingo"].provider.history("PAUSE", start=start, end=end)
+            await tiingo.history("PAUSE0", start=start, end=end)
+        keys = [k async for k in redis_client.scan_iter(match=f"{PROVIDER_RATE_LIMIT}test-*tiingo")]
+        seconds, micros = await redis_client.time()
+        now_us = seconds * 1_000_000 + micros
+        ahead = [int(await redis_client.get(k) or 0) - now_us for k in keys]
+        assert max(ahead, default=0) < 5_000_000
+        for symbol in ("PAUSE1", "PAUSE2"):
+            with pytest.raises(ProviderError):
+                await tiingo.history(symbol, start=start, end=end)
         keys = [k async for k in redis_client.scan_iter(match=f"{PROVIDER_RATE_LIMIT}test-*tiingo")]
         seconds, micros = await redis_client.time()
         now_us = seconds * 1_000_000 + micros

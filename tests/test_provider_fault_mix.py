@@ -69,12 +69,16 @@ async def _requests(http: aiohttp.ClientSession, url: str) -> dict[str, int]:
 
 @pytest.fixture
 def fault_settings(base_env: dict[str, str], own_exchange: str) -> Settings:
-    """Yahoo only, at a provider-like concurrency, with a timeout and retry budget sized so
-    a faulted symbol still has several retries left after a timeout and a Retry-After."""
+    """Yahoo only, at a provider-like concurrency and a provider-like rate, with a timeout
+    and retry budget sized so a faulted symbol still has several retries left after a
+    timeout and a Retry-After. The rate is what a real fetch is paced by; without it the
+    clean run is bound by this machine's CPU and the faults' fixed waits (Retry-After, a
+    timeout) would be measured against the wrong yardstick."""
     return market_settings(
         base_env,
         own_exchange,
         MARKET_DATA_PROVIDERS="yahoo",
+        YAHOO_RATE_LIMIT="50/second",
         YAHOO_CONCURRENCY="16",
         HTTP_TIMEOUT_SECONDS=str(HTTP_TIMEOUT_SECONDS),
         MARKET_DATA_RETRY_BUDGET_SECONDS="8",

@@ -85,8 +85,8 @@ _STATE_CHOICE = "|".join(sorted(STATE_NAMES))
 STATE_FILTER_PATTERN = f"^({_STATE_CHOICE})(,({_STATE_CHOICE}))*$"
 
 
-def _bad_field(field: str, message: str) -> ProblemException:
-    exc = ProblemException(status=400, detail=f"invalid {field}")
+def _bad_field(field: str, message: str, *, status: int = 400) -> ProblemException:
+    exc = ProblemException(status=status, detail=f"invalid {field}")
     exc.extra = [{"message": message, "key": field, "source": "query"}]
     return exc
 
@@ -210,7 +210,8 @@ class TaskController(Controller):
             if not request.user.is_admin:
                 raise _admin_field("owner")
             if user_id is not None:
-                raise _bad_field("owner", "owner and user_id exclude each other")
+                # A rule across two parameters, which the schema cannot state: 422.
+                raise _bad_field("owner", "owner and user_id exclude each other", status=422)
             owner_id = None
         elif user_id is not None and user_id != owner_id:
             if not request.user.is_admin:

@@ -2,9 +2,13 @@
 
 Every request waits for a slot from the provider's Redis rate limiter and a
 place under its per-process concurrency cap. Timeouts, connection errors,
-5xx and 429 become transient `ProviderError`s (429 also pauses the shared
-limiter for Retry-After); any other status is returned for the adapter to
-interpret in its provider's terms.
+5xx and 429 become transient `ProviderError`s; any other status is returned
+for the adapter to interpret in its provider's terms.
+
+A 429's retry waits its Retry-After (`backoff.py`). When 429s come in a row (three
+answers running), the provider's rate is being exceeded and the shared limiter is paused
+for Retry-After, so every process backs off; a 429 among successes delays only its own
+request instead of the whole provider.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from workers.market_data.providers.base import ErrorKind, ProviderError
 from workers.market_data.rate_limiter import RedisRateLimiter
 
 DEFAULT_RETRY_AFTER_SECONDS = 1.0
+THROTTLED_IN_A_ROW = 3
 MAX_RETRY_AFTER_SECONDS = 300.0
 
 
@@ -32,6 +37,11 @@ class Reply:
     status: int
     body: bytes
     headers: CIMultiDictProxy[str]
+
+
+def throttled_in_a_row(previous: int, *, status: int) -> int:
+    """How many answers running have been 429, after one with `status`."""
+    return previous + 1 if status == 429 else 0
 
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
@@ -84,6 +94,7 @@ class Transport:
         self._session = session
         self._limiter = limiter
         self._slots = asyncio.Semaphore(concurrency)
+        self._throttled_in_a_row = 0
 
     async def get(
         self,
@@ -110,7 +121,8 @@ class Transport:
                     provider=self.provider,
                 ) from None
         retry_after = parse_retry_after(reply.headers.get("Retry-After"), now=datetime.now(UTC))
-        if reply.status == 429:
+        self._throttled_in_a_row = throttled_in_a_row(self._throttled_in_a_row, status=reply.status)
+        if self._throttled_in_a_row >= THROTTLED_IN_A_ROW:
             await self._limiter.pause(
                 DEFAULT_RETRY_AFTER_SECONDS if retry_after is None else retry_after
             )
