@@ -305,5 +305,6 @@ class TestLongWindowMetrics:
         results = row["result"]["results"]
         assert sorted(r["portfolio_id"] for r in results) == sorted(ids)
         assert all(r["metrics"]["total_return"] is not None for r in results)
-        assert len(beats) >= 3, (beats, took)
-        assert max(gaps) <= 2 * HEARTBEAT_SECONDS, gaps
+        # However long the run took on this machine, a beat at least every two intervals.
+        assert len(beats) >= 1 + int(took / (2 * HEARTBEAT_SECONDS)), (beats, took)
+        assert max(gaps, default=0.0) <= 2 * HEARTBEAT_SECONDS, gaps

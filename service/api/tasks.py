@@ -164,7 +164,7 @@ class TaskController(Controller):
                 before=None,
             )
 
-    @get("/", summary="The caller's task history, newest first", opt=raises(403))
+    @get("/", summary="The caller's task history, newest first", opt=raises(403, 422))
     async def history(
         self,
         request: Request[User, int, State],
