@@ -57,6 +57,8 @@ class Sample:
     worker_rss_mb: float
     postgres_connections: int
     redis_clients: int
+    # Redis clients by database and last command, to tell a leak from clients opened late.
+    redis_kinds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -195,11 +197,14 @@ async def _sample(worker: ManagedProcess, pg: asyncpg.Connection, redis: aioredi
     connections = await pg.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
     )
+    clients = await redis.client_list()
+    kinds = Counter(f"db{c.get('db')} {c.get('cmd')}" for c in clients)
     return Sample(
         at=time.monotonic(),
         worker_rss_mb=_rss_mb(worker.pid),
         postgres_connections=connections,
-        redis_clients=len(await redis.client_list()),
+        redis_clients=len(clients),
+        redis_kinds=dict(kinds),
     )
 
 
@@ -356,6 +361,11 @@ def run(minutes: float) -> bool:
     ]
     rows += [(v.measure, v.value, "ok" if v.ok else "FAILED") for v in checks]
     _print_table(rows)
+    if samples:
+        print("\nRedis clients by database and last command, first and last sample:")  # noqa: T201
+        for name in sorted(set(samples[0].redis_kinds) | set(samples[-1].redis_kinds)):
+            first, last = samples[0].redis_kinds.get(name, 0), samples[-1].redis_kinds.get(name, 0)
+            print(f"  {name}: {first} -> {last}")  # noqa: T201
     for problem in (load.server_errors + load.client_errors + failures)[:20]:
         print(f"- {problem}")  # noqa: T201
     return all(v.ok for v in checks)
