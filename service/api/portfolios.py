@@ -43,19 +43,7 @@ from service.portfolio.schemas import (
 )
 
 MAX_SNAPSHOT_ROWS = 20_000
-_SNAPSHOT_VALUES = (
-    "total_value",
-    "market_value",
-    "cash",
-    "cost_basis",
-    "unrealized_pnl",
-    "realized_pnl",
-    "income",
-    "fees",
-    "net_invested",
-    "net_flow",
-    "day_change",
-)
+_SNAPSHOT_VALUES = store.SNAPSHOT_VALUE_COLUMNS
 _SNAPSHOT_RANGE = """
     FROM portfolio_snapshots
     WHERE portfolio_id = $1 AND ($2::date IS NULL OR date >= $2)

@@ -127,7 +127,7 @@ def _value(
     quote = inputs.quotes.get(symbol) if use_quote else None
     price = best_price(close=close, quote=quote, calendar=inputs.calendar)
     if price is not None and price.source == "quote":
-        price = Price(value=price.value * factor, time=price.time, source="quote", close_date=None)
+        price = Price(value=price.value * factor, time=price.time, source="quote")
     return _Valued(
         symbol=symbol,
         quantity=quantity,

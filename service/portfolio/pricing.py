@@ -38,7 +38,6 @@ class Price:
     value: Decimal
     time: datetime
     source: PriceSource
-    close_date: date | None
 
 
 def close_instant(day: date, calendar: TradingCalendar) -> datetime:
@@ -60,10 +59,10 @@ def best_price(
     closed_at = close_instant(close[0], calendar) if close is not None else None
     traded = None if quote is None else quote.market_time
     if quote is not None and traded is not None and (closed_at is None or traded > closed_at):
-        return Price(value=quote.price, time=traded, source="quote", close_date=None)
+        return Price(value=quote.price, time=traded, source="quote")
     if close is None or closed_at is None:
         return None
-    return Price(value=close[1], time=closed_at, source="close", close_date=close[0])
+    return Price(value=close[1], time=closed_at, source="close")
 
 
 def freshness_reference(*, as_of: date, now: datetime) -> datetime:

@@ -15,6 +15,21 @@ from service.core.trading_calendar import TradingCalendar
 from service.portfolio.positions import Split, Transaction, TxType
 from service.portfolio.pricing import StoredQuote
 
+# The value columns of `portfolio_snapshots` (migrations/0004), in table order.
+SNAPSHOT_VALUE_COLUMNS = (
+    "total_value",
+    "market_value",
+    "cash",
+    "cost_basis",
+    "unrealized_pnl",
+    "realized_pnl",
+    "income",
+    "fees",
+    "net_invested",
+    "net_flow",
+    "day_change",
+)
+
 _GET_PORTFOLIO = (
     "SELECT id, name, base_currency, created_at FROM portfolios WHERE id = $1 AND owner_id = $2"
 )

@@ -19,6 +19,7 @@ import asyncpg
 from service.core.logs import get_logger
 from service.core.trading_calendar import NYSE, TradingCalendar
 from service.portfolio.positions import LedgerError, Transaction, replay
+from service.portfolio.store import SNAPSHOT_VALUE_COLUMNS
 from service.portfolio.valuation import MissingPrice, Valuation, valuations
 from workers.analytics.portfolio_reads import (
     MarketData,
@@ -34,17 +35,7 @@ BATCH_PORTFOLIOS = 250
 SNAPSHOT_COLUMNS = (
     "portfolio_id",
     "date",
-    "total_value",
-    "market_value",
-    "cash",
-    "cost_basis",
-    "unrealized_pnl",
-    "realized_pnl",
-    "income",
-    "fees",
-    "net_invested",
-    "net_flow",
-    "day_change",
+    *SNAPSHOT_VALUE_COLUMNS,
     "holdings",
     "stale_prices",
 )

@@ -156,17 +156,9 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
     """Fetch and store daily history for the symbols; one result for the whole request."""
     symbols = task.symbols
     wanted = requested_window(period=task.period, start=task.start, end=task.end, today=ctx.today())
-    chunks = chunked(symbols, _chunk_size(ctx.settings))
     started = time.monotonic()
-    spec = {"kind": "history", "start": wanted.start.isoformat(), "end": wanted.end.isoformat()}
-    if len(chunks) <= 1:
-        result = await _run_in_process(ctx, symbols, _history_runner(ctx, wanted), "fetching")
-    else:
-        result = await _run_fanned_out(ctx, chunks, spec, "fetching")
-    failed = {f.symbol for f in result.failed}
-    rewrites = await resnapshot_stale(
-        ctx.pool, ctx.publisher, symbols=[s for s in symbols if s not in failed]
-    )
+    result, chunks = await _run(ctx, symbols, _history_spec(wanted), "fetching")
+    rewrites = await _rewrite_stale_snapshots(ctx, symbols, result)
     log.info(
         "market data fetched",
         snapshot_rewrites=len(rewrites),
@@ -174,7 +166,7 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
         fetched=result.fetched,
         rows_written=result.rows_written,
         failed=len(result.failed),
-        chunks=len(chunks),
+        chunks=chunks,
         seconds=round(time.monotonic() - started, 3),
     )
     return {
@@ -183,6 +175,31 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
         "rows_written": result.rows_written,
         "failed": [{"symbol": f.symbol, "reason": f.reason} for f in result.failed],
     }
+
+
+def _history_spec(wanted: Window) -> dict[str, Any]:
+    return {"kind": "history", "start": wanted.start.isoformat(), "end": wanted.end.isoformat()}
+
+
+async def _run(
+    ctx: TaskContext, symbols: list[str], spec: dict[str, Any], message: str
+) -> tuple[FetchResult, int]:
+    """Run the job `spec` names over `symbols`: in this task when one chunk fits its time
+    budget, else fanned out across workers; the result and the number of chunks."""
+    chunks = chunked(symbols, _chunk_size(ctx.settings))
+    if len(chunks) <= 1:
+        return await _run_in_process(ctx, symbols, _runner_for(ctx, spec), message), len(chunks)
+    return await _run_fanned_out(ctx, chunks, spec, message), len(chunks)
+
+
+async def _rewrite_stale_snapshots(
+    ctx: TaskContext, symbols: list[str], result: FetchResult
+) -> list[dict[str, object]]:
+    """Re-queue snapshots valued with a stale price of a symbol this run stored."""
+    failed = {f.symbol for f in result.failed}
+    return await resnapshot_stale(
+        ctx.pool, ctx.publisher, symbols=[s for s in symbols if s not in failed]
+    )
 
 
 async def _run_in_process(
@@ -380,17 +397,13 @@ async def update_portfolio_prices(ctx: TaskContext, task: UpdatePortfolioPrices)
     if task == UpdatePortfolioPrices():
         extra = [ctx.settings.benchmark_symbol, *await _stale_quote_symbols(ctx)]
     wanted = sorted({*(s.upper() for s in symbols or []), *held, *extra})
-    chunks = chunked(wanted, _chunk_size(ctx.settings))
-    if len(chunks) <= 1:
-        result = await _run_in_process(ctx, wanted, _quote_runner(ctx), "quotes")
-    else:
-        result = await _run_fanned_out(ctx, chunks, {"kind": "quotes"}, "quotes")
+    result, chunks = await _run(ctx, wanted, {"kind": "quotes"}, "quotes")
     log.info(
         "quotes refreshed",
         requested=result.requested,
         updated=result.fetched,
         failed=len(result.failed),
-        chunks=len(chunks),
+        chunks=chunks,
     )
     return {
         "requested": result.requested,
@@ -409,15 +422,8 @@ async def store_session_closes(ctx: TaskContext, task: StoreSessionCloses) -> di
     symbols = sorted({*held, ctx.settings.benchmark_symbol})
     # The incremental planner asks only for what is missing from the stored history.
     wanted = Window(session - timedelta(days=CLOSE_WINDOW_DAYS), session)
-    chunks = chunked(symbols, _chunk_size(ctx.settings))
-    spec = {"kind": "history", "start": wanted.start.isoformat(), "end": wanted.end.isoformat()}
-    if len(chunks) <= 1:
-        result = await _run_in_process(ctx, symbols, _history_runner(ctx, wanted), "closes")
-    else:
-        result = await _run_fanned_out(ctx, chunks, spec, "closes")
-    failed = {f.symbol for f in result.failed}
-    stored = [s for s in symbols if s not in failed]
-    rewrites = await resnapshot_stale(ctx.pool, ctx.publisher, symbols=stored)
+    result, _ = await _run(ctx, symbols, _history_spec(wanted), "closes")
+    rewrites = await _rewrite_stale_snapshots(ctx, symbols, result)
     log.info(
         "session closes stored",
         session=session.isoformat(),
