@@ -114,6 +114,9 @@ def _transaction_out(tx: Transaction) -> TransactionOut:
         price=number(tx.price),
         amount=number(tx.amount),
         fee=float(tx.fee),
+        currency=tx.currency,
+        fx_rate=number(tx.fx_rate),
+        note=tx.note,
     )
 
 
@@ -232,6 +235,9 @@ class PortfolioController(Controller):
                 price=data.price,
                 amount=data.amount,
                 fee=data.fee,
+                currency=data.currency,
+                fx_rate=data.fx_rate,
+                note=data.note,
             )
             await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
             await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=data.date)

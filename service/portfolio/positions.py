@@ -40,6 +40,9 @@ class Transaction:
     price: Decimal | None = None
     amount: Decimal | None = None
     fee: Decimal = ZERO
+    currency: str | None = None
+    fx_rate: Decimal | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

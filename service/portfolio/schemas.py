@@ -20,11 +20,22 @@ Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN, examples=["AAPL"])]
 Currency = Annotated[
     str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code", examples=["USD"])
 ]
+# A price's currency: ISO 4217, or a minor unit quoted by exchanges (GBp = pence, ZAc = cents);
+# case matters, GBp is a hundredth of GBP.
+PriceCurrency = Annotated[
+    str,
+    msgspec.Meta(
+        pattern="^([A-Z]{3}|GBp|ZAc)$",
+        description="ISO 4217 code, or GBp/ZAc for pence/cents",
+        examples=["EUR"],
+    ),
+]
+Note = Annotated[str, msgspec.Meta(max_length=1000, pattern="^[^\\x00]*$")]
 # Postgres text cannot hold NUL; the pattern states it so the API refuses it with a 400.
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern="^[^\\x00]*$")]
 LIMIT = Decimal("1e12")
-# The scale of each column in migrations/0004_portfolios.sql.
-DECIMAL_PLACES = {"quantity": 10, "price": 6, "amount": 6, "fee": 6}
+# The scale of each column in migrations/0004_portfolios.sql and 0009_transaction_currency.sql.
+DECIMAL_PLACES = {"quantity": 10, "price": 6, "amount": 6, "fee": 6, "fx_rate": 10}
 EARLIEST = dt.date(1970, 1, 1)
 LATEST = dt.date(2100, 1, 1)
 _FIELDS_BY_TYPE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -76,6 +87,9 @@ class TransactionCreate(Body):
     price: Decimal | None = None
     amount: Decimal | None = None
     fee: Decimal = ZERO
+    currency: PriceCurrency | None = None
+    fx_rate: Decimal | None = None
+    note: Note | None = None
 
     def __post_init__(self) -> None:
         if not EARLIEST <= self.date < LATEST:
@@ -100,14 +114,12 @@ class TransactionCreate(Body):
             # tiny positive value would round to zero and break the table's checks.
             if -int(value.normalize().as_tuple().exponent) > places:
                 raise ValueError(f"{name}: at most {places} decimal places")
-        if self.quantity is not None and self.quantity <= 0:
-            raise ValueError("quantity: must be greater than 0")
-        if self.price is not None and self.price < 0:
-            raise ValueError("price: must not be negative")
-        if self.amount is not None and self.amount <= 0:
-            raise ValueError("amount: must be greater than 0")
-        if self.fee < 0:
-            raise ValueError("fee: must not be negative")
+        for name in ("quantity", "amount", "fx_rate"):
+            if (value := getattr(self, name)) is not None and value <= 0:
+                raise ValueError(f"{name}: must be greater than 0")
+        for name in ("price", "fee"):
+            if (value := getattr(self, name)) is not None and value < 0:
+                raise ValueError(f"{name}: must not be negative")
         if self.symbol is not None:
             self.symbol = self.symbol.upper()
 
@@ -123,6 +135,9 @@ class TransactionOut(msgspec.Struct, frozen=True):
     price: float | None
     amount: float | None
     fee: float
+    currency: str | None
+    fx_rate: float | None
+    note: str | None
 
 
 class HoldingOut(msgspec.Struct, frozen=True):

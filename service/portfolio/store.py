@@ -94,14 +94,30 @@ def transaction_from_row(row: asyncpg.Record) -> Transaction:
         price=row["price"],
         amount=row["amount"],
         fee=row["fee"],
+        currency=row["currency"],
+        fx_rate=row["fx_rate"],
+        note=row["note"],
     )
+
+
+TRANSACTION_COLUMNS = (
+    "id, type, date, symbol, quantity, price, amount, fee, currency, fx_rate, note"
+)
+_LIST_TRANSACTIONS = (
+    f"SELECT {TRANSACTION_COLUMNS} FROM transactions "  # noqa: S608 - constant text
+    "WHERE portfolio_id = $1 ORDER BY date, id"
+)
+_INSERT_TRANSACTION = (
+    "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price, amount, fee, "  # noqa: S608 - constant text
+    "currency, fx_rate, note) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+    f"RETURNING {TRANSACTION_COLUMNS}"
+)
 
 
 async def list_transactions(connection: asyncpg.Connection, portfolio_id: int) -> list[Transaction]:
     """The portfolio's transactions in the order they apply."""
     rows = await connection.fetch(
-        "SELECT id, type, date, symbol, quantity, price, amount, fee "
-        "FROM transactions WHERE portfolio_id = $1 ORDER BY date, id",
+        _LIST_TRANSACTIONS,
         portfolio_id,
     )
     return [transaction_from_row(row) for row in rows]
@@ -118,12 +134,13 @@ async def insert_transaction(
     price: Decimal | None,
     amount: Decimal | None,
     fee: Decimal,
+    currency: str | None = None,
+    fx_rate: Decimal | None = None,
+    note: str | None = None,
 ) -> Transaction:
     """Record a transaction (its id puts it after every earlier-recorded one)."""
     row = await connection.fetchrow(
-        "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price, amount, fee) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-        "RETURNING id, type, date, symbol, quantity, price, amount, fee",
+        _INSERT_TRANSACTION,
         portfolio_id,
         tx_type,
         day,
@@ -132,6 +149,9 @@ async def insert_transaction(
         price,
         amount,
         fee,
+        currency,
+        fx_rate,
+        note,
     )
     assert row is not None
     return transaction_from_row(row)

@@ -14,7 +14,7 @@ from decimal import Decimal
 import asyncpg
 
 from service.portfolio.positions import Split, Transaction
-from service.portfolio.store import load_splits, transaction_from_row
+from service.portfolio.store import TRANSACTION_COLUMNS, load_splits, transaction_from_row
 from service.portfolio.valuation import PriceHistory
 
 
@@ -61,11 +61,8 @@ async def load_transactions(
 ) -> dict[int, list[Transaction]]:
     """Every transaction of the portfolios, by portfolio, in recorded order per date."""
     rows = await connection.fetch(
-        """
-        SELECT portfolio_id, id, type, date, symbol, quantity, price, amount, fee
-        FROM transactions WHERE portfolio_id = ANY($1::bigint[])
-        ORDER BY portfolio_id, date, id
-        """,
+        f"SELECT portfolio_id, {TRANSACTION_COLUMNS} FROM transactions "  # noqa: S608 - constant text
+        "WHERE portfolio_id = ANY($1::bigint[]) ORDER BY portfolio_id, date, id",
         list(portfolio_ids),
     )
     by_portfolio: dict[int, list[Transaction]] = defaultdict(list)
