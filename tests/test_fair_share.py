@@ -223,8 +223,9 @@ class TestPoolAcquire:
             api = Api(http, url, issued.api_key)
             assert (await api.request("GET", "/api/v1/tasks/active"))[0] == 200
             async with pool.acquire() as blocker, blocker.transaction():
-                # Authentication reads api_keys; this lock parks it, holding the connection.
-                await blocker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+                # The key is cached by now; the route's own read of tasks parks behind
+                # this lock, holding the connection.
+                await blocker.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
                 stuck = asyncio.create_task(api.request("GET", "/api/v1/tasks/active"))
                 assert await eventually(lambda: _waiting_on_lock(pool), within=10)
                 status, problem, headers = await api.request("GET", "/api/v1/tasks/active")

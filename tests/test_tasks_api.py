@@ -17,7 +17,7 @@ import pytest
 
 from service.core import task_registry
 from service.core.migrations import migrate
-from service.core.users import IssuedKey, create_user
+from service.core.users import IssuedKey, create_user, issue_key, revoke_key, revoke_other_keys
 from service.dev.embedded import EmbeddedPostgres, EmbeddedRedis
 from tests.api_client import Api
 from tests.processes import ManagedProcess, serve_api, wait_for
@@ -103,12 +103,60 @@ class TestAuth:
     async def test_revoked_key_fails_next_request(
         self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser, pool: asyncpg.Pool
     ) -> None:
-        """A revoked key works until revoked and fails on the very next request."""
+        """A key the API has cached, revoked as `findash users revoke-key` does, fails on the
+        very next request, every time (the API caches keys in memory)."""
+        for _ in range(10):
+            issued = await new_user()
+            api = Api(http, api_url, issued.api_key)
+            for _ in range(3):
+                assert (await api.request("GET", "/api/v1/tasks/active"))[0] == 200
+            async with pool.acquire() as db:
+                assert await revoke_key(db, key_id=issued.key_id)
+            assert (await api.request("GET", "/api/v1/tasks/active"))[0] == 401
+
+    async def test_other_invalidations_take_effect_next_request(
+        self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser, pool: asyncpg.Pool
+    ) -> None:
+        """A cached key stops working on the next request after its user loses the admin
+        flag, gets a fresh key with the others revoked, or is deleted."""
+        admin = await new_user(admin=True)
+        api = Api(http, api_url, admin.api_key)
+        assert (await api.request("GET", "/api/v1/tasks/workers"))[0] == 200
+        await pool.execute("UPDATE users SET is_admin = false WHERE id = $1", admin.user_id)
+        assert (await api.request("GET", "/api/v1/tasks/workers"))[0] == 403
+
         issued = await new_user()
         api = Api(http, api_url, issued.api_key)
         assert (await api.request("GET", "/api/v1/tasks/active"))[0] == 200
-        await pool.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1", issued.key_id)
+        async with pool.acquire() as db:
+            fresh = await issue_key(db, user_id=issued.user_id)
+            assert await revoke_other_keys(db, user_id=issued.user_id, keep_key_id=fresh.key_id)
         assert (await api.request("GET", "/api/v1/tasks/active"))[0] == 401
+        api = Api(http, api_url, fresh.api_key)
+        assert (await api.request("GET", "/api/v1/tasks/active"))[0] == 200
+        await pool.execute("DELETE FROM users WHERE id = $1", issued.user_id)
+        assert (await api.request("GET", "/api/v1/tasks/active"))[0] == 401
+
+    async def test_cached_keys_never_cross_users(
+        self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser
+    ) -> None:
+        """With both keys cached and requests interleaved, each key sees only its own
+        user's portfolios and gets 404 for the other's."""
+        callers = [Api(http, api_url, (await new_user()).api_key) for _ in range(2)]
+        own: list[int] = []
+        for caller in callers:
+            status, created, _ = await caller.request(
+                "POST", "/api/v1/portfolios", body={"name": "mine"}
+            )
+            assert status == 201
+            own.append(created["id"])
+        for _ in range(5):
+            for me, caller in enumerate(callers):
+                status, listed, _ = await caller.request("GET", "/api/v1/portfolios")
+                assert status == 200
+                assert [p["id"] for p in listed] == [own[me]]
+                other = own[1 - me]
+                assert (await caller.request("GET", f"/api/v1/portfolios/{other}"))[0] == 404
 
     async def test_workers_needs_admin(
         self, alice: Api, api_url: str, http: aiohttp.ClientSession, new_user: NewUser

@@ -17,6 +17,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from service.api.assets import AssetController
 from service.api.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQUIREMENT
 from service.api.health import HealthController
+from service.api.key_cache import ApiKeyCache
 from service.api.openapi_responses import DocumentedResponses, state_msgspec_schemas
 from service.api.portfolios import PortfolioController, ReportController
 from service.api.problems import EXCEPTION_HANDLERS
@@ -104,6 +105,7 @@ def create_app(
             stateless_sessions=True,
             acquire_timeout=settings.db_acquire_timeout_seconds,
         )
+        app.state.api_keys = ApiKeyCache(app.state.pool)
         app.state.redis = redis_clients.async_client(
             settings.redis_url,
             budget_seconds=redis_clients.API_RETRY_SECONDS,

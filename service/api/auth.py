@@ -11,7 +11,8 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi.spec import Components, SecurityScheme
 
-from service.core.users import User, authenticate
+from service.api.key_cache import ApiKeyCache
+from service.core.users import User
 
 BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="findash"'}
 SECURITY_COMPONENTS = Components(
@@ -37,9 +38,8 @@ class ApiKeyAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException(detail="missing bearer API key", headers=BEARER_CHALLENGE)
-        pool = connection.app.state.pool
-        async with pool.acquire() as db:
-            user = await authenticate(db, token.strip())
+        keys: ApiKeyCache = connection.app.state.api_keys
+        user = await keys.authenticate(token.strip())
         if user is None:
             raise NotAuthorizedException(
                 detail="invalid or revoked API key", headers=BEARER_CHALLENGE

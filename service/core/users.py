@@ -1,8 +1,10 @@
 """Users and their API keys: created and revoked by operators, checked on every request.
 
 A key is `fdk_` + 43 url-safe characters (256 random bits). Only its SHA-256 is stored:
-with that much entropy a slow password hash adds nothing, and the lookup stays one
-indexed read per request, so a revoked key fails on the very next request.
+with that much entropy a slow password hash adds nothing. Every change that can invalidate
+a key (revocation, deletion, a user's email or admin flag) also bumps one counter in the
+same transaction (migration 0013), which is what lets the API cache keys in memory and still
+refuse a revoked key on the very next request (service/api/key_cache.py).
 """
 
 from __future__ import annotations
@@ -95,18 +97,40 @@ async def revoke_other_keys(
     return int(status.rsplit(" ", 1)[-1])
 
 
+def looks_like_api_key(api_key: str) -> bool:
+    """Whether `api_key` could be one of ours (checked before any lookup)."""
+    return api_key.startswith(KEY_PREFIX) and len(api_key) <= 128
+
+
 async def authenticate(connection: asyncpg.Connection, api_key: str) -> User | None:
     """The user owning an active `api_key`, or None."""
-    if not api_key.startswith(KEY_PREFIX) or len(api_key) > 128:
+    if not looks_like_api_key(api_key):
         return None
+    user, _ = await lookup_key(connection, key_hash=hash_api_key(api_key))
+    return user
+
+
+async def lookup_key(connection: asyncpg.Connection, *, key_hash: bytes) -> tuple[User | None, int]:
+    """The user owning the active key stored as `key_hash` (or None), and the key
+    generation that answer is valid at, both read in one snapshot."""
     row = await connection.fetchrow(
         """
-        SELECT u.id, u.email, u.is_admin, k.id AS key_id
-        FROM api_keys k JOIN users u ON u.id = k.user_id
-        WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+        SELECT g.generation, u.id, u.email, u.is_admin, k.id AS key_id
+        FROM api_key_generation g
+        LEFT JOIN (api_keys k JOIN users u ON u.id = k.user_id)
+            ON k.key_hash = $1 AND k.revoked_at IS NULL
         """,
-        hash_api_key(api_key),
+        key_hash,
     )
-    if row is None:
-        return None
-    return User(id=row["id"], email=row["email"], is_admin=row["is_admin"], key_id=row["key_id"])
+    generation: int = row["generation"]
+    if row["id"] is None:
+        return None, generation
+    user = User(id=row["id"], email=row["email"], is_admin=row["is_admin"], key_id=row["key_id"])
+    return user, generation
+
+
+async def key_generation(connection: asyncpg.Connection | asyncpg.Pool) -> int:
+    """The current key generation: it changes whenever any key or user may have become
+    invalid (migration 0013)."""
+    generation: int = await connection.fetchval("SELECT generation FROM api_key_generation")
+    return generation
