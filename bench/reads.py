@@ -76,6 +76,8 @@ class Outcome:
     latencies: list[float]
     body_bytes: int
     api_cpu: float
+    postgres_cpu: float
+    client_cpu: float
 
 
 async def _seed(stack: Stack, owner_id: int) -> dict[str, Any]:
@@ -152,9 +154,23 @@ def _start_api(stack: Stack, *, tree: Path | None, name: str) -> tuple[str, int]
     return url, process.pid
 
 
-async def _load(url: str, key: str, read: Read, *, api_pid: int) -> Outcome:
-    """CONCURRENCY clients, each sending `read` back to back for SECONDS; the API process's
-    CPU seconds per request come from /proc."""
+def _postgres_cpu_seconds(stack: Stack) -> float:
+    """CPU seconds of the Postgres server's processes (the postmaster's children)."""
+    postmaster = (stack.postgres.data_dir / "postmaster.pid").read_text().split()[0]
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[1] == postmaster:
+            total += process_cpu_seconds(int(stat.parent.name))
+    return total
+
+
+async def _load(url: str, key: str, read: Read, *, api_pid: int, stack: Stack) -> Outcome:
+    """CONCURRENCY clients, each sending `read` back to back for SECONDS; CPU seconds per
+    request of the API process, of Postgres and of this load generator come from /proc."""
     latencies: list[float] = []
     size = 0
     headers = {"Authorization": f"Bearer {key}", **dict(read.headers)}
@@ -180,14 +196,19 @@ async def _load(url: str, key: str, read: Read, *, api_pid: int) -> Outcome:
                 latencies.append(await one())
 
         started, cpu = time.perf_counter(), process_cpu_seconds(api_pid)
+        postgres_cpu, client_cpu = _postgres_cpu_seconds(stack), time.process_time()
         await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
         elapsed = time.perf_counter() - started
         cpu = process_cpu_seconds(api_pid) - cpu
+        client_cpu = time.process_time() - client_cpu
+        postgres_cpu = _postgres_cpu_seconds(stack) - postgres_cpu
     return Outcome(
         rate=len(latencies) / elapsed,
         latencies=latencies,
         body_bytes=size,
         api_cpu=cpu / len(latencies),
+        postgres_cpu=postgres_cpu / len(latencies),
+        client_cpu=client_cpu / len(latencies),
     )
 
 
@@ -217,8 +238,8 @@ def _reads(seed: dict[str, Any]) -> list[Read]:
     ]
 
 
-def _ms(value: float) -> str:
-    return f"{value * 1000:.1f}"
+def _ms(value: float, digits: int = 1) -> str:
+    return f"{value * 1000:.{digits}f}"
 
 
 def _cell(outcome: Outcome | None) -> str:
@@ -226,8 +247,9 @@ def _cell(outcome: Outcome | None) -> str:
         return "n/a"
     return (
         f"{outcome.rate:,.0f}/s, p50 {_ms(percentile(outcome.latencies, 50))} / "
-        f"p99 {_ms(percentile(outcome.latencies, 99))} ms, API CPU {_ms(outcome.api_cpu)} ms "
-        f"({outcome.body_bytes:,} B)"
+        f"p99 {_ms(percentile(outcome.latencies, 99))} ms, CPU per request: API "
+        f"{_ms(outcome.api_cpu, 2)} / Postgres {_ms(outcome.postgres_cpu, 2)} / client "
+        f"{_ms(outcome.client_cpu, 2)} ms ({outcome.body_bytes:,} B)"
     )
 
 
@@ -268,8 +290,8 @@ def run() -> dict[str, Any]:
             base = None
             # holdings=false and If-None-Match are new: the baseline would answer otherwise.
             if base_url is not None and "holdings=false" not in read.path and not read.headers:
-                base = asyncio.run(_load(base_url, key, read, api_pid=base_pid))
-            ours = asyncio.run(_load(ours_url, key, read, api_pid=ours_pid))
+                base = asyncio.run(_load(base_url, key, read, api_pid=base_pid, stack=stack))
+            ours = asyncio.run(_load(ours_url, key, read, api_pid=ours_pid, stack=stack))
             results[read.label] = f"{_cell(base)} | {_cell(ours)}"
     return {"machine": machine_description(), "results": results}
 

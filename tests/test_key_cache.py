@@ -56,6 +56,17 @@ class TestSharedFreshRead:
         assert await asyncio.gather(*later) == [1] * 10
         assert reads.fetches == 2
 
+    async def test_callers_before_the_fetch_starts_share_it(self) -> None:
+        """Callers that arrive in the same turn of the event loop, before the fetch task
+        runs, all share that one fetch."""
+        fetch = GatedFetch()
+        reads = SharedFreshRead(fetch)
+        callers = [asyncio.create_task(reads.read()) for _ in range(10)]
+        await _settle()
+        fetch.release[0].set()
+        assert await asyncio.gather(*callers) == [0] * 10
+        assert reads.fetches == 1
+
     async def test_a_failed_fetch_fails_its_waiters_only(self) -> None:
         """An error of a fetch reaches every caller waiting on it; the next read fetches
         again and succeeds."""

@@ -31,7 +31,7 @@ DEFAULT_MAX_ENTRIES = 10_000
 
 class SharedFreshRead:
     """`await read()` returns a value from a `fetch` that started after the call; callers
-    that arrive while no fetch has started yet share one fetch."""
+    that arrive before the next fetch starts share it."""
 
     def __init__(self, fetch: Callable[[], Awaitable[int]]) -> None:
         self._fetch = fetch
@@ -51,14 +51,16 @@ class SharedFreshRead:
         return await asyncio.shield(batch)
 
     def _start_queued(self) -> None:
-        if self._in_flight is not None or self._queued is None:
-            return
-        batch, self._queued = self._queued, None
-        self.fetches += 1
-        # Held here: the event loop keeps only a weak reference to a running task.
-        self._in_flight = asyncio.get_running_loop().create_task(self._run(batch))
+        if self._in_flight is None and self._queued is not None:
+            self.fetches += 1
+            # Held here: the event loop keeps only a weak reference to a running task.
+            self._in_flight = asyncio.get_running_loop().create_task(self._run())
 
-    async def _run(self, batch: asyncio.Future[int]) -> None:
+    async def _run(self) -> None:
+        # The batch closes when this task first runs, before the fetch is sent, so every
+        # caller in it arrived before the fetch started; later callers wait for the next.
+        batch, self._queued = self._queued, None
+        assert batch is not None  # only _start_queued starts this task
         try:
             value = await self._fetch()
         except Exception as exc:  # noqa: BLE001  # handed to every waiter of this batch
