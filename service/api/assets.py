@@ -17,7 +17,13 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from service.api.openapi_responses import raises
-from service.api.polled_reads import etag_matches, json_response, make_etag, not_modified
+from service.api.polled_reads import (
+    etag_matches,
+    json_response,
+    make_etag,
+    not_modified,
+    version_and_body,
+)
 from service.api.problems import ProblemException
 from service.core.clock import exchange_today
 from service.core.contracts import SYMBOL_PATTERN
@@ -42,6 +48,7 @@ PRICES_BODY = f"""
         'adj_close', adj_close, 'volume', volume, 'source', source) ORDER BY date), '[]'))::text
     FROM (SELECT date, open, high, low, close, adj_close, volume, source {_PRICE_RANGE}) p
 """  # noqa: S608 - constant text
+PRICES_VERSION_AND_BODY = version_and_body(PRICES_VERSION, PRICES_BODY, exists="known")
 SymbolPath = Annotated[
     str, Parameter(pattern=SYMBOL_PATTERN, description="Ticker, e.g. AAPL or BRK.B")
 ]
@@ -231,12 +238,17 @@ class AssetController(Controller):
             raise ProblemException(status=422, detail="invalid end: must be on or after start")
         name = symbol.upper()
         args = (name, start, end, MAX_PRICE_ROWS)
+        if_none_match = request.headers.get("if-none-match")
         async with request.app.state.pool.acquire() as connection:
-            found = await connection.fetchrow(PRICES_VERSION, *args)
+            found = await connection.fetchrow(
+                PRICES_VERSION if if_none_match else PRICES_VERSION_AND_BODY, *args
+            )
             if not found["known"]:
                 raise ProblemException(status=404, detail=f"unknown symbol {name}")
             etag = make_etag("prices", found["version"])
-            if etag_matches(request.headers.get("if-none-match"), etag):
+            if not if_none_match:
+                return json_response(found["body"], etag=etag)
+            if etag_matches(if_none_match, etag):
                 return not_modified(etag=etag)
             body = await connection.fetchval(PRICES_BODY, *args)
         return json_response(body, etag=etag)

@@ -9,8 +9,10 @@ always with a decimal point, exact.
 The ETag is an MD5 of each selected row's date and row version (`xmin`, new on every
 insert or update), so it changes with any write to the range, deletions included, and is
 computed without reading the rows' JSON. A matching `If-None-Match` answers 304 with no
-body. Responses say `Cache-Control: private, no-cache`: only the caller's own cache keeps
-them, and it asks again each time.
+body. A poll without `If-None-Match` reads the version and the body in one statement (one
+round trip, and the ETag and the body come from the same snapshot). Responses say
+`Cache-Control: private, no-cache`: only the caller's own cache keeps them, and it asks
+again each time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from __future__ import annotations
 from litestar import MediaType, Response
 
 CACHE_CONTROL = "private, no-cache"
+
+
+def version_and_body(version_sql: str, body_sql: str, *, exists: str) -> str:
+    """One statement: the columns of `version_sql`, plus `body` from `body_sql` when the
+    `exists` column is true (else NULL)."""
+    return (
+        f"SELECT v.*, CASE WHEN v.{exists} THEN ({body_sql}) END AS body "  # noqa: S608 - constant text
+        f"FROM ({version_sql}) v"
+    )
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:

@@ -18,7 +18,13 @@ from litestar.openapi.spec import Schema
 from litestar.params import FromQuery, JSONBody, Parameter, PathParameter
 
 from service.api.openapi_responses import raises, with_alternative_content
-from service.api.polled_reads import etag_matches, json_response, make_etag, not_modified
+from service.api.polled_reads import (
+    etag_matches,
+    json_response,
+    make_etag,
+    not_modified,
+    version_and_body,
+)
 from service.api.problems import ProblemException
 from service.core.clock import exchange_today
 from service.core.users import User
@@ -74,6 +80,10 @@ def _snapshots_body(*, holdings: bool) -> str:
 
 SNAPSHOTS_VALUES = _snapshots_body(holdings=False)
 SNAPSHOTS_WITH_HOLDINGS = _snapshots_body(holdings=True)
+SNAPSHOTS_VERSION_AND_VALUES = version_and_body(SNAPSHOTS_VERSION, SNAPSHOTS_VALUES, exists="owned")
+SNAPSHOTS_VERSION_AND_HOLDINGS = version_and_body(
+    SNAPSHOTS_VERSION, SNAPSHOTS_WITH_HOLDINGS, exists="owned"
+)
 SNAPSHOT_RESPONSES = {
     200: ResponseSpec(
         list[SnapshotOut],
@@ -340,12 +350,19 @@ class PortfolioController(Controller):
         if start is not None and end is not None and start > end:
             raise ProblemException(status=422, detail="invalid end: must be on or after start")
         args = (portfolio_id, start, end, MAX_SNAPSHOT_ROWS)
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match:
+            first = SNAPSHOTS_VERSION
+        else:
+            first = SNAPSHOTS_VERSION_AND_HOLDINGS if holdings else SNAPSHOTS_VERSION_AND_VALUES
         async with request.app.state.pool.acquire() as connection:
-            found = await connection.fetchrow(SNAPSHOTS_VERSION, *args, request.user.id)
+            found = await connection.fetchrow(first, *args, request.user.id)
             if not found["owned"]:
                 raise _not_found(portfolio_id)
             etag = make_etag("snapshots-h" if holdings else "snapshots", found["version"])
-            if etag_matches(request.headers.get("if-none-match"), etag):
+            if not if_none_match:
+                return json_response(found["body"], etag=etag)
+            if etag_matches(if_none_match, etag):
                 return not_modified(etag=etag)
             body = await connection.fetchval(
                 SNAPSHOTS_WITH_HOLDINGS if holdings else SNAPSHOTS_VALUES, *args
