@@ -10,7 +10,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service.api.polled_reads import etag_matches
+from service.api.polled_reads import BodyCache, etag_matches
 from service.core.users import IssuedKey
 from tests.api_client import Api
 from tests.portfolio_data import put_closes
@@ -35,6 +35,33 @@ class TestEtagMatches:
     def test_weak_comparison_over_the_listed_tags(self, header: str | None, matches: bool) -> None:
         """`If-None-Match` matches when any listed tag equals ours, ignoring `W/`, or is `*`."""
         assert etag_matches(header, '"prices-abc"') is matches
+
+
+class TestBodyCache:
+    def test_a_body_is_served_only_at_its_version(self) -> None:
+        """A kept body comes back for the version it was built at and for no other."""
+        cache = BodyCache(max_bytes=100)
+        cache.put(("prices", "A"), version="v1", body=b"[1]")
+        assert cache.get(("prices", "A"), version="v1") == b"[1]"
+        assert cache.get(("prices", "A"), version="v2") is None
+        assert cache.get(("prices", "B"), version="v1") is None
+        cache.put(("prices", "A"), version="v2", body=b"[2]")
+        assert cache.get(("prices", "A"), version="v1") is None
+        assert cache.get(("prices", "A"), version="v2") == b"[2]"
+
+    def test_bounded_by_bytes_least_recently_used_first(self) -> None:
+        """Past `max_bytes` the least recently used bodies go; a body larger than the whole
+        budget is not kept at all."""
+        cache = BodyCache(max_bytes=10)
+        cache.put("a", version="1", body=b"aaaa")
+        cache.put("b", version="1", body=b"bbbb")
+        assert cache.get("a", version="1") == b"aaaa"
+        cache.put("c", version="1", body=b"cccc")
+        assert cache.get("b", version="1") is None
+        assert (cache.get("a", version="1"), cache.get("c", version="1")) == (b"aaaa", b"cccc")
+        cache.put("huge", version="1", body=b"x" * 11)
+        assert not cache.knows("huge")
+        assert len(cache) == 2
 
 
 async def _stored_prices(pool: asyncpg.Pool, symbol: str) -> list[dict[str, Any]]:
@@ -105,6 +132,28 @@ class TestPricesApi:
         await put_closes(pool, symbol, {first + timedelta(days=30): 2.0})
         status, body, _ = await api.request("GET", path, headers={"If-None-Match": headers["ETag"]})
         assert (status, len(body["prices"])) == (200, 31)
+
+    async def test_a_kept_body_never_outlives_a_change(
+        self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser, pool: asyncpg.Pool
+    ) -> None:
+        """Polls without `If-None-Match` get the bars as stored now: after a bar is rewritten
+        the next poll shows it, though the API kept the earlier body."""
+        symbol = "POLLPX2"
+        first = date(2024, 5, 1)
+        await put_closes(pool, symbol, {first + timedelta(days=i): 50 + i for i in range(5)})
+        api = Api(http, api_url, (await new_user()).api_key)
+        path = f"/api/v1/assets/{symbol}/prices"
+        for _ in range(3):
+            status, body, headers = await api.request("GET", path)
+            assert (status, body["prices"][2]["close"]) == (200, 52.0)
+        for close in (7.25, 8.5):
+            await put_closes(pool, symbol, {first + timedelta(days=2): close})
+            status, body, changed = await api.request("GET", path)
+            assert status == 200
+            assert body == {"symbol": symbol, "prices": await _stored_prices(pool, symbol)}
+            assert body["prices"][2]["close"] == close
+            assert changed["ETag"] != headers["ETag"]
+            headers = changed
 
     async def test_unknown_symbol_is_404_even_with_an_etag(
         self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser

@@ -424,6 +424,35 @@ class TestSnapshotsApi:
         assert status == 400, problem
         assert "holdings" in [e["field"] for e in problem["errors"]]
 
+    async def test_a_kept_body_is_served_to_its_owner_only(
+        self,
+        api_url: str,
+        http: aiohttp.ClientSession,
+        new_user: NewUser,
+        bob: Api,
+        pool: asyncpg.Pool,
+    ) -> None:
+        """Snapshots the API has already built for their owner are a 404 for another user,
+        and after a row changes the owner's next poll carries the change."""
+        owner = await new_user()
+        api = Api(http, api_url, owner.api_key)
+        portfolio_id = await _demo_portfolio(pool, owner)
+        path = f"/api/v1/portfolios/{portfolio_id}/snapshots?start=2026-06-01&end=2026-06-30"
+        for _ in range(2):
+            status, rows, _ = await api.request("GET", path)
+            assert status == 200
+        status, problem, _ = await bob.request("GET", path)
+        assert (status, problem["status"]) == (404, 404)
+        await pool.execute(
+            "UPDATE portfolio_snapshots SET total_value = 12345.5 "
+            "WHERE portfolio_id = $1 AND date = '2026-06-15'",
+            portfolio_id,
+        )
+        status, changed, _ = await api.request("GET", path)
+        assert status == 200
+        assert [r["total_value"] for r in changed if r["date"] == "2026-06-15"] == [12345.5]
+        assert changed != rows
+
     async def test_etag_answers_304_until_a_snapshot_in_the_range_changes(
         self,
         api_url: str,

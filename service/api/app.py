@@ -19,6 +19,7 @@ from service.api.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQU
 from service.api.health import HealthController
 from service.api.key_cache import ApiKeyCache
 from service.api.openapi_responses import DocumentedResponses, state_msgspec_schemas
+from service.api.polled_reads import BodyCache
 from service.api.portfolios import PortfolioController, ReportController
 from service.api.problems import EXCEPTION_HANDLERS
 from service.api.rate_limit import RateLimiter, StreamSlots
@@ -106,6 +107,7 @@ def create_app(
             acquire_timeout=settings.db_acquire_timeout_seconds,
         )
         app.state.api_keys = ApiKeyCache(app.state.pool)
+        app.state.bodies = BodyCache()
         app.state.redis = redis_clients.async_client(
             settings.redis_url,
             budget_seconds=redis_clients.API_RETRY_SECONDS,

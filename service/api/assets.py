@@ -17,13 +17,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from service.api.openapi_responses import raises
-from service.api.polled_reads import (
-    etag_matches,
-    json_response,
-    make_etag,
-    not_modified,
-    version_and_body,
-)
+from service.api.polled_reads import PolledQuery, polled_response
 from service.api.problems import ProblemException
 from service.core.clock import exchange_today
 from service.core.contracts import SYMBOL_PATTERN
@@ -48,7 +42,9 @@ PRICES_BODY = f"""
         'adj_close', adj_close, 'volume', volume, 'source', source) ORDER BY date), '[]'))::text
     FROM (SELECT date, open, high, low, close, adj_close, volume, source {_PRICE_RANGE}) p
 """  # noqa: S608 - constant text
-PRICES_VERSION_AND_BODY = version_and_body(PRICES_VERSION, PRICES_BODY, exists="known")
+PRICES = PolledQuery(
+    kind="prices", version_sql=PRICES_VERSION, body_sql=PRICES_BODY, exists="known"
+)
 SymbolPath = Annotated[
     str, Parameter(pattern=SYMBOL_PATTERN, description="Ticker, e.g. AAPL or BRK.B")
 ]
@@ -237,18 +233,14 @@ class AssetController(Controller):
         if start is not None and end is not None and start > end:
             raise ProblemException(status=422, detail="invalid end: must be on or after start")
         name = symbol.upper()
-        args = (name, start, end, MAX_PRICE_ROWS)
-        if_none_match = request.headers.get("if-none-match")
         async with request.app.state.pool.acquire() as connection:
-            found = await connection.fetchrow(
-                PRICES_VERSION if if_none_match else PRICES_VERSION_AND_BODY, *args
+            response = await polled_response(
+                connection,
+                query=PRICES,
+                args=(name, start, end, MAX_PRICE_ROWS),
+                if_none_match=request.headers.get("if-none-match"),
+                cache=request.app.state.bodies,
             )
-            if not found["known"]:
-                raise ProblemException(status=404, detail=f"unknown symbol {name}")
-            etag = make_etag("prices", found["version"])
-            if not if_none_match:
-                return json_response(found["body"], etag=etag)
-            if etag_matches(if_none_match, etag):
-                return not_modified(etag=etag)
-            body = await connection.fetchval(PRICES_BODY, *args)
-        return json_response(body, etag=etag)
+        if response is None:
+            raise ProblemException(status=404, detail=f"unknown symbol {name}")
+        return response

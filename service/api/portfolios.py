@@ -18,13 +18,7 @@ from litestar.openapi.spec import Schema
 from litestar.params import FromQuery, JSONBody, Parameter, PathParameter
 
 from service.api.openapi_responses import raises, with_alternative_content
-from service.api.polled_reads import (
-    etag_matches,
-    json_response,
-    make_etag,
-    not_modified,
-    version_and_body,
-)
+from service.api.polled_reads import PolledQuery, polled_response
 from service.api.problems import ProblemException
 from service.core.clock import exchange_today
 from service.core.users import User
@@ -80,9 +74,14 @@ def _snapshots_body(*, holdings: bool) -> str:
 
 SNAPSHOTS_VALUES = _snapshots_body(holdings=False)
 SNAPSHOTS_WITH_HOLDINGS = _snapshots_body(holdings=True)
-SNAPSHOTS_VERSION_AND_VALUES = version_and_body(SNAPSHOTS_VERSION, SNAPSHOTS_VALUES, exists="owned")
-SNAPSHOTS_VERSION_AND_HOLDINGS = version_and_body(
-    SNAPSHOTS_VERSION, SNAPSHOTS_WITH_HOLDINGS, exists="owned"
+SNAPSHOTS = PolledQuery(
+    kind="snapshots", version_sql=SNAPSHOTS_VERSION, body_sql=SNAPSHOTS_VALUES, exists="owned"
+)
+SNAPSHOTS_HOLDINGS = PolledQuery(
+    kind="snapshots-h",
+    version_sql=SNAPSHOTS_VERSION,
+    body_sql=SNAPSHOTS_WITH_HOLDINGS,
+    exists="owned",
 )
 SNAPSHOT_RESPONSES = {
     200: ResponseSpec(
@@ -349,25 +348,17 @@ class PortfolioController(Controller):
         snapshot in the range changed."""
         if start is not None and end is not None and start > end:
             raise ProblemException(status=422, detail="invalid end: must be on or after start")
-        args = (portfolio_id, start, end, MAX_SNAPSHOT_ROWS)
-        if_none_match = request.headers.get("if-none-match")
-        if if_none_match:
-            first = SNAPSHOTS_VERSION
-        else:
-            first = SNAPSHOTS_VERSION_AND_HOLDINGS if holdings else SNAPSHOTS_VERSION_AND_VALUES
         async with request.app.state.pool.acquire() as connection:
-            found = await connection.fetchrow(first, *args, request.user.id)
-            if not found["owned"]:
-                raise _not_found(portfolio_id)
-            etag = make_etag("snapshots-h" if holdings else "snapshots", found["version"])
-            if not if_none_match:
-                return json_response(found["body"], etag=etag)
-            if etag_matches(if_none_match, etag):
-                return not_modified(etag=etag)
-            body = await connection.fetchval(
-                SNAPSHOTS_WITH_HOLDINGS if holdings else SNAPSHOTS_VALUES, *args
+            response = await polled_response(
+                connection,
+                query=SNAPSHOTS_HOLDINGS if holdings else SNAPSHOTS,
+                args=(portfolio_id, start, end, MAX_SNAPSHOT_ROWS, request.user.id),
+                if_none_match=request.headers.get("if-none-match"),
+                cache=request.app.state.bodies,
             )
-        return json_response(body, etag=etag)
+        if response is None:
+            raise _not_found(portfolio_id)
+        return response
 
     @get(
         "/{portfolio_id:int}/performance",
