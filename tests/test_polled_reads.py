@@ -10,7 +10,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service.api.polled_reads import BodyCache, etag_matches
+from service.api.polled_reads import VersionedCache, etag_matches
 from service.core.users import IssuedKey
 from tests.api_client import Api
 from tests.portfolio_data import put_closes
@@ -37,29 +37,29 @@ class TestEtagMatches:
         assert etag_matches(header, '"prices-abc"') is matches
 
 
-class TestBodyCache:
+class TestVersionedCache:
     def test_a_body_is_served_only_at_its_version(self) -> None:
         """A kept body comes back for the version it was built at and for no other."""
-        cache = BodyCache(max_bytes=100)
-        cache.put(("prices", "A"), version="v1", body=b"[1]")
+        cache = VersionedCache[bytes](max_bytes=100)
+        cache.put(("prices", "A"), version="v1", value=b"[1]", size=3)
         assert cache.get(("prices", "A"), version="v1") == b"[1]"
         assert cache.get(("prices", "A"), version="v2") is None
         assert cache.get(("prices", "B"), version="v1") is None
-        cache.put(("prices", "A"), version="v2", body=b"[2]")
+        cache.put(("prices", "A"), version="v2", value=b"[2]", size=3)
         assert cache.get(("prices", "A"), version="v1") is None
         assert cache.get(("prices", "A"), version="v2") == b"[2]"
 
     def test_bounded_by_bytes_least_recently_used_first(self) -> None:
         """Past `max_bytes` the least recently used bodies go; a body larger than the whole
         budget is not kept at all."""
-        cache = BodyCache(max_bytes=10)
-        cache.put("a", version="1", body=b"aaaa")
-        cache.put("b", version="1", body=b"bbbb")
+        cache = VersionedCache[bytes](max_bytes=10)
+        cache.put("a", version="1", value=b"aaaa", size=4)
+        cache.put("b", version="1", value=b"bbbb", size=4)
         assert cache.get("a", version="1") == b"aaaa"
-        cache.put("c", version="1", body=b"cccc")
+        cache.put("c", version="1", value=b"cccc", size=4)
         assert cache.get("b", version="1") is None
         assert (cache.get("a", version="1"), cache.get("c", version="1")) == (b"aaaa", b"cccc")
-        cache.put("huge", version="1", body=b"x" * 11)
+        cache.put("huge", version="1", value=b"x" * 11, size=11)
         assert not cache.knows("huge")
         assert len(cache) == 2
 

@@ -257,6 +257,48 @@ class TestHoldingsAndResults:
         assert holdings["total_value"] is None
         assert holdings["missing_prices"] == ["APINOPRICE"]
 
+    async def test_repeated_polls_follow_every_input(self, alice: Api, pool: asyncpg.Pool) -> None:
+        """Polling holdings again answers the same until an input changes: a new close, a
+        split stored later and a new transaction each show on the next poll (the API keeps
+        the replayed ledger between polls)."""
+        await put_closes(pool, "APIH2", {date(2024, 2, 1): 20.0})
+        portfolio_id = await _portfolio(alice)
+        await _tx(alice, portfolio_id, type="DEPOSIT", date="2024-02-01", amount=1000)
+        await _tx(
+            alice,
+            portfolio_id,
+            type="BUY",
+            date="2024-02-01",
+            symbol="APIH2",
+            quantity=10,
+            price=20,
+        )
+        path = f"/api/v1/portfolios/{portfolio_id}/holdings?as_of=2024-02-09"
+        first = (await alice.request("GET", path))[1]
+        assert (await alice.request("GET", path))[1] == first
+        assert first["market_value"] == 200.0
+        await put_closes(pool, "APIH2", {date(2024, 2, 8): 25.0})
+        holdings = (await alice.request("GET", path))[1]
+        assert holdings["market_value"] == 250.0
+        await pool.execute(
+            "INSERT INTO splits (symbol, date, numerator, denominator, source) "
+            "VALUES ('APIH2', $1, 2, 1, 'test')",
+            date(2024, 2, 5),
+        )
+        holdings = (await alice.request("GET", path))[1]
+        assert holdings["holdings"][0]["quantity"] == 20.0
+        await _tx(
+            alice,
+            portfolio_id,
+            type="SELL",
+            date="2024-02-09",
+            symbol="APIH2",
+            quantity=5,
+            price=25,
+        )
+        holdings = (await alice.request("GET", path))[1]
+        assert holdings["holdings"][0]["quantity"] == 15.0
+
     async def test_holdings_today_use_a_fresher_quote_and_flag_stale_prices(
         self, alice: Api, pool: asyncpg.Pool
     ) -> None:

@@ -19,8 +19,13 @@ from service.api.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQU
 from service.api.health import HealthController
 from service.api.key_cache import ApiKeyCache
 from service.api.openapi_responses import DocumentedResponses, state_msgspec_schemas
-from service.api.polled_reads import BodyCache
-from service.api.portfolios import PortfolioController, ReportController
+from service.api.polled_reads import MAX_CACHED_BODY_BYTES, VersionedCache
+from service.api.portfolios import (
+    MAX_CACHED_HOLDINGS_BYTES,
+    HoldingsInputs,
+    PortfolioController,
+    ReportController,
+)
 from service.api.problems import EXCEPTION_HANDLERS
 from service.api.rate_limit import RateLimiter, StreamSlots
 from service.api.request_context import request_context_middleware
@@ -107,7 +112,10 @@ def create_app(
             acquire_timeout=settings.db_acquire_timeout_seconds,
         )
         app.state.api_keys = ApiKeyCache(app.state.pool)
-        app.state.bodies = BodyCache()
+        app.state.bodies = VersionedCache[bytes](max_bytes=MAX_CACHED_BODY_BYTES)
+        app.state.holdings_inputs = VersionedCache[HoldingsInputs](
+            max_bytes=MAX_CACHED_HOLDINGS_BYTES
+        )
         app.state.redis = redis_clients.async_client(
             settings.redis_url,
             budget_seconds=redis_clients.API_RETRY_SECONDS,

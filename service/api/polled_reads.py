@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import asyncpg
 from litestar import MediaType, Response
@@ -54,20 +55,24 @@ class PolledQuery:
         object.__setattr__(self, "both_sql", both)
 
 
-class BodyCache:
-    """Recently built bodies by request, each with the version it was built at; the least
-    recently used go first once they hold more than `max_bytes`."""
+V = TypeVar("V")
 
-    def __init__(self, *, max_bytes: int = MAX_CACHED_BODY_BYTES) -> None:
+
+class VersionedCache(Generic[V]):
+    """Recently computed values by key, each with the version of the inputs it was computed
+    from; the least recently used go first once their sizes add up to more than
+    `max_bytes`."""
+
+    def __init__(self, *, max_bytes: int) -> None:
         self._max_bytes = max_bytes
         self._bytes = 0
-        self._entries: OrderedDict[Hashable, tuple[str, bytes]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[Hashable, V, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: Hashable, *, version: str) -> bytes | None:
-        """The body kept for `key` if it was built at `version`."""
+    def get(self, key: Hashable, *, version: Hashable) -> V | None:
+        """The value kept for `key` if it was computed at `version`."""
         entry = self._entries.get(key)
         if entry is None or entry[0] != version:
             return None
@@ -75,21 +80,21 @@ class BodyCache:
         return entry[1]
 
     def knows(self, key: Hashable) -> bool:
-        """Whether a body (of any version) is kept for `key`."""
+        """Whether a value (of any version) is kept for `key`."""
         return key in self._entries
 
-    def put(self, key: Hashable, *, version: str, body: bytes) -> None:
-        """Keep `body` for `key` at `version`, replacing any older one."""
+    def put(self, key: Hashable, *, version: Hashable, value: V, size: int) -> None:
+        """Keep `value` (about `size` bytes) for `key` at `version`, replacing any older one."""
         old = self._entries.pop(key, None)
         if old is not None:
-            self._bytes -= len(old[1])
-        if len(body) > self._max_bytes:
+            self._bytes -= old[2]
+        if size > self._max_bytes:
             return
-        self._entries[key] = (version, body)
-        self._bytes += len(body)
+        self._entries[key] = (version, value, size)
+        self._bytes += size
         while self._bytes > self._max_bytes:
-            _, (_, dropped) = self._entries.popitem(last=False)
-            self._bytes -= len(dropped)
+            _, (_, _, dropped) = self._entries.popitem(last=False)
+            self._bytes -= dropped
 
 
 async def polled_response(
@@ -98,7 +103,7 @@ async def polled_response(
     query: PolledQuery,
     args: tuple[object, ...],
     if_none_match: str | None,
-    cache: BodyCache,
+    cache: VersionedCache[bytes],
 ) -> Response[bytes] | None:
     """The 200 or 304 answer to `query` with `args`; None when its `exists` column is false.
     One round trip, or two when a kept body turns out to be of an older version."""
@@ -120,7 +125,7 @@ async def polled_response(
             version = found["version"]
             etag = make_etag(query.kind, version)
         body = found["body"].encode()
-        cache.put(key, version=version, body=body)
+        cache.put(key, version=version, value=body, size=len(body))
     return json_response(body, etag=etag)
 
 

@@ -8,6 +8,7 @@ snapshots, performance and reports are computed by the analytics tasks.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import asyncpg
@@ -18,7 +19,7 @@ from litestar.openapi.spec import Schema
 from litestar.params import FromQuery, JSONBody, Parameter, PathParameter
 
 from service.api.openapi_responses import raises, with_alternative_content
-from service.api.polled_reads import PolledQuery, polled_response
+from service.api.polled_reads import PolledQuery, VersionedCache, polled_response
 from service.api.problems import ProblemException
 from service.core.clock import exchange_today
 from service.core.users import User
@@ -95,6 +96,20 @@ SNAPSHOT_RESPONSES = {
         description="`If-None-Match` named the current ETag: no snapshot in the range changed.",
     ),
 }
+# Holdings replay the whole ledger; each API process keeps the replayed state by the exact
+# text of everything it was computed from (`store.holdings_reads_text`), so an unchanged
+# portfolio is valued again at "now" without the replay.
+MAX_CACHED_HOLDINGS_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class HoldingsInputs:
+    """A portfolio's decoded reads and its replayed state on one day."""
+
+    reads: store.HoldingsReads
+    state: DayState | None
+
+
 # Ids are bigint, bounded at 2**53 - 1: every id below it is exact as a JSON (double) number,
 # so a browser client holds it, and a larger one never reaches Postgres.
 PathId = Annotated[int, PathParameter(ge=1, le=2**53 - 1)]
@@ -300,27 +315,31 @@ class PortfolioController(Controller):
         today = exchange_today(request.app.state.clock)
         day = as_of or today
         async with request.app.state.pool.acquire() as connection:
-            reads = await store.holdings_reads(
+            text = await store.holdings_reads_text(
                 connection,
                 portfolio_id=portfolio_id,
                 owner_id=request.user.id,
                 on_or_before=day,
                 with_quotes=day >= today,
             )
-        if reads is None:
+        if text is None:
             raise _not_found(portfolio_id)
-        splits = reads.splits
-        states = _replay_stored(reads.transactions, [s for items in splits.values() for s in items])
+        kept: VersionedCache[HoldingsInputs] = request.app.state.holdings_inputs
+        found = kept.get((portfolio_id, day), version=text)
+        if found is None:
+            reads = store.decode_holdings_reads(text)
+            splits = [s for items in reads.splits.values() for s in items]
+            state = state_on(_replay_stored(reads.transactions, splits), day)
+            found = HoldingsInputs(reads=reads, state=state)
+            kept.put((portfolio_id, day), version=text, value=found, size=2 * len(text))
         inputs = PriceInputs(
             now=now,
-            calendar=reads.calendar,
-            closes=reads.closes,
-            quotes=reads.quotes,
-            splits=splits,
+            calendar=found.reads.calendar,
+            closes=found.reads.closes,
+            quotes=found.reads.quotes,
+            splits=found.reads.splits,
         )
-        return current_holdings(
-            portfolio_id, state_on(states, day), as_of=day, today=today, inputs=inputs
-        )
+        return current_holdings(portfolio_id, found.state, as_of=day, today=today, inputs=inputs)
 
     @get(
         "/{portfolio_id:int}/snapshots",

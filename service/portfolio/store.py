@@ -297,23 +297,30 @@ SELECT (SELECT count(*) FROM owned) AS owned, json_build_object(
 """
 
 
-async def holdings_reads(
+async def holdings_reads_text(
     connection: asyncpg.Connection,
     *,
     portfolio_id: int,
     owner_id: int,
     on_or_before: date,
     with_quotes: bool,
-) -> HoldingsReads | None:
+) -> str | None:
     """The owner's portfolio's transactions, its symbols' splits, last closes on or before a
-    date and (`with_quotes`) latest quotes, and the calendar overrides, in one round trip;
-    None when the portfolio is not the owner's."""
+    date and (`with_quotes`) latest quotes, and the calendar overrides, in one round trip, as
+    JSON text for `decode_holdings_reads` (equal texts, equal inputs); None when the portfolio
+    is not the owner's."""
     row = await connection.fetchrow(
         _HOLDINGS_READS, portfolio_id, owner_id, on_or_before, with_quotes
     )
     if row is None or not row["owned"]:
         return None
-    reads = msgspec.json.decode(row["reads"], type=_HoldingsRow)
+    text: str = row["reads"]
+    return text
+
+
+def decode_holdings_reads(text: str) -> HoldingsReads:
+    """The reads of `holdings_reads_text`, decoded."""
+    reads = msgspec.json.decode(text, type=_HoldingsRow)
     splits: dict[str, list[Split]] = defaultdict(list)
     for split in reads.splits:
         splits[split.symbol].append(
