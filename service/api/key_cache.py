@@ -9,11 +9,13 @@ A request that arrives after a revocation committed therefore always sees it, wi
 wait and no timing assumption, which LISTEN/NOTIFY alone cannot give: a notification
 reaches the API some time after the commit, so the next request could still beat it.
 
-The generation read is shared: every request that arrives while no read is in flight
-joins the next one, so under load one tiny query serves a batch of requests, where the
-uncached path costs every request a pooled key lookup. Lookups of unknown or malformed
-keys are never cached, and an entry is stored only if its lookup saw the generation the
-cache currently trusts (a lookup that raced a revocation is dropped, not stored).
+The generation read is shared: every request that arrives before the next read starts
+joins it, so under load one tiny query serves a batch of requests, where the uncached
+path cost every request a key lookup. An entry is served only while a fresh read equals
+the generation it was looked up at; the counter only grows, so equal means unchanged.
+Lookups of unknown or malformed keys are never cached, and an entry is stored only if its
+lookup saw the generation the cache currently trusts (a lookup that raced a revocation is
+dropped, not stored).
 """
 
 from __future__ import annotations
