@@ -8,9 +8,13 @@ from typing import Any
 import redis
 
 from service.core import redis_clients
-from service.core.redis_keys import worker_heartbeat_key
+from service.core.redis_keys import (
+    WORKER_HEARTBEAT_TTL_SECONDS,
+    WORKERS_ALIVE,
+    worker_heartbeat_key,
+)
 
-HEARTBEAT_TTL_SECONDS = 120
+HEARTBEAT_TTL_SECONDS = WORKER_HEARTBEAT_TTL_SECONDS
 
 
 class HeartbeatRecorder:
@@ -28,8 +32,12 @@ class HeartbeatRecorder:
                 self._redis_url, budget_seconds=0.2, socket_timeout=1, connect_timeout=1
             )
         try:
-            self._client.set(
-                worker_heartbeat_key(sender.eventer.hostname), time.time(), ex=HEARTBEAT_TTL_SECONDS
-            )
+            now = time.time()
+            hostname = sender.eventer.hostname
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(worker_heartbeat_key(hostname), now, ex=HEARTBEAT_TTL_SECONDS)
+            pipe.zadd(WORKERS_ALIVE, {hostname: now})
+            pipe.zremrangebyscore(WORKERS_ALIVE, "-inf", now - HEARTBEAT_TTL_SECONDS)
+            pipe.execute()
         except (redis.RedisError, OSError):
             self._client = None

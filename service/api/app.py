@@ -17,6 +17,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from service.api.assets import AssetController
 from service.api.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQUIREMENT
 from service.api.health import HealthController
+from service.api.metrics import ScrapeReads, http_metrics_middleware, metrics_endpoint
 from service.api.openapi_responses import DocumentedResponses, state_msgspec_schemas
 from service.api.portfolios import PortfolioController, ReportController
 from service.api.problems import EXCEPTION_HANDLERS
@@ -121,6 +122,18 @@ def create_app(
             app.state.redis, parse_rate(settings.submit_symbol_limit), namespace="symbols"
         )
         app.state.stream_slots = StreamSlots(app.state.redis, per_key=settings.sse_streams_per_key)
+        app.state.scrape_reads = ScrapeReads()
+        separate_broker = settings.celery_broker_url != settings.redis_url
+        app.state.broker_redis = (
+            redis_clients.async_client(
+                settings.celery_broker_url,
+                budget_seconds=redis_clients.API_RETRY_SECONDS,
+                socket_timeout=1,
+                connect_timeout=0.5,
+            )
+            if separate_broker
+            else app.state.redis
+        )
         sweeper = asyncio.create_task(sweep_forever(settings, app))
         # Everything allocated so far lives as long as the process; keeping it out of the
         # collector's generations makes full collections short (they showed as p99 spikes).
@@ -135,11 +148,13 @@ def create_app(
             app.state.publisher.close()
             celery_app.close()
             await app.state.pool.close()
+            if separate_broker:
+                await app.state.broker_redis.aclose()
             await app.state.redis.aclose()
 
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
     app = Litestar(
-        route_handlers=[HealthController, api_v1_router(contracts)],
+        route_handlers=[HealthController, metrics_endpoint, api_v1_router(contracts)],
         lifespan=[lifespan],
         middleware=[request_context_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -160,6 +175,15 @@ def create_app(
         debug=False,
     )
     state_msgspec_schemas(app)
+    # Outside the router, so 404s are counted too (as route "unmatched").
+    app.asgi_handler = http_metrics_middleware(
+        app.asgi_handler,
+        submit_routes={
+            f"/api/v1/tasks/{contract.submit_path}": contract.name
+            for contract in contracts
+            if contract.submit_path is not None
+        },
+    )
     return app
 
 

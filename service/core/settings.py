@@ -119,6 +119,15 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     scheduler_ledger_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 90
     cleanup_task_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 30
 
+    # Prometheus (issue 12; docs/PROMETHEUS.md). The API serves GET /metrics on its own
+    # port; a worker instance and a scheduler replica serve on these ports (0 = off) at
+    # METRICS_HOST. A worker instance keeps its per-process files in
+    # WORKER_METRICS_DIR/worker-<port> (default: under the system temp dir), wiped at start.
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    worker_metrics_dir: str = ""
+    scheduler_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+
     # A pinned clock, for tests and demos only (service/core/clock.py): every process reads
     # CLOCK_START (an aware ISO instant) at unix time CLOCK_ANCHOR (default: its own start)
     # and runs at CLOCK_SPEED times real time. Unset: the wall clock.

@@ -21,6 +21,7 @@ from service.core.trading_calendar import NYSE, TradingCalendar
 from service.portfolio.positions import LedgerError, Transaction, replay
 from service.portfolio.store import SNAPSHOT_VALUE_COLUMNS
 from service.portfolio.valuation import MissingPrice, Valuation, valuations
+from workers import metrics
 from workers.analytics.portfolio_reads import (
     MarketData,
     PortfolioRow,
@@ -245,9 +246,9 @@ async def snapshot_portfolios(
         ) -> int:
             return await upsert_snapshots(connection, records)
 
-        outcome.changed += await in_transaction(
-            pool, write, retry_seconds=retry_seconds, what="snapshots"
-        )
+        changed = await in_transaction(pool, write, retry_seconds=retry_seconds, what="snapshots")
+        metrics.ROWS_WRITTEN.labels(table="portfolio_snapshots").inc(changed)
+        outcome.changed += changed
         outcome.rows += len(records)
         if progress is not None:
             await progress(min(offset + BATCH_PORTFOLIOS, len(portfolios)), len(portfolios))

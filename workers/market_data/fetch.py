@@ -21,8 +21,9 @@ import msgspec
 from service.core.clock import Clock
 from service.core.logs import get_logger
 from service.core.trading_calendar import NYSE, TradingCalendar
+from workers import metrics
 from workers.db_retry import in_transaction
-from workers.market_data.failover import Failover, SymbolFailed
+from workers.market_data.failover import Failover, SymbolFailed, count_symbol_failure
 from workers.market_data.plan import (
     StoredRange,
     Window,
@@ -100,15 +101,23 @@ async def _write(pool: asyncpg.Pool, batch: _Batch, *, clock: Clock, retry_secon
     """Write a batch in one transaction (rerun whole if Postgres goes away); return how many
     daily bars were inserted or changed."""
 
+    events = 0
+
     async def write(connection: asyncpg.Connection) -> int:
+        nonlocal events
         changed = await upsert_bars(connection, batch.bars)
-        await upsert_events(connection, dividends=batch.dividends, splits=batch.splits)
+        events = await upsert_events(connection, dividends=batch.dividends, splits=batch.splits)
         await invalidate_snapshots_after_splits(connection, batch.new_splits)
         await record_successes(connection, batch.successes, now=clock())
         await record_failures(connection, batch.failures, now=clock())
         return changed
 
-    return await in_transaction(pool, write, retry_seconds=retry_seconds, what="fetch batch")
+    changed = await in_transaction(pool, write, retry_seconds=retry_seconds, what="fetch batch")
+    # Counted once committed, so a transaction rerun after a lost connection counts once.
+    metrics.BARS_WRITTEN.inc(changed)
+    metrics.ROWS_WRITTEN.labels(table="daily_prices").inc(changed)
+    metrics.ROWS_WRITTEN.labels(table="corporate_actions").inc(events)
+    return changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +232,7 @@ class ChunkFetcher:
             reason = failure.reason if failure else "no data"
             kind = failure.kind if failure else ErrorKind.NOT_FOUND
             batch.failures.append((outcome.symbol, str(kind), reason))
+            count_symbol_failure(failure, provider=outcome.provider)
             result.failed.append(Failure(symbol=outcome.symbol, reason=reason))
             return
         history, source = outcome.history, outcome.provider

@@ -28,8 +28,9 @@ from service.core.market_closures import load_trading_calendar
 from service.core.rates import parse_rate
 from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
+from workers import metrics
 from workers.db_retry import in_transaction
-from workers.market_data.failover import Failover, SymbolFailed
+from workers.market_data.failover import Failover, SymbolFailed, count_symbol_failure
 from workers.market_data.fanout import RENEW_SECONDS, FetchJob
 from workers.market_data.fetch import ChunkFetcher, Failure, FetchResult
 from workers.market_data.plan import (
@@ -81,12 +82,15 @@ def _quote_runner(ctx: TaskContext) -> Runner:
             found, missing = await failover.quotes(batch)
             if before_write is not None:
                 await before_write()
-            await in_transaction(
+            written = await in_transaction(
                 ctx.pool,
                 functools.partial(_write_quotes, quotes=list(found.values())),
                 retry_seconds=ctx.settings.database_retry_seconds,
                 what="quotes",
             )
+            metrics.ROWS_WRITTEN.labels(table="latest_quotes").inc(written)
+            for failure in missing.values():
+                count_symbol_failure(failure)
             result.fetched += len(found)
             result.rows_written += len(found)
             result.failed.extend(
