@@ -37,7 +37,7 @@ from service.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.processes import LOG_PATHS, ManagedProcess, wait_until_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.market_sim"]
+pytest_plugins = ["tests.market_sim", "tests.metrics_scrape"]
 
 # The instant the suite pins "now" to: Wednesday 2026-11-18, 15:00 in New York (a regular
 # session), read at CLOCK_ANCHOR (whole seconds, so pinned and real sub-seconds agree).

@@ -106,6 +106,7 @@ def _connect_metrics(settings: Settings, *, serve: bool) -> None:
 
     def start_server(**_: Any) -> None:
         # In the main process, before the pool forks: one endpoint for the whole instance.
+        metrics.breakers_closed(settings.market_data_providers)
         serve_multiprocess(host=settings.metrics_host, port=settings.worker_metrics_port)
         log.info(
             "worker metrics served",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +40,16 @@ RATE_LIMITER_WAIT = Histogram(
     ["provider"],
     buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-# livemax: 1 while any living child holds the provider's breaker open; a dead child's value
-# is dropped (mark_process_dead), so a recycled child cannot leave it stuck at 1.
+# Breakers are per process. "mostrecent": the state a process of this instance reported
+# last (on every provider call, refused ones included), so it follows the traffic; the main
+# process reports 0 at start so the series exists while children come and go. A "live*"
+# mode would drop the series whenever recycling leaves no child alive for a moment, and
+# "max" would keep a dead child's 1 forever.
 CIRCUIT_BREAKER_OPEN = Gauge(
     "findash_circuit_breaker_open",
-    "1 while a provider's circuit breaker is open in any live worker process, else 0.",
+    "1 if the provider's circuit breaker was open at the last call any worker process made.",
     ["provider"],
-    multiprocess_mode="livemax",
+    multiprocess_mode="mostrecent",
 )
 BARS_WRITTEN = Counter("findash_bars_written", "Daily bars inserted or changed.")
 ROWS_WRITTEN = Counter("findash_rows_written", "Rows inserted or changed, by table.", ["table"])
@@ -55,6 +58,13 @@ SYMBOL_FETCH_FAILURES = Counter(
     "Symbols a fetch could not get, by the last provider tried and the kind of failure.",
     ["provider", "reason"],
 )
+
+
+def breakers_closed(providers: Iterable[str]) -> None:
+    """Every provider's breaker starts closed: said once by the main process, so each series
+    exists before the first provider call."""
+    for provider in providers:
+        CIRCUIT_BREAKER_OPEN.labels(provider=provider).set(0)
 
 
 def provider_outcome(status: int) -> str:

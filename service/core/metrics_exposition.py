@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -37,14 +38,20 @@ def worker_metrics_dir(settings: Settings) -> Path:
 def prepare_multiprocess_dir(directory: Path) -> None:
     """Empty `directory` and point prometheus-client at it.
 
-    Call it in the worker's main process before anything imports prometheus_client (the
-    library picks its value class at import) and before the pool forks: the children inherit
+    Call it in the worker's main process before any metric is created (the library picks
+    its value class at import; see below) and before the pool forks: the children inherit
     the variable and write one file per pid there; files of an earlier run would otherwise be
     summed in, even under a reused pid.
     """
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     os.environ[MULTIPROC_ENV] = str(directory)
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        # Already imported in single-process mode: the `celery` command loads its plugins
+        # first, and Flower's imports prometheus_client. Metrics created from now on must
+        # write to the directory.
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
 
 
 def serve_multiprocess(*, host: str, port: int) -> tuple[WSGIServer, threading.Thread]:

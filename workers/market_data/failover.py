@@ -62,6 +62,7 @@ async def guarded(slot: ProviderSlot, call: Callable[[], Awaitable[T]]) -> T:
     """One attempt through `slot`'s breaker, reporting the outcome to it."""
     breaker = slot.breaker
     if not breaker.allow(time.monotonic()):
+        _report_breaker(slot)
         raise ProviderError(ErrorKind.UNAVAILABLE, f"{slot.name}: circuit open", provider=slot.name)
     try:
         result = await call()
