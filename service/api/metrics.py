@@ -199,7 +199,7 @@ class ScrapeReads:
         )
 
 
-@get("/metrics", include_in_schema=False, sync_to_thread=False)
+@get("/metrics", include_in_schema=False)
 async def metrics_endpoint(request: Request[Any, Any, State]) -> Response[bytes]:
     """Prometheus text exposition of this API process (no API key: keep it off the
     public network)."""

@@ -64,7 +64,7 @@ def process_commands(*, python: str) -> dict[str, str]:
 
 
 DEV_WORKER_METRICS_PORT = 9464
-DEV_SCHEDULER_METRICS_PORT = 9466
+DEV_SCHEDULER_METRICS_PORT = 9466  # .env.example suggests the same ports
 
 
 def metrics_env(settings: Settings) -> dict[str, dict[str, str]]:
