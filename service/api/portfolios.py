@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 import asyncpg
-from litestar import Controller, MediaType, Request, Response, delete, get, post
+from litestar import Controller, MediaType, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Schema
@@ -23,6 +23,7 @@ from service.api.problems import ProblemException
 from service.core.clock import exchange_today
 from service.core.users import User
 from service.portfolio import store
+from service.portfolio.dividend_sync import sync_dividends
 from service.portfolio.holdings import PriceInputs, current_holdings
 from service.portfolio.positions import (
     DayState,
@@ -36,6 +37,7 @@ from service.portfolio.schemas import (
     HoldingsOut,
     PortfolioCreate,
     PortfolioOut,
+    PortfolioUpdate,
     SnapshotOut,
     TransactionCreate,
     TransactionOut,
@@ -101,6 +103,7 @@ def _portfolio_out(row: asyncpg.Record) -> PortfolioOut:
         name=row["name"],
         base_currency=row["base_currency"],
         created_at=row["created_at"],
+        auto_dividends=row["auto_dividends"],
     )
 
 
@@ -117,6 +120,7 @@ def _transaction_out(tx: Transaction) -> TransactionOut:
         currency=tx.currency,
         fx_rate=number(tx.fx_rate),
         note=tx.note,
+        generated=tx.generated_ex_date is not None,
     )
 
 
@@ -131,14 +135,29 @@ async def _owned(
     return row
 
 
-async def _check_ledger(connection: asyncpg.Connection, transactions: list[Transaction]) -> None:
+async def _check_ledger(
+    connection: asyncpg.Connection, transactions: list[Transaction], *, status: int = 422
+) -> None:
     """Refuse a change that leaves an impossible history (selling more than held, overdrawing)."""
     symbols = sorted({tx.symbol for tx in transactions if tx.symbol})
     splits = await store.load_splits(connection, symbols)
     try:
         replay(transactions, [s for items in splits.values() for s in items])
     except LedgerError as exc:
-        raise ProblemException(status=422, detail=str(exc)) from None
+        raise ProblemException(status=status, detail=str(exc)) from None
+
+
+async def _follow_dividends(
+    request: Request[User, int, State], connection: asyncpg.Connection, portfolio: asyncpg.Record
+) -> None:
+    """Bring the generated dividends of an `auto_dividends` portfolio up to date with a
+    transaction change, in the same database transaction."""
+    if portfolio["auto_dividends"]:
+        await sync_dividends(
+            connection,
+            portfolio_id=portfolio["id"],
+            today=exchange_today(request.app.state.clock),
+        )
 
 
 def _replay_stored(transactions: list[Transaction], splits: list[Split]) -> list[DayState]:
@@ -171,6 +190,7 @@ class PortfolioController(Controller):
                 owner_id=request.user.id,
                 name=data.name,
                 base_currency=data.base_currency,
+                auto_dividends=data.auto_dividends,
             )
         if row is None:
             raise ProblemException(status=409, detail=f"a portfolio named {data.name!r} exists")
@@ -190,6 +210,33 @@ class PortfolioController(Controller):
         """The portfolio; 404 if it is not the caller's."""
         async with request.app.state.pool.acquire() as connection:
             return _portfolio_out(await _owned(connection, portfolio_id, request.user))
+
+    @patch(
+        "/{portfolio_id:int}",
+        summary="Change a portfolio's settings",
+        opt=raises(409),
+    )
+    async def update(
+        self,
+        request: Request[User, int, State],
+        portfolio_id: PathId,
+        data: JSONBody[PortfolioUpdate],
+    ) -> PortfolioOut:
+        """Switch `auto_dividends`: on generates the stored dividends of held symbols as
+        DIVIDEND transactions at once, off deletes the generated ones (docs/API.md,
+        Dividends). 409 if removing them leaves an impossible history (a later withdrawal
+        spent that cash)."""
+        today = exchange_today(request.app.state.clock)
+        async with request.app.state.pool.acquire() as connection, connection.transaction():
+            await _owned(connection, portfolio_id, request.user, lock=True)
+            row = await store.set_auto_dividends(
+                connection, portfolio_id=portfolio_id, auto_dividends=data.auto_dividends
+            )
+            await sync_dividends(connection, portfolio_id=portfolio_id, today=today)
+            await _check_ledger(
+                connection, await store.list_transactions(connection, portfolio_id), status=409
+            )
+        return _portfolio_out(row)
 
     @delete("/{portfolio_id:int}", status_code=204, summary="Delete a portfolio")
     async def remove(self, request: Request[User, int, State], portfolio_id: PathId) -> None:
@@ -239,6 +286,7 @@ class PortfolioController(Controller):
                 fx_rate=data.fx_rate,
                 note=data.note,
             )
+            await _follow_dividends(request, connection, portfolio)
             await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
             await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=data.date)
         return _transaction_out(recorded)
@@ -257,7 +305,7 @@ class PortfolioController(Controller):
         "/{portfolio_id:int}/transactions/{transaction_id:int}",
         status_code=204,
         summary="Delete a transaction",
-        opt=raises(422),
+        opt=raises(409, 422),
     )
     async def remove_transaction(
         self,
@@ -265,14 +313,29 @@ class PortfolioController(Controller):
         portfolio_id: PathId,
         transaction_id: PathId,
     ) -> None:
-        """Delete a transaction; 422 if a later one would become impossible without it."""
+        """Delete a transaction; 422 if a later one would become impossible without it, 409
+        for a generated dividend (record the dividend yourself to replace it, or switch
+        `auto_dividends` off)."""
         async with request.app.state.pool.acquire() as connection, connection.transaction():
-            await _owned(connection, portfolio_id, request.user, lock=True)
+            portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
+            ex_date = await connection.fetchval(
+                "SELECT generated_ex_date FROM transactions WHERE id = $1 AND portfolio_id = $2",
+                transaction_id,
+                portfolio_id,
+            )
+            if ex_date is not None:
+                raise ProblemException(
+                    status=409,
+                    detail=f"transaction {transaction_id} was generated from the dividend with "
+                    f"ex-date {ex_date}; record that dividend yourself to replace it, or switch "
+                    "auto_dividends off",
+                )
             day = await store.delete_transaction(
                 connection, portfolio_id=portfolio_id, transaction_id=transaction_id
             )
             if day is None:
                 raise ProblemException(status=404, detail=f"no transaction {transaction_id}")
+            await _follow_dividends(request, connection, portfolio)
             await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
             await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=day)
 

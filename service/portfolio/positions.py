@@ -22,6 +22,7 @@ TxType = Literal["BUY", "SELL", "DIVIDEND", "DEPOSIT", "WITHDRAWAL", "FEE"]
 TX_TYPES: tuple[TxType, ...] = ("BUY", "SELL", "DIVIDEND", "DEPOSIT", "WITHDRAWAL", "FEE")
 ZERO = Decimal(0)
 T = TypeVar("T")
+Day = date  # for fields declared after a field named `date`
 
 
 class LedgerError(ValueError):
@@ -43,6 +44,8 @@ class Transaction:
     currency: str | None = None
     fx_rate: Decimal | None = None
     note: str | None = None
+    # The ex-date of the stored dividend this DIVIDEND was generated from; None: the user's.
+    generated_ex_date: Day | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

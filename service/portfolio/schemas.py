@@ -61,6 +61,7 @@ class PortfolioCreate(Body):
 
     name: Name
     base_currency: Currency = "USD"
+    auto_dividends: bool = False
 
     def __post_init__(self) -> None:
         self.name = self.name.strip()
@@ -68,13 +69,27 @@ class PortfolioCreate(Body):
             raise ValueError("name: must not be blank")
 
 
+class PortfolioUpdate(Body):
+    """A change to a portfolio's settings."""
+
+    auto_dividends: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Turn the stored dividends of held symbols into generated DIVIDEND "
+            "transactions (true), or remove the generated ones (false)."
+        ),
+    ]
+
+
 class PortfolioOut(msgspec.Struct, frozen=True):
-    """A portfolio."""
+    """A portfolio; with `auto_dividends`, dividends of held symbols are generated as
+    DIVIDEND transactions (`generated: true`)."""
 
     id: int
     name: str
     base_currency: str
     created_at: dt.datetime
+    auto_dividends: bool
 
 
 class TransactionCreate(Body):
@@ -125,7 +140,8 @@ class TransactionCreate(Body):
 
 
 class TransactionOut(msgspec.Struct, frozen=True):
-    """A recorded transaction; `id` orders same-date transactions."""
+    """A recorded transaction; `id` orders same-date transactions. `generated` marks a
+    DIVIDEND made from a stored dividend (`auto_dividends`), not recorded by the user."""
 
     id: int
     type: str
@@ -138,6 +154,7 @@ class TransactionOut(msgspec.Struct, frozen=True):
     currency: str | None
     fx_rate: float | None
     note: str | None
+    generated: bool = False
 
 
 class HoldingOut(msgspec.Struct, frozen=True):

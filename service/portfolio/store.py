@@ -30,22 +30,39 @@ SNAPSHOT_VALUE_COLUMNS = (
     "day_change",
 )
 
-_GET_PORTFOLIO = (
-    "SELECT id, name, base_currency, created_at FROM portfolios WHERE id = $1 AND owner_id = $2"
-)
+PORTFOLIO_COLUMNS = "id, name, base_currency, created_at, auto_dividends"
+_GET_PORTFOLIO = f"SELECT {PORTFOLIO_COLUMNS} FROM portfolios WHERE id = $1 AND owner_id = $2"  # noqa: S608 - constant text
 
 
 async def create_portfolio(
-    connection: asyncpg.Connection, *, owner_id: int, name: str, base_currency: str
+    connection: asyncpg.Connection,
+    *,
+    owner_id: int,
+    name: str,
+    base_currency: str,
+    auto_dividends: bool = False,
 ) -> asyncpg.Record | None:
     """Insert a portfolio; None when the owner already has one by that name."""
     row: asyncpg.Record | None = await connection.fetchrow(
-        "INSERT INTO portfolios (owner_id, name, base_currency) VALUES ($1, $2, $3) "
-        "ON CONFLICT (owner_id, name) DO NOTHING "
-        "RETURNING id, name, base_currency, created_at",
+        "INSERT INTO portfolios (owner_id, name, base_currency, auto_dividends) "  # noqa: S608 - constant text
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (owner_id, name) DO NOTHING "
+        f"RETURNING {PORTFOLIO_COLUMNS}",
         owner_id,
         name,
         base_currency,
+        auto_dividends,
+    )
+    return row
+
+
+async def set_auto_dividends(
+    connection: asyncpg.Connection, *, portfolio_id: int, auto_dividends: bool
+) -> asyncpg.Record:
+    """Switch generated dividends on or off for a portfolio the caller has locked."""
+    row: asyncpg.Record = await connection.fetchrow(
+        f"UPDATE portfolios SET auto_dividends = $2 WHERE id = $1 RETURNING {PORTFOLIO_COLUMNS}",  # noqa: S608 - constant text
+        portfolio_id,
+        auto_dividends,
     )
     return row
 
@@ -53,8 +70,7 @@ async def create_portfolio(
 async def list_portfolios(connection: asyncpg.Connection, *, owner_id: int) -> list[asyncpg.Record]:
     """The owner's portfolios, oldest first."""
     rows: list[asyncpg.Record] = await connection.fetch(
-        "SELECT id, name, base_currency, created_at FROM portfolios WHERE owner_id = $1 "
-        "ORDER BY id",
+        f"SELECT {PORTFOLIO_COLUMNS} FROM portfolios WHERE owner_id = $1 ORDER BY id",  # noqa: S608 - constant text
         owner_id,
     )
     return rows
@@ -97,11 +113,13 @@ def transaction_from_row(row: asyncpg.Record) -> Transaction:
         currency=row["currency"],
         fx_rate=row["fx_rate"],
         note=row["note"],
+        generated_ex_date=row["generated_ex_date"],
     )
 
 
 TRANSACTION_COLUMNS = (
-    "id, type, date, symbol, quantity, price, amount, fee, currency, fx_rate, note"
+    "id, type, date, symbol, quantity, price, amount, fee, currency, fx_rate, note, "
+    "generated_ex_date"
 )
 _LIST_TRANSACTIONS = (
     f"SELECT {TRANSACTION_COLUMNS} FROM transactions "  # noqa: S608 - constant text

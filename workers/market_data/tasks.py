@@ -29,6 +29,7 @@ from service.core.rates import parse_rate
 from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
 from workers.db_retry import in_transaction
+from workers.market_data.auto_dividends import follow_dividends
 from workers.market_data.failover import Failover, SymbolFailed
 from workers.market_data.fanout import RENEW_SECONDS, FetchJob
 from workers.market_data.fetch import ChunkFetcher, Failure, FetchResult
@@ -159,9 +160,11 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
     started = time.monotonic()
     result, chunks = await _run(ctx, symbols, _history_spec(wanted), "fetching")
     rewrites = await _rewrite_stale_snapshots(ctx, symbols, result)
+    dividend_portfolios = await _follow_dividends(ctx, symbols, result)
     log.info(
         "market data fetched",
         snapshot_rewrites=len(rewrites),
+        dividend_portfolios=dividend_portfolios,
         requested=result.requested,
         fetched=result.fetched,
         rows_written=result.rows_written,
@@ -199,6 +202,18 @@ async def _rewrite_stale_snapshots(
     failed = {f.symbol for f in result.failed}
     return await resnapshot_stale(
         ctx.pool, ctx.publisher, symbols=[s for s in symbols if s not in failed]
+    )
+
+
+async def _follow_dividends(ctx: TaskContext, symbols: list[str], result: FetchResult) -> int:
+    """Update the generated dividends of `auto_dividends` portfolios holding a symbol this
+    run stored; how many portfolios changed."""
+    failed = {f.symbol for f in result.failed}
+    return await follow_dividends(
+        ctx.pool,
+        symbols=[s for s in symbols if s not in failed],
+        today=ctx.today(),
+        retry_seconds=ctx.settings.database_retry_seconds,
     )
 
 
@@ -424,8 +439,10 @@ async def store_session_closes(ctx: TaskContext, task: StoreSessionCloses) -> di
     wanted = Window(session - timedelta(days=CLOSE_WINDOW_DAYS), session)
     result, _ = await _run(ctx, symbols, _history_spec(wanted), "closes")
     rewrites = await _rewrite_stale_snapshots(ctx, symbols, result)
+    dividend_portfolios = await _follow_dividends(ctx, symbols, result)
     log.info(
         "session closes stored",
+        dividend_portfolios=dividend_portfolios,
         session=session.isoformat(),
         requested=result.requested,
         failed=len(result.failed),
