@@ -40,6 +40,7 @@ BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 1.0
 API_RETRY_SECONDS = 0.5
 HEALTH_CHECK_SECONDS = 25
+ASYNC_POOL_CONNECTIONS = 8
 # Reported to redis-py (it only uses the count for metrics); the deadline is what stops.
 _NOMINAL_RETRIES = 1000
 
@@ -146,9 +147,16 @@ def async_retry_policy(*, budget_seconds: float) -> AsyncBudgetRetry:
 def async_client(
     url: str, *, budget_seconds: float, socket_timeout: float, connect_timeout: float
 ) -> aioredis.Redis:
-    """An asyncio client on `url` that reconnects and retries for about `budget_seconds`."""
-    return aioredis.Redis.from_url(
+    """An asyncio client on `url` that reconnects and retries for about `budget_seconds`.
+
+    Its pool holds at most ASYNC_POOL_CONNECTIONS connections, so a burst of concurrent
+    callers (a fetch's symbols all asking the rate limiter at once) queues for a connection
+    instead of opening one each and keeping them for the life of the process. A caller
+    waits for a connection for as long as a command may retry."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=ASYNC_POOL_CONNECTIONS,
+        timeout=budget_seconds + connect_timeout + socket_timeout,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         socket_keepalive=True,
@@ -156,6 +164,7 @@ def async_client(
         retry=async_retry_policy(budget_seconds=budget_seconds),
         retry_on_error=list(RETRIED_ERRORS),
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def sync_client(
