@@ -33,6 +33,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from service.core.redis_connection import RedisEndpoint
+
 T = TypeVar("T")
 
 RETRIED_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -144,11 +146,11 @@ def async_retry_policy(*, budget_seconds: float) -> AsyncBudgetRetry:
 
 
 def async_client(
-    url: str, *, budget_seconds: float, socket_timeout: float, connect_timeout: float
+    endpoint: RedisEndpoint, *, budget_seconds: float, socket_timeout: float, connect_timeout: float
 ) -> aioredis.Redis:
-    """An asyncio client on `url` that reconnects and retries for about `budget_seconds`."""
-    return aioredis.Redis.from_url(
-        url,
+    """An asyncio client on `endpoint` that reconnects and retries for about `budget_seconds`."""
+    return _async_connect(
+        endpoint,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         socket_keepalive=True,
@@ -159,11 +161,11 @@ def async_client(
 
 
 def sync_client(
-    url: str, *, budget_seconds: float, socket_timeout: float, connect_timeout: float
+    endpoint: RedisEndpoint, *, budget_seconds: float, socket_timeout: float, connect_timeout: float
 ) -> redis.Redis:
     """The synchronous twin of `async_client`."""
-    return redis.Redis.from_url(
-        url,
+    return _sync_connect(
+        endpoint,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         socket_keepalive=True,
@@ -171,3 +173,39 @@ def sync_client(
         retry=retry_policy(budget_seconds=budget_seconds),
         retry_on_error=list(RETRIED_ERRORS),
     )
+
+
+def _sentinel_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    # Only the timeouts reach the sentinels: the URL's credentials are the master's.
+    return {key: options[key] for key in ("socket_timeout", "socket_connect_timeout")}
+
+
+def _async_connect(endpoint: RedisEndpoint, **options: Any) -> aioredis.Redis:
+    """An asyncio client with connection `options` on a redis://, rediss:// (verified TLS)
+    or sentinel:// (the current master, rediscovered after a failover) endpoint."""
+    if endpoint.sentinels:
+        sentinel = aioredis.Sentinel(  # type: ignore[no-untyped-call]
+            list(endpoint.sentinels),
+            sentinel_kwargs=_sentinel_kwargs(options),
+            **endpoint.master_options(),
+            **options,
+        )
+        master: aioredis.Redis = sentinel.master_for(endpoint.master_name)
+        return master
+    tls = endpoint.tls.options() if endpoint.tls is not None else {}
+    return aioredis.Redis.from_url(endpoint.url, **tls, **options)
+
+
+def _sync_connect(endpoint: RedisEndpoint, **options: Any) -> redis.Redis:
+    """The synchronous twin of `_async_connect`."""
+    if endpoint.sentinels:
+        sentinel = redis.Sentinel(  # type: ignore[no-untyped-call]
+            list(endpoint.sentinels),
+            sentinel_kwargs=_sentinel_kwargs(options),
+            **endpoint.master_options(),
+            **options,
+        )
+        master: redis.Redis = sentinel.master_for(endpoint.master_name)  # type: ignore[no-untyped-call]
+        return master
+    tls = endpoint.tls.options() if endpoint.tls is not None else {}
+    return redis.Redis.from_url(endpoint.url, **tls, **options)
