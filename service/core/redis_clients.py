@@ -29,6 +29,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -53,6 +54,11 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 def _backoff(budget_seconds: float) -> ExponentialBackoff:
     cap = min(BACKOFF_CAP_SECONDS, max(budget_seconds / 4, 0.01))
     return ExponentialBackoff(cap=cap, base=min(BACKOFF_BASE_SECONDS, cap / 2))
+
+
+def _permanent(error: Exception) -> bool:
+    # A wrong password or ACL user is a ConnectionError to redis-py, but no retry mends it.
+    return isinstance(error, AuthenticationError)
 
 
 def _call_failure(fail: Callable[..., Any], error: Exception, failures: int, counted: bool) -> Any:
@@ -84,7 +90,7 @@ class BudgetRetry(Retry):
                 try:
                     return do()
                 except self._supported_errors as error:
-                    if is_retryable and not is_retryable(error):
+                    if _permanent(error) or (is_retryable and not is_retryable(error)):
                         raise
                     failures += 1
                     _call_failure(fail, error, failures, with_failure_count)
@@ -121,7 +127,7 @@ class AsyncBudgetRetry(AsyncRetry):
                 try:
                     return await do()
                 except self._supported_errors as error:
-                    if is_retryable and not is_retryable(error):
+                    if _permanent(error) or (is_retryable and not is_retryable(error)):
                         raise
                     failures += 1
                     await _call_failure(fail, error, failures, with_failure_count)
