@@ -186,6 +186,27 @@ def _sentinel_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     return {key: options[key] for key in ("socket_timeout", "socket_connect_timeout")}
 
 
+class _AsyncSentinelMaster(aioredis.Redis):
+    """A client on a Sentinel-managed master that also closes its connections to the
+    sentinels when closed."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the master's pool and the sentinel clients."""
+        await super().aclose(close_connection_pool)
+        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            await sentinel.aclose()
+
+
+class _SentinelMaster(redis.Redis):
+    """The synchronous twin of `_AsyncSentinelMaster`."""
+
+    def close(self) -> None:
+        """Close the master's pool and the sentinel clients."""
+        super().close()
+        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            sentinel.close()
+
+
 def _async_connect(endpoint: RedisEndpoint, **options: Any) -> aioredis.Redis:
     """An asyncio client with connection `options` on a redis://, rediss:// (verified TLS)
     or sentinel:// (the current master, rediscovered after a failover) endpoint."""
@@ -196,7 +217,9 @@ def _async_connect(endpoint: RedisEndpoint, **options: Any) -> aioredis.Redis:
             **endpoint.master_options(),
             **options,
         )
-        master: aioredis.Redis = sentinel.master_for(endpoint.master_name)
+        master: aioredis.Redis = sentinel.master_for(
+            endpoint.master_name, redis_class=_AsyncSentinelMaster
+        )
         return master
     tls = endpoint.tls.options() if endpoint.tls is not None else {}
     return aioredis.Redis.from_url(endpoint.url, **tls, **options)
@@ -211,7 +234,9 @@ def _sync_connect(endpoint: RedisEndpoint, **options: Any) -> redis.Redis:
             **endpoint.master_options(),
             **options,
         )
-        master: redis.Redis = sentinel.master_for(endpoint.master_name)  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            endpoint.master_name, redis_class=_SentinelMaster
+        )
         return master
     tls = endpoint.tls.options() if endpoint.tls is not None else {}
     return redis.Redis.from_url(endpoint.url, **tls, **options)
