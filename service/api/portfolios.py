@@ -278,10 +278,9 @@ class PortfolioController(Controller):
         self,
         request: Request[User, int, State],
         portfolio_id: PathId,
-        export_format: Annotated[
+        format: Annotated[
             Literal["json", "csv"],
             Parameter(
-                query="format",
                 description="`csv`: the import format (`text/csv`), which imports back exactly.",
             ),
         ] = "json",
@@ -290,7 +289,7 @@ class PortfolioController(Controller):
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
             rows = await store.list_transactions(connection, portfolio_id)
-        if export_format == "csv":
+        if format == "csv":
             return Response(
                 content=to_csv(rows).encode(),
                 media_type=f"{CSV_MEDIA_TYPE}; charset=utf-8",

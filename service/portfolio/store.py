@@ -108,6 +108,8 @@ _LIST_TRANSACTIONS = (
     f"SELECT {TRANSACTION_COLUMNS} FROM transactions "  # noqa: S608 - constant text
     "WHERE portfolio_id = $1 ORDER BY date, id"
 )
+
+
 async def list_transactions(connection: asyncpg.Connection, portfolio_id: int) -> list[Transaction]:
     """The portfolio's transactions in the order they apply."""
     rows = await connection.fetch(
