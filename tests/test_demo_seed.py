@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncpg
 
-from service.portfolio.import_format import parse_csv
 from service.portfolio.positions import replay
 from service.portfolio.store import list_transactions
 from tests.conftest import PINNED_CLOCK
 from tests.portfolio_data import new_owner_id
-from workers.demo_seed import DEMO_PORTFOLIOS, EXAMPLE_CSV, seed_demo_portfolios
+from workers.demo_seed import DEMO_PORTFOLIOS, seed_demo_portfolios
 
 
 class TestDemoSeed:
     async def test_seed_is_idempotent_and_complete(self, pool: asyncpg.Pool) -> None:
-        """Seeding twice leaves the two demo portfolios and the one imported from the example
-        CSV, whose transactions replay cleanly and whose every trading day has a snapshot."""
+        """Seeding twice leaves two portfolios whose year of transactions replays cleanly and
+        whose every trading day has a snapshot."""
         owner = await new_owner_id(pool)
         await seed_demo_portfolios(pool, owner_id=owner, clock=PINNED_CLOCK)
         counts = await pool.fetch(
@@ -29,8 +28,7 @@ class TestDemoSeed:
             "ON t.portfolio_id = p.id WHERE p.owner_id = $1 GROUP BY p.id ORDER BY p.id",
             owner,
         )
-        assert len(counts) == len(DEMO_PORTFOLIOS) + 1
-        assert counts[-1]["n"] == len(parse_csv(EXAMPLE_CSV.read_text()))
+        assert len(counts) == len(DEMO_PORTFOLIOS)
         assert again == counts
         for row in counts:
             async with pool.acquire() as connection:

@@ -1,5 +1,4 @@
-"""Demo data for `just dev`: two portfolios with a year of transactions on simulated prices,
-and a third imported from docs/examples/transactions.csv.
+"""Demo data for `just dev`: two portfolios with a year of transactions on simulated prices.
 
 The closes come from the simulated exchange's deterministic series (the same
 bars a market-data fetch from it would store), so snapshots, performance and
@@ -14,7 +13,6 @@ import sys
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_DOWN, Decimal
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,9 +22,6 @@ from service.core.database import create_pool
 from service.core.logs import configure_logging, get_logger
 from service.core.settings import Settings
 from service.core.trading_calendar import NYSE
-from service.portfolio.import_format import new_rows, parse_csv
-from service.portfolio.recording import record_transactions
-from service.portfolio.store import list_transactions
 from workers.analytics import select_portfolios, snapshot_portfolios
 from workers.market_data import Bar, bar_rows, upsert_bars
 from workers.market_data.simulated_exchange import build_series
@@ -61,8 +56,6 @@ DEMO_PORTFOLIOS = (
     DemoPortfolio("Income", 30_000, {"TLT": 0.35, "AGG": 0.25, "KO": 0.2, "JPM": 0.15}),
 )
 _CENT = Decimal("0.01")
-IMPORTED_PORTFOLIO = "Imported from CSV"
-EXAMPLE_CSV = Path(__file__).parents[1] / "docs" / "examples" / "transactions.csv"
 
 
 def _closes(symbol: str, days: list[date]) -> dict[date, Decimal]:
@@ -196,30 +189,11 @@ async def seed_demo_portfolios(pool: asyncpg.Pool, *, owner_id: int, clock: Cloc
                     for tx in demo_transactions(demo, days, closes)
                 ],
             )
-        await _import_example(connection, owner_id=owner_id)
     async with pool.acquire() as connection:
         portfolios = await select_portfolios(connection, portfolio_ids=None, user_id=owner_id)
     outcome = await snapshot_portfolios(pool, portfolios, dates=days)
     log.info(
         "demo portfolios seeded", owner_id=owner_id, snapshots=outcome.rows, failed=outcome.failed
-    )
-
-
-async def _import_example(connection: asyncpg.Connection, *, owner_id: int) -> None:
-    """The imported portfolio: docs/examples/transactions.csv through the import path."""
-    portfolio_id: int = await connection.fetchval(
-        "INSERT INTO portfolios (owner_id, name, base_currency) VALUES ($1, $2, 'USD') "
-        "ON CONFLICT (owner_id, name) DO UPDATE SET name = excluded.name RETURNING id",
-        owner_id,
-        IMPORTED_PORTFOLIO,
-    )
-    existing = await list_transactions(connection, portfolio_id)
-    fresh, _ = new_rows(parse_csv(EXAMPLE_CSV.read_text()), existing)
-    await record_transactions(
-        connection,
-        portfolio_id=portfolio_id,
-        base_currency="USD",
-        items=[row.transaction for row in fresh],
     )
 
 
