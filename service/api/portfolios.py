@@ -8,22 +8,30 @@ snapshots, performance and reports are computed by the analytics tasks.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from litestar import Controller, MediaType, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Schema
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromQuery, JSONBody, Parameter, PathParameter
 
 from service.api.openapi_responses import raises, with_alternative_content
 from service.api.polled_reads import etag_matches, json_response, make_etag, not_modified
 from service.api.problems import ProblemException
+from service.api.transaction_files import (
+    CSV_MEDIA_TYPE,
+    IMPORT_OPERATION,
+    TRANSACTIONS_RESPONSES,
+    parse_import,
+    refused_row,
+)
 from service.core.clock import exchange_today
 from service.core.users import User
 from service.portfolio import store
 from service.portfolio.holdings import PriceInputs, current_holdings
+from service.portfolio.import_format import new_rows, to_csv
 from service.portfolio.positions import (
     DayState,
     LedgerError,
@@ -32,8 +40,10 @@ from service.portfolio.positions import (
     replay,
     state_on,
 )
+from service.portfolio.recording import RecordRefused, record_transactions
 from service.portfolio.schemas import (
     HoldingsOut,
+    ImportResult,
     PortfolioCreate,
     PortfolioOut,
     SnapshotOut,
@@ -216,42 +226,78 @@ class PortfolioController(Controller):
         """Record a transaction; 422 if it would oversell, overdraw or mix currencies."""
         async with request.app.state.pool.acquire() as connection, connection.transaction():
             portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
-            if data.symbol is not None:
-                currency = await store.asset_currency(connection, data.symbol)
-                if currency is not None and currency != portfolio["base_currency"]:
-                    raise ProblemException(
-                        status=422,
-                        detail=f"{data.symbol} is quoted in {currency} but the portfolio's base "
-                        f"currency is {portfolio['base_currency']}; only base-currency assets "
-                        "are supported",
-                    )
-            recorded = await store.insert_transaction(
-                connection,
-                portfolio_id=portfolio_id,
-                tx_type=data.type,
-                day=data.date,
-                symbol=data.symbol,
-                quantity=data.quantity,
-                price=data.price,
-                amount=data.amount,
-                fee=data.fee,
-                currency=data.currency,
-                fx_rate=data.fx_rate,
-                note=data.note,
-            )
-            await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
-            await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=data.date)
+            try:
+                [recorded] = await record_transactions(
+                    connection,
+                    portfolio_id=portfolio_id,
+                    base_currency=portfolio["base_currency"],
+                    items=[data],
+                )
+            except RecordRefused as exc:
+                raise ProblemException(status=422, detail=str(exc)) from None
         return _transaction_out(recorded)
 
-    @get("/{portfolio_id:int}/transactions", summary="The portfolio's transactions")
-    async def transactions(
+    @post(
+        "/{portfolio_id:int}/transactions/import",
+        status_code=200,
+        summary="Import transactions from CSV or a Ghostfolio export",
+        opt=raises(400, 413, 415, 422),
+        operation_class=IMPORT_OPERATION,
+    )
+    async def import_transactions(
         self, request: Request[User, int, State], portfolio_id: PathId
-    ) -> list[TransactionOut]:
+    ) -> ImportResult:
+        """Record every row of the file, or none: a bad row is a 400 naming its line (or
+        `activities[i]`) and field, a row that would oversell or overdraw a 422 naming it.
+        Rows already recorded (same content, counted per occurrence) are skipped."""
+        rows = await parse_import(request)
+        async with request.app.state.pool.acquire() as connection, connection.transaction():
+            portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
+            existing = await store.list_transactions(connection, portfolio_id)
+            fresh, duplicates = new_rows(rows, existing)
+            try:
+                await record_transactions(
+                    connection,
+                    portfolio_id=portfolio_id,
+                    base_currency=portfolio["base_currency"],
+                    items=[row.transaction for row in fresh],
+                )
+            except RecordRefused as exc:
+                raise refused_row(exc, fresh) from None
+        return ImportResult(imported=len(fresh), duplicates=duplicates)
+
+    @get(
+        "/{portfolio_id:int}/transactions",
+        summary="The portfolio's transactions (JSON or CSV)",
+        responses=TRANSACTIONS_RESPONSES,
+        operation_class=with_alternative_content(
+            200, {CSV_MEDIA_TYPE: Schema(type=OpenAPIType.STRING)}
+        ),
+    )
+    async def transactions(
+        self,
+        request: Request[User, int, State],
+        portfolio_id: PathId,
+        format: Annotated[
+            Literal["json", "csv"],
+            Parameter(
+                description="`csv`: the import format (`text/csv`), which imports back exactly.",
+            ),
+        ] = "json",
+    ) -> Response[Any]:
         """Transactions in the order they apply (date, then recorded order)."""
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
             rows = await store.list_transactions(connection, portfolio_id)
-        return [_transaction_out(tx) for tx in rows]
+        if format == "csv":
+            return Response(
+                content=to_csv(rows).encode(),
+                media_type=f"{CSV_MEDIA_TYPE}; charset=utf-8",
+                headers={
+                    "Content-Disposition": f'attachment; filename="portfolio-{portfolio_id}.csv"'
+                },
+            )
+        return Response(content=[_transaction_out(tx) for tx in rows])
 
     @delete(
         "/{portfolio_id:int}/transactions/{transaction_id:int}",

@@ -25,7 +25,11 @@ T = TypeVar("T")
 
 
 class LedgerError(ValueError):
-    """A transaction that cannot apply to the portfolio as it stands (overselling, overdrawing)."""
+    """A transaction that cannot apply to the portfolio as it stands (overselling, overdrawing).
+
+    `replay` sets `transaction_id` to the transaction that could not apply."""
+
+    transaction_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -239,7 +243,11 @@ def replay(transactions: Iterable[Transaction], splits: Iterable[Split] = ()) ->
             touched = touched or split.symbol in ledger.positions
             ledger.apply_split(split)
         while index < len(ordered) and ordered[index].date == day:
-            ledger.apply(ordered[index])
+            try:
+                ledger.apply(ordered[index])
+            except LedgerError as exc:
+                exc.transaction_id = ordered[index].id
+                raise
             index += 1
             touched = True
         if touched:

@@ -140,6 +140,13 @@ class TransactionOut(msgspec.Struct, frozen=True):
     note: str | None
 
 
+class ImportResult(msgspec.Struct, frozen=True):
+    """What an import did: rows recorded, and rows skipped as already recorded."""
+
+    imported: int
+    duplicates: int
+
+
 class HoldingOut(msgspec.Struct, frozen=True):
     """A current position, valued at `price`: the latest quote when it traded after the last
     close, else the last close (`price_source`). `stale` is true when that price is older

@@ -14,6 +14,7 @@ import msgspec
 from service.core.trading_calendar import TradingCalendar
 from service.portfolio.positions import Split, Transaction, TxType
 from service.portfolio.pricing import StoredQuote
+from service.portfolio.schemas import TransactionCreate
 
 # The value columns of `portfolio_snapshots` (migrations/0004), in table order.
 SNAPSHOT_VALUE_COLUMNS = (
@@ -107,11 +108,6 @@ _LIST_TRANSACTIONS = (
     f"SELECT {TRANSACTION_COLUMNS} FROM transactions "  # noqa: S608 - constant text
     "WHERE portfolio_id = $1 ORDER BY date, id"
 )
-_INSERT_TRANSACTION = (
-    "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price, amount, fee, "  # noqa: S608 - constant text
-    "currency, fx_rate, note) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
-    f"RETURNING {TRANSACTION_COLUMNS}"
-)
 
 
 async def list_transactions(connection: asyncpg.Connection, portfolio_id: int) -> list[Transaction]:
@@ -123,38 +119,28 @@ async def list_transactions(connection: asyncpg.Connection, portfolio_id: int) -
     return [transaction_from_row(row) for row in rows]
 
 
-async def insert_transaction(
-    connection: asyncpg.Connection,
-    *,
-    portfolio_id: int,
-    tx_type: str,
-    day: date,
-    symbol: str | None,
-    quantity: Decimal | None,
-    price: Decimal | None,
-    amount: Decimal | None,
-    fee: Decimal,
-    currency: str | None = None,
-    fx_rate: Decimal | None = None,
-    note: str | None = None,
-) -> Transaction:
-    """Record a transaction (its id puts it after every earlier-recorded one)."""
-    row = await connection.fetchrow(
-        _INSERT_TRANSACTION,
-        portfolio_id,
-        tx_type,
-        day,
-        symbol,
-        quantity,
-        price,
-        amount,
-        fee,
-        currency,
-        fx_rate,
-        note,
-    )
-    assert row is not None
-    return transaction_from_row(row)
+_INSERT_TRANSACTIONS = (
+    "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price, amount, fee, "  # noqa: S608 - constant text
+    "currency, fx_rate, note) "
+    "SELECT $1, t.type, t.date, t.symbol, t.quantity, t.price, t.amount, t.fee, t.currency, "
+    "t.fx_rate, t.note FROM unnest($2::text[], $3::date[], $4::text[], $5::numeric[], "
+    "$6::numeric[], $7::numeric[], $8::numeric[], $9::text[], $10::numeric[], $11::text[]) "
+    "WITH ORDINALITY AS t(type, date, symbol, quantity, price, amount, fee, currency, fx_rate, "
+    f"note, n) ORDER BY t.n RETURNING {TRANSACTION_COLUMNS}"
+)
+
+
+async def insert_transactions(
+    connection: asyncpg.Connection, *, portfolio_id: int, rows: Sequence[TransactionCreate]
+) -> list[Transaction]:
+    """Record many transactions in one statement, in the given order; the recorded ones,
+    ids ascending."""
+    if not rows:
+        return []
+    columns = ("type", "date", "symbol", "quantity", "price", "amount", "fee", "currency")
+    arrays = [[getattr(row, name) for row in rows] for name in (*columns, "fx_rate", "note")]
+    recorded = await connection.fetch(_INSERT_TRANSACTIONS, portfolio_id, *arrays)
+    return sorted((transaction_from_row(row) for row in recorded), key=lambda tx: tx.id)
 
 
 async def delete_transaction(
@@ -203,12 +189,16 @@ async def load_splits(
     return dict(splits)
 
 
-async def asset_currency(connection: asyncpg.Connection, symbol: str) -> str | None:
-    """The quote currency stored for `symbol`, if known."""
-    currency: str | None = await connection.fetchval(
-        "SELECT currency FROM assets WHERE symbol = $1", symbol
+async def asset_currencies(
+    connection: asyncpg.Connection, symbols: Sequence[str]
+) -> dict[str, str]:
+    """The quote currency stored for each of `symbols` that has one."""
+    rows = await connection.fetch(
+        "SELECT symbol, currency FROM assets WHERE symbol = ANY($1::text[]) "
+        "AND currency IS NOT NULL",
+        sorted(set(symbols)),
     )
-    return currency
+    return {row["symbol"]: row["currency"] for row in rows}
 
 
 class _TxRow(msgspec.Struct, frozen=True):
