@@ -227,7 +227,8 @@ class TestPerformanceTask:
         unpriced = by_id[scenario["unpriced"]]
         assert all(value is None for value in unpriced["metrics"].values())
         assert "no close for NOPX1" in unpriced["unavailable"]["twr"]
-        assert "quoted in EUR" in by_id[scenario["foreign"]]["unavailable"]["mwr"]
+        foreign = by_id[scenario["foreign"]]["unavailable"]["mwr"]
+        assert foreign.startswith("missing_fx: ['EURUSD 2019-06-25', 'EURUSD 2019-06-26'")
         assert by_id[scenario["good"]]["metrics"]["twr"] is not None
 
     async def test_portfolio_starting_inside_the_window_counts_its_first_day(

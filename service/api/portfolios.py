@@ -23,6 +23,7 @@ from service.api.problems import ProblemException
 from service.core.clock import exchange_today
 from service.core.users import User
 from service.portfolio import store
+from service.portfolio.fx import NO_RATES
 from service.portfolio.holdings import PriceInputs, current_holdings
 from service.portfolio.positions import (
     DayState,
@@ -32,6 +33,7 @@ from service.portfolio.positions import (
     replay,
     state_on,
 )
+from service.portfolio.recording import TransactionRejected, check_ledger, record_transactions
 from service.portfolio.schemas import (
     HoldingsOut,
     PortfolioCreate,
@@ -41,6 +43,7 @@ from service.portfolio.schemas import (
     TransactionOut,
     number,
 )
+from service.portfolio.valuation import Currencies
 
 MAX_SNAPSHOT_ROWS = 20_000
 _SNAPSHOT_VALUES = store.SNAPSHOT_VALUE_COLUMNS
@@ -131,21 +134,18 @@ async def _owned(
     return row
 
 
-async def _check_ledger(connection: asyncpg.Connection, transactions: list[Transaction]) -> None:
-    """Refuse a change that leaves an impossible history (selling more than held, overdrawing)."""
-    symbols = sorted({tx.symbol for tx in transactions if tx.symbol})
-    splits = await store.load_splits(connection, symbols)
-    try:
-        replay(transactions, [s for items in splits.values() for s in items])
-    except LedgerError as exc:
-        raise ProblemException(status=422, detail=str(exc)) from None
+def rejected(exc: TransactionRejected) -> ProblemException:
+    """The problem a refused transaction answers with (the field is named in the detail)."""
+    return ProblemException(status=exc.status, detail=exc.detail)
 
 
-def _replay_stored(transactions: list[Transaction], splits: list[Split]) -> list[DayState]:
+def _replay_stored(
+    transactions: list[Transaction], splits: list[Split], *, base: str
+) -> list[DayState]:
     """Replay accepted transactions; a split stored since they were accepted can make them
     impossible (a reverse split shrinking a position a later sell relies on): 409, not 500."""
     try:
-        return replay(transactions, splits)
+        return replay(transactions, splits, base=base)
     except LedgerError as exc:
         raise ProblemException(
             status=409,
@@ -213,34 +213,20 @@ class PortfolioController(Controller):
         portfolio_id: PathId,
         data: JSONBody[TransactionCreate],
     ) -> TransactionOut:
-        """Record a transaction; 422 if it would oversell, overdraw or mix currencies."""
+        """Record a transaction; 422 if it would oversell or overdraw, or if it is in a
+        foreign currency without `fx_rate` and no rate is stored for its date. Priced in the
+        asset's currency unless `currency` says otherwise; the rate used is recorded."""
         async with request.app.state.pool.acquire() as connection, connection.transaction():
             portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
-            if data.symbol is not None:
-                currency = await store.asset_currency(connection, data.symbol)
-                if currency is not None and currency != portfolio["base_currency"]:
-                    raise ProblemException(
-                        status=422,
-                        detail=f"{data.symbol} is quoted in {currency} but the portfolio's base "
-                        f"currency is {portfolio['base_currency']}; only base-currency assets "
-                        "are supported",
-                    )
-            recorded = await store.insert_transaction(
-                connection,
-                portfolio_id=portfolio_id,
-                tx_type=data.type,
-                day=data.date,
-                symbol=data.symbol,
-                quantity=data.quantity,
-                price=data.price,
-                amount=data.amount,
-                fee=data.fee,
-                currency=data.currency,
-                fx_rate=data.fx_rate,
-                note=data.note,
-            )
-            await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
-            await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=data.date)
+            try:
+                (recorded,) = await record_transactions(
+                    connection,
+                    portfolio_id=portfolio_id,
+                    base_currency=portfolio["base_currency"],
+                    transactions=[data],
+                )
+            except TransactionRejected as exc:
+                raise rejected(exc) from None
         return _transaction_out(recorded)
 
     @get("/{portfolio_id:int}/transactions", summary="The portfolio's transactions")
@@ -267,13 +253,20 @@ class PortfolioController(Controller):
     ) -> None:
         """Delete a transaction; 422 if a later one would become impossible without it."""
         async with request.app.state.pool.acquire() as connection, connection.transaction():
-            await _owned(connection, portfolio_id, request.user, lock=True)
+            portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
             day = await store.delete_transaction(
                 connection, portfolio_id=portfolio_id, transaction_id=transaction_id
             )
             if day is None:
                 raise ProblemException(status=404, detail=f"no transaction {transaction_id}")
-            await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
+            try:
+                await check_ledger(
+                    connection,
+                    portfolio_id=portfolio_id,
+                    base_currency=portfolio["base_currency"],
+                )
+            except TransactionRejected as exc:
+                raise rejected(exc) from None
             await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=day)
 
     @get("/{portfolio_id:int}/holdings", summary="Current positions and cash", opt=raises(409))
@@ -301,13 +294,28 @@ class PortfolioController(Controller):
         if reads is None:
             raise _not_found(portfolio_id)
         splits = reads.splits
-        states = _replay_stored(reads.transactions, [s for items in splits.values() for s in items])
+        states = _replay_stored(
+            reads.transactions, [s for items in splits.values() for s in items], base=reads.base
+        )
+        foreign = {tx.currency for tx in reads.transactions if tx.currency} | set(
+            reads.currencies.values()
+        )
+        rates = NO_RATES
+        if foreign - {reads.base}:
+            async with request.app.state.pool.acquire() as connection:
+                rates = await store.load_rates(
+                    connection,
+                    store.candidate_pairs(foreign, [reads.base]),
+                    start=day,
+                    end=day,
+                )
         inputs = PriceInputs(
             now=now,
             calendar=reads.calendar,
             closes=reads.closes,
             quotes=reads.quotes,
             splits=splits,
+            currencies=Currencies(base=reads.base, of_symbol=reads.currencies, rates=rates),
         )
         return current_holdings(
             portfolio_id, state_on(states, day), as_of=day, today=today, inputs=inputs
