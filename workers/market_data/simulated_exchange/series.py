@@ -102,6 +102,16 @@ def _quarter_starts(end: date, calendar: TradingCalendar) -> np.ndarray:
     )
 
 
+def _mean_reverting(shocks: np.ndarray) -> np.ndarray:
+    """x[i] = 0.99 x[i-1] + shocks[i]: a walk pulled back towards 0."""
+    out = np.empty_like(shocks)
+    level = 0.0
+    for i, shock in enumerate(shocks.tolist()):
+        level = 0.99 * level + shock
+        out[i] = level
+    return out
+
+
 @lru_cache(maxsize=8192)
 def build_series(symbol: str, end: date, calendar: TradingCalendar = NYSE) -> Series:
     """Deterministic bars for `symbol` from EPOCH to `end` (a prefix never changes)."""
@@ -116,6 +126,8 @@ def build_series(symbol: str, end: date, calendar: TradingCalendar = NYSE) -> Se
     returns = drift + sigma * draws[0]
     start_price = _fx_level(symbol) if pair else 10.0 + seed % 490
     close = start_price * np.exp(np.cumsum(returns) - returns[0])
+    if pair:  # a rate wanders around its level instead of drifting away for decades
+        close = start_price * np.exp(_mean_reverting(np.concatenate(([0.0], returns[1:]))))
     gap = np.exp(0.3 * sigma * draws[1])
     open_ = np.concatenate(([close[0]], close[:-1])) * gap
     high = np.maximum(open_, close) * (1 + np.abs(draws[2]) * sigma * 0.5)
