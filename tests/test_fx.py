@@ -79,9 +79,11 @@ class TestEuroAssetInUsdPortfolio:
     async def test_buy_books_the_trade_dates_rate(
         self, eur_holding: tuple[Api, int, str], pool: asyncpg.Pool
     ) -> None:
-        """A buy without fx_rate is recorded in the asset's currency at the trade date's
-        stored EURUSD close, and cash falls by its USD amount."""
-        api, portfolio_id, _ = eur_holding
+        """The fetch stores the asset's currency, and a buy without fx_rate is recorded in it
+        at the trade date's stored EURUSD close, and cash falls by its USD amount."""
+        api, portfolio_id, symbol = eur_holding
+        status, prices, _ = await api.request("GET", f"/api/v1/assets/{symbol}/prices")
+        assert (status, prices["currency"]) == (200, "EUR")
         rate = await _close(pool, "EURUSD=X", BUY_DAY)
         assert Decimal("0.9") < rate < Decimal("1.3")
         status, listed, _ = await api.request(
