@@ -30,8 +30,9 @@ from service.api.transaction_files import (
 from service.core.clock import exchange_today
 from service.core.users import User
 from service.portfolio import store
+from service.portfolio.fx import NO_RATES
 from service.portfolio.holdings import PriceInputs, current_holdings
-from service.portfolio.import_format import new_rows, to_csv
+from service.portfolio.import_format import ImportRow, new_rows, to_csv
 from service.portfolio.positions import (
     DayState,
     LedgerError,
@@ -40,7 +41,12 @@ from service.portfolio.positions import (
     replay,
     state_on,
 )
-from service.portfolio.recording import RecordRefused, record_transactions
+from service.portfolio.recording import (
+    TransactionRejected,
+    check_ledger,
+    record_transactions,
+    with_stored_currencies,
+)
 from service.portfolio.schemas import (
     HoldingsOut,
     ImportResult,
@@ -51,6 +57,7 @@ from service.portfolio.schemas import (
     TransactionOut,
     number,
 )
+from service.portfolio.valuation import Currencies
 
 MAX_SNAPSHOT_ROWS = 20_000
 _SNAPSHOT_VALUES = store.SNAPSHOT_VALUE_COLUMNS
@@ -141,21 +148,18 @@ async def _owned(
     return row
 
 
-async def _check_ledger(connection: asyncpg.Connection, transactions: list[Transaction]) -> None:
-    """Refuse a change that leaves an impossible history (selling more than held, overdrawing)."""
-    symbols = sorted({tx.symbol for tx in transactions if tx.symbol})
-    splits = await store.load_splits(connection, symbols)
-    try:
-        replay(transactions, [s for items in splits.values() for s in items])
-    except LedgerError as exc:
-        raise ProblemException(status=422, detail=str(exc)) from None
+def rejected(exc: TransactionRejected) -> ProblemException:
+    """The problem a refused transaction answers with (the field is named in the detail)."""
+    return ProblemException(status=exc.status, detail=exc.detail)
 
 
-def _replay_stored(transactions: list[Transaction], splits: list[Split]) -> list[DayState]:
+def _replay_stored(
+    transactions: list[Transaction], splits: list[Split], *, base: str
+) -> list[DayState]:
     """Replay accepted transactions; a split stored since they were accepted can make them
     impossible (a reverse split shrinking a position a later sell relies on): 409, not 500."""
     try:
-        return replay(transactions, splits)
+        return replay(transactions, splits, base=base)
     except LedgerError as exc:
         raise ProblemException(
             status=409,
@@ -223,18 +227,20 @@ class PortfolioController(Controller):
         portfolio_id: PathId,
         data: JSONBody[TransactionCreate],
     ) -> TransactionOut:
-        """Record a transaction; 422 if it would oversell, overdraw or mix currencies."""
+        """Record a transaction; 422 if it would oversell or overdraw, or if it is in a
+        foreign currency without `fx_rate` and no rate is stored for its date. Priced in the
+        asset's currency unless `currency` says otherwise; the rate used is recorded."""
         async with request.app.state.pool.acquire() as connection, connection.transaction():
             portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
             try:
-                [recorded] = await record_transactions(
+                (recorded,) = await record_transactions(
                     connection,
                     portfolio_id=portfolio_id,
                     base_currency=portfolio["base_currency"],
-                    items=[data],
+                    transactions=[data],
                 )
-            except RecordRefused as exc:
-                raise ProblemException(status=422, detail=str(exc)) from None
+            except TransactionRejected as exc:
+                raise rejected(exc) from None
         return _transaction_out(recorded)
 
     @post(
@@ -253,16 +259,24 @@ class PortfolioController(Controller):
         rows = await parse_import(request)
         async with request.app.state.pool.acquire() as connection, connection.transaction():
             portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
+            base = portfolio["base_currency"]
+            stored_as = await with_stored_currencies(
+                connection, base_currency=base, transactions=[row.transaction for row in rows]
+            )
+            rows = [
+                ImportRow(location=row.location, transaction=tx)
+                for row, tx in zip(rows, stored_as, strict=True)
+            ]
             existing = await store.list_transactions(connection, portfolio_id)
             fresh, duplicates = new_rows(rows, existing)
             try:
                 await record_transactions(
                     connection,
                     portfolio_id=portfolio_id,
-                    base_currency=portfolio["base_currency"],
-                    items=[row.transaction for row in fresh],
+                    base_currency=base,
+                    transactions=[row.transaction for row in fresh],
                 )
-            except RecordRefused as exc:
+            except TransactionRejected as exc:
                 raise refused_row(exc, fresh) from None
         return ImportResult(imported=len(fresh), duplicates=duplicates)
 
@@ -313,13 +327,20 @@ class PortfolioController(Controller):
     ) -> None:
         """Delete a transaction; 422 if a later one would become impossible without it."""
         async with request.app.state.pool.acquire() as connection, connection.transaction():
-            await _owned(connection, portfolio_id, request.user, lock=True)
+            portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
             day = await store.delete_transaction(
                 connection, portfolio_id=portfolio_id, transaction_id=transaction_id
             )
             if day is None:
                 raise ProblemException(status=404, detail=f"no transaction {transaction_id}")
-            await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
+            try:
+                await check_ledger(
+                    connection,
+                    portfolio_id=portfolio_id,
+                    base_currency=portfolio["base_currency"],
+                )
+            except TransactionRejected as exc:
+                raise rejected(exc) from None
             await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=day)
 
     @get("/{portfolio_id:int}/holdings", summary="Current positions and cash", opt=raises(409))
@@ -347,13 +368,28 @@ class PortfolioController(Controller):
         if reads is None:
             raise _not_found(portfolio_id)
         splits = reads.splits
-        states = _replay_stored(reads.transactions, [s for items in splits.values() for s in items])
+        states = _replay_stored(
+            reads.transactions, [s for items in splits.values() for s in items], base=reads.base
+        )
+        foreign = {tx.currency for tx in reads.transactions if tx.currency} | set(
+            reads.currencies.values()
+        )
+        rates = NO_RATES
+        if foreign - {reads.base}:
+            async with request.app.state.pool.acquire() as connection:
+                rates = await store.load_rates(
+                    connection,
+                    store.candidate_pairs(foreign, [reads.base]),
+                    start=day,
+                    end=day,
+                )
         inputs = PriceInputs(
             now=now,
             calendar=reads.calendar,
             closes=reads.closes,
             quotes=reads.quotes,
             splits=splits,
+            currencies=Currencies(base=reads.base, of_symbol=reads.currencies, rates=rates),
         )
         return current_holdings(
             portfolio_id, state_on(states, day), as_of=day, today=today, inputs=inputs

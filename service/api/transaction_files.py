@@ -25,7 +25,7 @@ from service.portfolio.import_format import (
     parse_csv,
     parse_ghostfolio,
 )
-from service.portfolio.recording import RecordRefused
+from service.portfolio.recording import TransactionRejected
 from service.portfolio.schemas import TransactionOut
 
 CSV_MEDIA_TYPE = "text/csv"
@@ -66,16 +66,17 @@ async def parse_import(request: Request[Any, Any, Any]) -> list[ImportRow]:
         ) from None
 
 
-def refused_row(exc: RecordRefused, rows: list[ImportRow]) -> ProblemException:
-    """The 422 for rows that cannot be recorded, naming the row at fault."""
+def refused_row(exc: TransactionRejected, rows: list[ImportRow]) -> ProblemException:
+    """The problem for rows that cannot be recorded, naming the row (and field) at fault."""
     if exc.index is None:
         detail = f"the import would make a recorded transaction impossible: {exc}"
-        return ProblemException(status=422, detail=detail)
+        return ProblemException(status=exc.status, detail=detail)
     location = rows[exc.index].location
+    field = f"{location}.{exc.field}" if exc.field else location
     return ProblemException(
-        status=422,
+        status=exc.status,
         detail=f"{location}: {exc}",
-        errors=[FieldError(field=location, message=str(exc))],
+        errors=[FieldError(field=field, message=str(exc))],
     )
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import asyncpg
 import msgspec
 
 from service.core.trading_calendar import TradingCalendar
+from service.portfolio.fx import MAX_RATE_AGE_DAYS, FxRates, major, pair_symbol
 from service.portfolio.positions import Split, Transaction, TxType
 from service.portfolio.pricing import StoredQuote
 from service.portfolio.schemas import TransactionCreate
@@ -189,14 +190,48 @@ async def load_splits(
     return dict(splits)
 
 
+def candidate_pairs(currencies: Iterable[str | None], bases: Iterable[str]) -> list[str]:
+    """Every stored pair a conversion of `currencies` into `bases` may read: direct, inverse,
+    and both legs of a cross through USD."""
+    majors = {major(c)[0] for c in currencies if c is not None} | set(bases)
+    pairs = set()
+    for base in bases:
+        for currency in majors - {base}:
+            pairs |= {pair_symbol(currency, base), pair_symbol(base, currency)}
+    for currency in majors - {"USD"}:
+        pairs |= {pair_symbol(currency, "USD"), pair_symbol("USD", currency)}
+    return sorted(pairs)
+
+
+async def load_rates(
+    connection: asyncpg.Connection, pairs: Sequence[str], *, start: date, end: date
+) -> FxRates:
+    """Stored closes of `pairs` in [start - MAX_RATE_AGE_DAYS, end]."""
+    if not pairs:
+        return FxRates()
+    rows = await connection.fetch(
+        "SELECT symbol, date, close FROM daily_prices "
+        "WHERE symbol = ANY($1::text[]) AND date BETWEEN $2 AND $3",
+        list(pairs),
+        start - timedelta(days=MAX_RATE_AGE_DAYS),
+        end,
+    )
+    closes: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
+    for row in rows:
+        closes[row["symbol"]].append((row["date"], row["close"]))
+    return FxRates.from_closes(closes)
+
+
 async def asset_currencies(
     connection: asyncpg.Connection, symbols: Sequence[str]
 ) -> dict[str, str]:
     """The quote currency stored for each of `symbols` that has one."""
+    if not symbols:
+        return {}
     rows = await connection.fetch(
-        "SELECT symbol, currency FROM assets WHERE symbol = ANY($1::text[]) "
-        "AND currency IS NOT NULL",
-        sorted(set(symbols)),
+        "SELECT symbol, currency FROM assets "
+        "WHERE symbol = ANY($1::text[]) AND currency IS NOT NULL",
+        list(symbols),
     )
     return {row["symbol"]: row["currency"] for row in rows}
 
@@ -210,6 +245,8 @@ class _TxRow(msgspec.Struct, frozen=True):
     price: Decimal | None
     amount: Decimal | None
     fee: Decimal
+    currency: str | None = None
+    fx_rate: Decimal | None = None
 
 
 class _SplitRow(msgspec.Struct, frozen=True):
@@ -236,7 +273,14 @@ class _ClosureRow(msgspec.Struct, frozen=True):
     closes_at: time | None
 
 
+class _CurrencyRow(msgspec.Struct, frozen=True):
+    symbol: str
+    currency: str
+
+
 class _HoldingsRow(msgspec.Struct, frozen=True):
+    base: str
+    currencies: list[_CurrencyRow]
     transactions: list[_TxRow]
     splits: list[_SplitRow]
     closes: list[_CloseRow]
@@ -248,6 +292,8 @@ class _HoldingsRow(msgspec.Struct, frozen=True):
 class HoldingsReads:
     """Everything `GET …/holdings` reads, from one statement."""
 
+    base: str
+    currencies: dict[str, str]
     transactions: list[Transaction]
     splits: dict[str, list[Split]]
     closes: dict[str, tuple[date, Decimal]]
@@ -257,16 +303,22 @@ class HoldingsReads:
 
 # Numbers travel as text, so they decode into Decimal exactly.
 _HOLDINGS_READS = """
-WITH owned AS (SELECT id FROM portfolios WHERE id = $1 AND owner_id = $2),
+WITH owned AS (SELECT id, base_currency FROM portfolios WHERE id = $1 AND owner_id = $2),
 tx AS (
-    SELECT t.id, t.type, t.date, t.symbol, t.quantity, t.price, t.amount, t.fee
+    SELECT t.id, t.type, t.date, t.symbol, t.quantity, t.price, t.amount, t.fee, t.currency,
+           t.fx_rate
     FROM transactions t JOIN owned ON owned.id = t.portfolio_id
 ),
 held AS (SELECT DISTINCT symbol FROM tx WHERE symbol IS NOT NULL)
 SELECT (SELECT count(*) FROM owned) AS owned, json_build_object(
+    'base', (SELECT base_currency FROM owned),
+    'currencies', (SELECT coalesce(json_agg(json_build_object(
+        'symbol', a.symbol, 'currency', a.currency)), '[]')
+        FROM assets a JOIN held USING (symbol) WHERE a.currency IS NOT NULL),
     'transactions', (SELECT coalesce(json_agg(json_build_object(
         'id', id, 'type', type, 'date', date, 'symbol', symbol, 'quantity', quantity::text,
-        'price', price::text, 'amount', amount::text, 'fee', fee::text) ORDER BY date, id), '[]')
+        'price', price::text, 'amount', amount::text, 'fee', fee::text,
+        'currency', currency, 'fx_rate', fx_rate::text) ORDER BY date, id), '[]')
         FROM tx),
     'splits', (SELECT coalesce(json_agg(json_build_object(
         'symbol', s.symbol, 'date', s.date, 'numerator', s.numerator::text,
@@ -315,6 +367,8 @@ async def holdings_reads(
             )
         )
     return HoldingsReads(
+        base=reads.base,
+        currencies={c.symbol: c.currency for c in reads.currencies},
         transactions=[Transaction(**msgspec.structs.asdict(tx)) for tx in reads.transactions],
         splits=dict(splits),
         closes={c.symbol: (c.date, c.close) for c in reads.closes},
