@@ -33,7 +33,7 @@ class TestDemoSeed:
         for row in counts:
             async with pool.acquire() as connection:
                 transactions = await list_transactions(connection, row["id"])
-            states = replay(transactions)
+            states = replay(transactions, base="USD")
             assert {tx.type for tx in transactions} == {
                 "BUY",
                 "SELL",
@@ -47,3 +47,9 @@ class TestDemoSeed:
                 "SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = $1", row["id"]
             )
             assert snapshots >= 245
+        euro = await pool.fetchval(
+            "SELECT count(*) FROM transactions t JOIN portfolios p ON p.id = t.portfolio_id "
+            "WHERE p.owner_id = $1 AND t.currency = 'EUR' AND t.fx_rate > 0",
+            owner,
+        )
+        assert euro > 0  # the EUR-quoted holding, booked at each day's EURUSD close

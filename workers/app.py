@@ -22,6 +22,7 @@ from service.core.celery_config import create_celery_app
 from service.core.clock import clock_from_settings, exchange_today
 from service.core.contracts import TaskContract
 from service.core.logs import configure_logging
+from service.core.redis_connection import redis_endpoint
 from service.core.settings import Settings
 from service.core.trading_calendar import load_holiday_tables
 from workers.heartbeat import HeartbeatRecorder
@@ -72,6 +73,6 @@ def create_worker_app(
     worker_process_shutdown.connect(stop_runtime, weak=False)
     task_prerun.connect(_bind_task_ids, weak=False)
     task_postrun.connect(_unbind_task_ids, weak=False)
-    heartbeat_sent.connect(HeartbeatRecorder(settings.redis_url), weak=False)
+    heartbeat_sent.connect(HeartbeatRecorder(redis_endpoint(settings)), weak=False)
     task_unknown.connect(UnknownTaskRecorder(settings), weak=False)
     return app

@@ -1,5 +1,8 @@
 """Demo data for `just dev`: two portfolios with a year of transactions on simulated prices.
 
+"Core growth" also holds a EUR-quoted asset (SAP.DE), traded in euros at each
+day's stored EURUSD close, so currency conversion shows at once.
+
 The closes come from the simulated exchange's deterministic series (the same
 bars a market-data fetch from it would store), so snapshots, performance and
 reports have something to show at once. Idempotent: a portfolio that already
@@ -25,6 +28,7 @@ from service.core.trading_calendar import NYSE
 from workers.analytics import select_portfolios, snapshot_portfolios
 from workers.market_data import Bar, bar_rows, upsert_bars
 from workers.market_data.simulated_exchange import build_series
+from workers.market_data.simulated_exchange.series import currency_of
 
 log = get_logger(__name__)
 BENCHMARK = "SPY"
@@ -38,8 +42,11 @@ ASSETS = {
     "AGG": ("ETF", "Fixed Income"),
     "KO": ("Equity", "Consumer Staples"),
     "JPM": ("Equity", "Financials"),
+    "SAP.DE": ("Equity", "Technology"),
+    "EURUSD=X": ("CURRENCY", None),
     BENCHMARK: ("ETF", "Broad Market"),
 }
+BASE = "USD"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +59,9 @@ class DemoPortfolio:
 
 
 DEMO_PORTFOLIOS = (
-    DemoPortfolio("Core growth", 50_000, {"AAPL": 0.3, "MSFT": 0.3, "JNJ": 0.2, "XOM": 0.15}),
+    DemoPortfolio(
+        "Core growth", 50_000, {"AAPL": 0.3, "MSFT": 0.3, "JNJ": 0.1, "XOM": 0.15, "SAP.DE": 0.1}
+    ),
     DemoPortfolio("Income", 30_000, {"TLT": 0.35, "AGG": 0.25, "KO": 0.2, "JPM": 0.15}),
 )
 _CENT = Decimal("0.01")
@@ -72,9 +81,17 @@ def demo_transactions(
     txs: list[dict[str, Any]] = [{"type": "DEPOSIT", "date": days[0], "amount": portfolio.deposit}]
     held: dict[str, Decimal] = {}
 
+    def priced(symbol: str, day: date) -> dict[str, Any]:
+        """A foreign asset's transaction is in its currency at that day's stored rate."""
+        currency = currency_of(symbol)
+        if currency == BASE:
+            return {}
+        return {"currency": currency, "fx_rate": closes[f"{currency}{BASE}=X"][day]}
+
     def buy(symbol: str, day: date, budget: float) -> None:
         price = closes[symbol][day].quantize(_CENT)
-        quantity = (Decimal(budget) / price).quantize(Decimal(1), rounding=ROUND_DOWN)
+        rate = priced(symbol, day).get("fx_rate", Decimal(1))
+        quantity = (Decimal(budget) / (price * rate)).quantize(Decimal(1), rounding=ROUND_DOWN)
         if quantity > 0:
             txs.append(
                 {
@@ -84,6 +101,7 @@ def demo_transactions(
                     "quantity": quantity,
                     "price": price,
                     "fee": Decimal(1),
+                    **priced(symbol, day),
                 }
             )
             held[symbol] = held.get(symbol, Decimal(0)) + quantity
@@ -100,7 +118,15 @@ def demo_transactions(
             per_share = dividends[symbol].get(day)
             if per_share and held.get(symbol):
                 amount = (Decimal(str(per_share)) * held[symbol]).quantize(_CENT)
-                txs.append({"type": "DIVIDEND", "date": day, "symbol": symbol, "amount": amount})
+                txs.append(
+                    {
+                        "type": "DIVIDEND",
+                        "date": day,
+                        "symbol": symbol,
+                        "amount": amount,
+                        **priced(symbol, day),
+                    }
+                )
         if i == 150 and held.get(symbols[1]):
             quantity = (held[symbols[1]] / 2).quantize(Decimal(1), rounding=ROUND_DOWN)
             price = closes[symbols[1]][day].quantize(_CENT)
@@ -112,6 +138,7 @@ def demo_transactions(
                     "quantity": quantity,
                     "price": price,
                     "fee": Decimal(1),
+                    **priced(symbols[1], day),
                 }
             )
             held[symbols[1]] -= quantity
@@ -142,12 +169,13 @@ async def _store_prices(pool: asyncpg.Pool, days: list[date]) -> dict[str, dict[
             ]
             await upsert_bars(connection, bar_rows(symbol, bars, source="yahoo"))
             await connection.execute(
-                "UPDATE assets SET currency = coalesce(currency, 'USD'), "
+                "UPDATE assets SET currency = coalesce(currency, $4), "
                 "asset_type = coalesce(asset_type, $2), sector = coalesce(sector, $3) "
                 "WHERE symbol = $1",
                 symbol,
                 asset_type,
                 sector,
+                currency_of(symbol),
             )
             closes[symbol] = _closes(symbol, days)
     return closes
@@ -174,7 +202,7 @@ async def seed_demo_portfolios(pool: asyncpg.Pool, *, owner_id: int, clock: Cloc
                 continue
             await connection.executemany(
                 "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price, "
-                "amount, fee) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "amount, fee, currency, fx_rate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 [
                     (
                         portfolio_id,
@@ -185,6 +213,8 @@ async def seed_demo_portfolios(pool: asyncpg.Pool, *, owner_id: int, clock: Cloc
                         tx.get("price"),
                         _decimal(tx.get("amount")),
                         tx.get("fee", Decimal(0)),
+                        tx.get("currency"),
+                        tx.get("fx_rate"),
                     )
                     for tx in demo_transactions(demo, days, closes)
                 ],

@@ -69,9 +69,11 @@ class ProblemException(HTTPException):
         detail: str,
         headers: dict[str, str] | None = None,
         problem_type: str | None = None,
+        errors: list[FieldError] | None = None,
     ) -> None:
         super().__init__(detail=detail, status_code=status, headers=headers)
         self.problem_type = problem_type
+        self.errors = errors
 
 
 def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
@@ -182,11 +184,12 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         return handle_validation(request, ValidationException(detail=exc.detail, extra=exc.extra))
     detail = exc.detail or _TITLES.get(status, "Error")
     problem_type = exc.problem_type if isinstance(exc, ProblemException) else None
+    errors = exc.errors if isinstance(exc, ProblemException) else None
     return problem_response(
         request,
         status=status,
         detail=detail,
-        errors=field_errors(exc.extra) if exc.extra else None,
+        errors=errors or (field_errors(exc.extra) if exc.extra else None),
         headers=exc.headers,
         problem_type=problem_type,
     )

@@ -28,6 +28,7 @@ from service.core.market_closures import load_trading_calendar
 from service.core.rates import parse_rate
 from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
+from service.portfolio.fx import is_pair, needed_pairs
 from workers.db_retry import in_transaction
 from workers.market_data.auto_dividends import follow_dividends
 from workers.market_data.failover import Failover, SymbolFailed
@@ -159,6 +160,11 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
     wanted = requested_window(period=task.period, start=task.start, end=task.end, today=ctx.today())
     started = time.monotonic()
     result, chunks = await _run(ctx, symbols, _history_spec(wanted), "fetching")
+    pairs = await _pairs_for(ctx, symbols)
+    if pairs:
+        fx_result, _ = await _run(ctx, pairs, _history_spec(wanted), "fetching FX rates")
+        result.merge(fx_result)
+        symbols = [*symbols, *pairs]
     rewrites = await _rewrite_stale_snapshots(ctx, symbols, result)
     dividend_portfolios = await _follow_dividends(ctx, symbols, result)
     log.info(
@@ -178,6 +184,27 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
         "rows_written": result.rows_written,
         "failed": [{"symbol": f.symbol, "reason": f.reason} for f in result.failed],
     }
+
+
+async def _pairs_for(ctx: TaskContext, symbols: list[str]) -> list[str]:
+    """The FX pairs that convert `symbols`' stored currencies into every portfolio's base
+    currency, less those in `symbols`."""
+    async with ctx.pool.acquire() as connection:
+        currencies = [
+            row["currency"]
+            for row in await connection.fetch(
+                "SELECT DISTINCT currency FROM assets "
+                "WHERE symbol = ANY($1::text[]) AND currency IS NOT NULL",
+                [s for s in symbols if not is_pair(s)],
+            )
+        ]
+        bases = [
+            row["base_currency"]
+            for row in await connection.fetch("SELECT DISTINCT base_currency FROM portfolios")
+        ]
+    asked = set(symbols)
+    wanted = {pair for base in bases for pair in needed_pairs(currencies, base=base)}
+    return sorted(wanted - asked)
 
 
 def _history_spec(wanted: Window) -> dict[str, Any]:
@@ -435,6 +462,7 @@ async def store_session_closes(ctx: TaskContext, task: StoreSessionCloses) -> di
     session = task.session(now=ctx.clock(), calendar=calendar)
     held = await _portfolio_symbols(ctx, portfolio_ids=None, user_id=None)
     symbols = sorted({*held, ctx.settings.benchmark_symbol})
+    symbols = sorted({*symbols, *await _pairs_for(ctx, symbols)})
     # The incremental planner asks only for what is missing from the stored history.
     wanted = Window(session - timedelta(days=CLOSE_WINDOW_DAYS), session)
     result, _ = await _run(ctx, symbols, _history_spec(wanted), "closes")
