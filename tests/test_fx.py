@@ -153,3 +153,41 @@ class TestEuroAssetInUsdPortfolio:
         )
         growth = float(snapshot["total_value"] / first) - 1
         assert performance["metrics"]["twr"] == pytest.approx(growth, rel=1e-6)
+
+    async def test_reimporting_foreign_rows_adds_nothing(
+        self, eur_holding: tuple[Api, int, str], pool: asyncpg.Pool
+    ) -> None:
+        """A CSV row for a EUR asset without a currency column is stored in EUR at the trade
+        date's rate, and importing the same file again (or the portfolio's own export) is
+        counted as duplicates, not booked twice."""
+        api, portfolio_id, symbol = eur_holding
+        path = f"/api/v1/portfolios/{portfolio_id}/transactions/import"
+        csv_text = f"date,type,symbol,quantity,price\n2026-11-04,BUY,{symbol},2,51\n"
+        answers = []
+        for _ in range(2):
+            status, answer, _ = await api.request(
+                "POST", path, raw=csv_text.encode(), headers={"Content-Type": "text/csv"}
+            )
+            assert status == 200, answer
+            answers.append(answer)
+        assert answers == [{"imported": 1, "duplicates": 0}, {"imported": 0, "duplicates": 1}]
+        stored = await pool.fetchrow(
+            "SELECT currency, fx_rate FROM transactions "
+            "WHERE portfolio_id = $1 AND date = '2026-11-04'",
+            portfolio_id,
+        )
+        assert stored is not None
+        assert (stored["currency"], stored["fx_rate"]) == (
+            "EUR",
+            await _close(pool, "EURUSD=X", date(2026, 11, 4)),
+        )
+        async with api.session.get(
+            f"{api.base_url}/api/v1/portfolios/{portfolio_id}/transactions?format=csv",
+            headers=api.headers(),
+        ) as response:
+            assert response.status == 200
+            exported = await response.text()
+        status, again, _ = await api.request(
+            "POST", path, raw=exported.encode(), headers={"Content-Type": "text/csv"}
+        )
+        assert (status, again) == (200, {"imported": 0, "duplicates": 3})
