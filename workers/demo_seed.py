@@ -1,7 +1,8 @@
 """Demo data for `just dev`: two portfolios with a year of transactions on simulated prices.
 
 "Core growth" also holds a EUR-quoted asset (SAP.DE), traded in euros at each
-day's stored EURUSD close, so currency conversion shows at once.
+day's stored EURUSD close, so currency conversion shows at once. "Income" arrives
+the way a user's broker history does: as a CSV file through the import path.
 
 The closes come from the simulated exchange's deterministic series (the same
 bars a market-data fetch from it would store), so snapshots, performance and
@@ -12,6 +13,8 @@ has transactions is left alone.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import sys
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -25,6 +28,8 @@ from service.core.database import create_pool
 from service.core.logs import configure_logging, get_logger
 from service.core.settings import Settings
 from service.core.trading_calendar import NYSE
+from service.portfolio.import_format import CSV_COLUMNS, parse_csv
+from service.portfolio.recording import record_transactions
 from workers.analytics import select_portfolios, snapshot_portfolios
 from workers.market_data import Bar, bar_rows, upsert_bars
 from workers.market_data.simulated_exchange import build_series
@@ -56,13 +61,16 @@ class DemoPortfolio:
     name: str
     deposit: int
     weights: dict[str, float]
+    imported: bool = False
 
 
 DEMO_PORTFOLIOS = (
     DemoPortfolio(
         "Core growth", 50_000, {"AAPL": 0.3, "MSFT": 0.3, "JNJ": 0.1, "XOM": 0.15, "SAP.DE": 0.1}
     ),
-    DemoPortfolio("Income", 30_000, {"TLT": 0.35, "AGG": 0.25, "KO": 0.2, "JPM": 0.15}),
+    DemoPortfolio(
+        "Income", 30_000, {"TLT": 0.35, "AGG": 0.25, "KO": 0.2, "JPM": 0.15}, imported=True
+    ),
 )
 _CENT = Decimal("0.01")
 
@@ -149,6 +157,19 @@ def demo_transactions(
     return txs
 
 
+def as_import_csv(transactions: list[dict[str, Any]]) -> str:
+    """`transactions` as a broker-history file in the import format (pure)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for tx in transactions:
+        cells = {**tx, "date": tx["date"].isoformat(), "note": "demo import"}
+        writer.writerow(
+            ["" if cells.get(name) is None else str(cells[name]) for name in CSV_COLUMNS]
+        )
+    return out.getvalue()
+
+
 async def _store_prices(pool: asyncpg.Pool, days: list[date]) -> dict[str, dict[date, Decimal]]:
     closes: dict[str, dict[date, Decimal]] = {}
     async with pool.acquire() as connection:
@@ -200,6 +221,16 @@ async def seed_demo_portfolios(pool: asyncpg.Pool, *, owner_id: int, clock: Cloc
                 "SELECT EXISTS (SELECT 1 FROM transactions WHERE portfolio_id = $1)", portfolio_id
             ):
                 continue
+            transactions = demo_transactions(demo, days, closes)
+            if demo.imported:
+                rows = parse_csv(as_import_csv(transactions))
+                await record_transactions(
+                    connection,
+                    portfolio_id=portfolio_id,
+                    base_currency=BASE,
+                    transactions=[row.transaction for row in rows],
+                )
+                continue
             await connection.executemany(
                 "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price, "
                 "amount, fee, currency, fx_rate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -216,7 +247,7 @@ async def seed_demo_portfolios(pool: asyncpg.Pool, *, owner_id: int, clock: Cloc
                         tx.get("currency"),
                         tx.get("fx_rate"),
                     )
-                    for tx in demo_transactions(demo, days, closes)
+                    for tx in transactions
                 ],
             )
     async with pool.acquire() as connection:
