@@ -204,11 +204,18 @@ class TestAutoDividends:
         ]
 
     async def test_patch_names_a_bad_field(self, api: Api) -> None:
-        """A PATCH with a non-boolean or unknown field is a 400 problem naming it."""
+        """A PATCH with a non-boolean (0 included: JSON booleans only) or unknown field is a
+        400 problem naming it, and the portfolio stays as it was."""
         portfolio_id = await _portfolio(api, "bad patch", auto=False)
-        for body, field in (({"auto_dividends": "yes"}, "auto_dividends"), ({"name": "x"}, "name")):
+        for body, field in (
+            ({"auto_dividends": "yes"}, "auto_dividends"),
+            ({"auto_dividends": 1}, "auto_dividends"),
+            ({"name": "x"}, "name"),
+        ):
             status, problem, _ = await api.request(
                 "PATCH", f"/api/v1/portfolios/{portfolio_id}", body=body
             )
             assert status == 400, problem
             assert field in str(problem), problem
+        status, portfolio, _ = await api.request("GET", f"/api/v1/portfolios/{portfolio_id}")
+        assert (status, portfolio["auto_dividends"]) == (200, False)

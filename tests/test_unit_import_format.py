@@ -83,11 +83,13 @@ class TestCsvHeaders:
             ("symbol,quantity\nAAPL,1\n", [("line 1", "date"), ("line 1", "type")]),
             ("date,type,amount,value\n", [("line 1", "value")]),
             ("date,type,note,comment\n", [("line 1", "comment")]),
+            ("date,type,amount\n\n", [("line 2", "")]),
         ],
-        ids=["empty", "no-date-or-type", "unknown-column", "two-note-columns"],
+        ids=["empty", "no-date-or-type", "unknown-column", "two-note-columns", "header-only"],
     )
     def test_bad_headers_are_named(self, text: str, errors: list[tuple[str, str]]) -> None:
-        """A missing, unknown or doubled column is refused naming it on line 1."""
+        """A missing, unknown or doubled column is refused naming it on line 1, and a file
+        with no row after its header on line 2."""
         assert _refused(text) == errors
 
     @pytest.mark.parametrize(
@@ -282,6 +284,7 @@ class TestGhostfolio:
                 "activities[0]",
                 "unitPrice",
             ),
+            (b'{"activities": []}', "activities", ""),
         ],
     )
     def test_bad_activities_are_named(self, body: bytes, location: str, field: str) -> None:

@@ -19,7 +19,7 @@ from litestar.params import FromQuery, JSONBody, Parameter, PathParameter
 
 from service.api.openapi_responses import raises, with_alternative_content
 from service.api.polled_reads import etag_matches, json_response, make_etag, not_modified
-from service.api.problems import ProblemException
+from service.api.problems import ProblemException, decode_strictly
 from service.api.transaction_files import (
     CSV_MEDIA_TYPE,
     IMPORT_OPERATION,
@@ -204,6 +204,7 @@ class PortfolioController(Controller):
         self, request: Request[User, int, State], data: JSONBody[PortfolioCreate]
     ) -> PortfolioOut:
         """A new, empty portfolio; 409 if the caller already has one by that name."""
+        data = decode_strictly(await request.body(), PortfolioCreate)
         async with request.app.state.pool.acquire() as connection:
             row = await store.create_portfolio(
                 connection,
@@ -246,6 +247,7 @@ class PortfolioController(Controller):
         DIVIDEND transactions at once, off deletes the generated ones (docs/API.md,
         Dividends). 409 if removing them leaves an impossible history (a later withdrawal
         spent that cash)."""
+        data = decode_strictly(await request.body(), PortfolioUpdate)
         today = exchange_today(request.app.state.clock)
         async with request.app.state.pool.acquire() as connection, connection.transaction():
             await _owned(connection, portfolio_id, request.user, lock=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -39,6 +39,9 @@ _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DO
 # Messages that name their field without a path, and our own "field: message" rules.
 _NAMED_FIELD = re.compile(r"(?:unknown|required) field `(?P<field>[^`]+)`")
 _FIELD_PREFIX = re.compile(r"^(?P<field>[a-z_]+): (?P<message>.+)$", re.DOTALL)
+
+
+_Body = TypeVar("_Body")
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -263,3 +266,17 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     asyncpg.exceptions.UntranslatableCharacterError: handle_unstorable_text,
     Exception: handle_unexpected,
 }
+
+
+def decode_strictly(raw: bytes, type_: type[_Body]) -> _Body:
+    """Decode a JSON body by msgspec's strict rules, or raise a 400 naming the field.
+
+    Litestar converts bodies leniently (0 becomes false, "1" becomes 1); a body with a
+    boolean field is decoded again with this so `{"flag": 0}` is refused as the schema says."""
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        errors = field_errors({"message": str(exc)})
+        raise ProblemException(
+            status=400, detail=f"Validation failed: {exc}", errors=errors
+        ) from None

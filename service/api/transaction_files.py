@@ -122,7 +122,7 @@ _IMPORT_BODY = RequestBody(
                 required=["activities"],
                 properties={
                     "activities": Schema(
-                        type=OpenAPIType.ARRAY, max_items=MAX_ROWS, items=_ACTIVITY
+                        type=OpenAPIType.ARRAY, min_items=1, max_items=MAX_ROWS, items=_ACTIVITY
                     )
                 },
             )

@@ -136,6 +136,8 @@ def parse_csv(text: str) -> list[ImportRow]:
         raise ImportRefused([RowError(f"line {reader.line_num}", "", f"not CSV: {exc}")]) from None
     if errors:
         raise ImportRefused(errors)
+    if not rows:
+        raise ImportRefused([RowError("line 2", "", "no transactions after the header row")])
     return rows
 
 
@@ -214,6 +216,8 @@ def parse_ghostfolio(body: bytes) -> list[ImportRow]:
         raise ImportRefused([RowError("body", "", f"not JSON: {exc}")]) from None
     if len(export.activities) > MAX_ROWS:
         raise TooManyRows(f"more than {MAX_ROWS:,} activities")
+    if not export.activities:
+        raise ImportRefused([RowError("activities", "", "no activities")])
     rows: list[ImportRow] = []
     errors: list[RowError] = []
     for index, activity in enumerate(export.activities):
