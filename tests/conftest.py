@@ -61,6 +61,8 @@ SECRETS_ENV = {
 DATABASE_PASSWORD = f"pg-secret-{SECRET_SUFFIX}"
 # The password of the password-protected Redis tests/test_redis_password.py starts.
 REDIS_PASSWORD = f"redis-secret-{SECRET_SUFFIX}"
+# The password of that Redis's ACL user (tests/test_redis_password.py).
+REDIS_ACL_PASSWORD = f"redis-acl-secret-{SECRET_SUFFIX}"
 # Provider keys tests/market_sim.py gives its providers.
 OTHER_SECRETS = ("test-polygon-key", "test-tiingo-key")
 # A whole findash API key; a log line may show its 8-character prefix, never more.
@@ -76,7 +78,13 @@ def with_password(url: str, password: str) -> str:
 
 def secrets_in(text: str) -> list[str]:
     """The session's secrets (and any whole API key) found in `text`."""
-    known = [*SECRETS_ENV.values(), DATABASE_PASSWORD, REDIS_PASSWORD, *OTHER_SECRETS]
+    known = [
+        *SECRETS_ENV.values(),
+        DATABASE_PASSWORD,
+        REDIS_PASSWORD,
+        REDIS_ACL_PASSWORD,
+        *OTHER_SECRETS,
+    ]
     return [secret for secret in known if secret in text] + API_KEY_PATTERN.findall(text)
 
 

@@ -28,6 +28,7 @@ from service.core.clock import clock_from_settings, exchange_today
 from service.core.contracts import TaskContract
 from service.core.logs import configure_logging, get_logger
 from service.core.metrics_exposition import serve_multiprocess, worker_metrics_dir
+from service.core.redis_connection import redis_endpoint
 from service.core.settings import Settings
 from service.core.trading_calendar import load_holiday_tables
 from workers import metrics
@@ -86,7 +87,7 @@ def create_worker_app(
     worker_process_shutdown.connect(stop_runtime, weak=False)
     task_prerun.connect(_bind_task_ids, weak=False)
     task_postrun.connect(_unbind_task_ids, weak=False)
-    heartbeat_sent.connect(HeartbeatRecorder(settings.redis_url), weak=False)
+    heartbeat_sent.connect(HeartbeatRecorder(redis_endpoint(settings)), weak=False)
     task_unknown.connect(UnknownTaskRecorder(settings), weak=False)
     _connect_metrics(settings, serve=serve_metrics)
     return app

@@ -33,6 +33,7 @@ from service.core.database import create_pool
 from service.core.logs import configure_logging, get_logger
 from service.core.publisher import TaskPublisher
 from service.core.rates import parse_rate
+from service.core.redis_connection import redis_endpoint
 from service.core.settings import Settings
 from service.core.trading_calendar import load_holiday_tables
 
@@ -106,7 +107,7 @@ def create_app(
             acquire_timeout=settings.db_acquire_timeout_seconds,
         )
         app.state.redis = redis_clients.async_client(
-            settings.redis_url,
+            redis_endpoint(settings),
             budget_seconds=redis_clients.API_RETRY_SECONDS,
             socket_timeout=1,
             connect_timeout=0.5,
@@ -126,7 +127,7 @@ def create_app(
         separate_broker = settings.celery_broker_url != settings.redis_url
         app.state.broker_redis = (
             redis_clients.async_client(
-                settings.celery_broker_url,
+                redis_endpoint(settings, settings.celery_broker_url),
                 budget_seconds=redis_clients.API_RETRY_SECONDS,
                 socket_timeout=1,
                 connect_timeout=0.5,

@@ -38,6 +38,7 @@ from workers.market_data.store import (
     dividend_rows,
     invalidate_snapshots_after_splits,
     known_events,
+    record_currencies,
     record_failures,
     record_successes,
     split_rows,
@@ -84,9 +85,11 @@ class _Batch:
     successes: list[tuple[str, date | None, str, date | None]] = field(default_factory=list)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     new_splits: list[tuple[str, date]] = field(default_factory=list)
+    currencies: list[tuple[str, str]] = field(default_factory=list)
 
     def clear(self) -> None:
         for rows in (
+            self.currencies,
             self.bars,
             self.dividends,
             self.splits,
@@ -106,6 +109,7 @@ async def _write(pool: asyncpg.Pool, batch: _Batch, *, clock: Clock, retry_secon
     async def write(connection: asyncpg.Connection) -> int:
         nonlocal events
         changed = await upsert_bars(connection, batch.bars)
+        await record_currencies(connection, batch.currencies)
         events = await upsert_events(connection, dividends=batch.dividends, splits=batch.splits)
         await invalidate_snapshots_after_splits(connection, batch.new_splits)
         await record_successes(connection, batch.successes, now=clock())
@@ -237,6 +241,8 @@ class ChunkFetcher:
             return
         history, source = outcome.history, outcome.provider
         batch.bars.extend(bar_rows(outcome.symbol, history.bars, source=source))
+        if history.currency:
+            batch.currencies.append((outcome.symbol, history.currency))
         batch.dividends.extend(dividend_rows(history, source=source))
         batch.splits.extend(split_rows(history, source=source))
         fresh = [split.date for split in history.splits if split.date not in known_splits]
