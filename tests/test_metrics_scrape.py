@@ -17,6 +17,7 @@ import pytest
 from service.core.metrics_exposition import OTHER, TASK_NAMES
 from tests.metrics_scrape import MetricsScrape, scrape, scraped_names
 from tests.processes import serve_api
+from tests.prom_names import metric_names_used
 
 # The first test pays for the session: Postgres, Redis, the exchange and the metrics stack.
 pytestmark = pytest.mark.timeout(360)
@@ -189,3 +190,19 @@ async def test_metrics_route_is_not_in_the_schema(api_url: str, path: str) -> No
     async with aiohttp.ClientSession() as http, http.get(f"{api_url}{path}") as response:
         document = await response.json()
     assert "/metrics" not in document["paths"]
+
+
+class TestDashboardAndAlertsUseScrapedMetrics:
+    """Issue 12: the dashboard and the alert rules reference only metrics a scrape returned."""
+
+    def test_every_queried_metric_was_scraped(self, metrics_scrape: MetricsScrape) -> None:
+        """Every series the alert rules and the Grafana dashboard query (Prometheus's own
+        `up` aside) is one the API, worker or scheduler endpoint actually returned after the
+        session's work."""
+        root = Path(__file__).resolve().parent.parent
+        used = metric_names_used(
+            root / "ops" / "prometheus" / "alerts.yml",
+            root / "ops" / "grafana" / "dashboards" / "findash.json",
+        )
+        assert used, "no metric names found in the rules and the dashboard"
+        assert used - scraped_names(metrics_scrape) == {"up"}
