@@ -55,7 +55,9 @@ scheduler:
 # Run Flower (basic auth from FLOWER_BASIC_AUTH=user:password).
 flower port="5555":
     @test -n "${FLOWER_BASIC_AUTH:-}" || { echo "set FLOWER_BASIC_AUTH=user:password" >&2; exit 2; }
-    {{python}} -m celery -A workers.worker flower --port={{port}} --basic-auth="$FLOWER_BASIC_AUTH"
+    # Flower reads FLOWER_* itself: the password stays off the command line (ps), and it is
+    # read-only unless FLOWER_READ_ONLY=false (it can run any task otherwise).
+    FLOWER_READ_ONLY="${FLOWER_READ_ONLY:-true}" {{python}} -m celery -A workers.worker flower --address=127.0.0.1 --port={{port}}
 
 # Run the simulated exchange alone.
 exchange:
