@@ -52,10 +52,12 @@ worker queues="scheduled,market_data,analytics" concurrency="2":
 scheduler:
     {{python}} -m service.scheduler
 
-# Run Flower (basic auth from FLOWER_BASIC_AUTH=user:password).
+# Run Flower on loopback (basic auth from FLOWER_BASIC_AUTH=user:password). Flower reads
+# FLOWER_* itself, so the password stays off the command line; it is read-only unless
+# FLOWER_READ_ONLY=false (it can run any task otherwise: docs/OPERATIONS.md).
 flower port="5555":
     @test -n "${FLOWER_BASIC_AUTH:-}" || { echo "set FLOWER_BASIC_AUTH=user:password" >&2; exit 2; }
-    {{python}} -m celery -A workers.worker flower --port={{port}} --basic-auth="$FLOWER_BASIC_AUTH"
+    FLOWER_READ_ONLY="${FLOWER_READ_ONLY:-true}" {{python}} -m celery -A workers.worker flower --address=127.0.0.1 --port={{port}}
 
 # Run the simulated exchange alone.
 exchange:

@@ -37,7 +37,7 @@ from service.dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tests.processes import LOG_PATHS, ManagedProcess, wait_until_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.market_sim"]
+pytest_plugins = ["tests.market_sim", "tests.metrics_scrape"]
 
 # The instant the suite pins "now" to: Wednesday 2026-11-18, 15:00 in New York (a regular
 # session), read at CLOCK_ANCHOR (whole seconds, so pinned and real sub-seconds agree).
@@ -61,6 +61,8 @@ SECRETS_ENV = {
 DATABASE_PASSWORD = f"pg-secret-{SECRET_SUFFIX}"
 # The password of the password-protected Redis tests/test_redis_password.py starts.
 REDIS_PASSWORD = f"redis-secret-{SECRET_SUFFIX}"
+# The password of that Redis's ACL user (tests/test_redis_password.py).
+REDIS_ACL_PASSWORD = f"redis-acl-secret-{SECRET_SUFFIX}"
 # Provider keys tests/market_sim.py gives its providers.
 OTHER_SECRETS = ("test-polygon-key", "test-tiingo-key")
 # A whole findash API key; a log line may show its 8-character prefix, never more.
@@ -76,7 +78,13 @@ def with_password(url: str, password: str) -> str:
 
 def secrets_in(text: str) -> list[str]:
     """The session's secrets (and any whole API key) found in `text`."""
-    known = [*SECRETS_ENV.values(), DATABASE_PASSWORD, REDIS_PASSWORD, *OTHER_SECRETS]
+    known = [
+        *SECRETS_ENV.values(),
+        DATABASE_PASSWORD,
+        REDIS_PASSWORD,
+        REDIS_ACL_PASSWORD,
+        *OTHER_SECRETS,
+    ]
     return [secret for secret in known if secret in text] + API_KEY_PATTERN.findall(text)
 
 

@@ -68,7 +68,8 @@ def celery_client(settings: Settings) -> Iterator[Celery]:
 async def scenario(pool: asyncpg.Pool) -> dict[str, int]:
     """Two owners; owner A has a good, an unpriced and a foreign-currency portfolio."""
     await put_closes(pool, "AXA1", AXA_CLOSES)
-    await put_closes(pool, "EURX1", {D("2019-06-24"): 5.0}, currency="EUR")
+    # Quoted in a currency whose rate no provider has ("ZZ…" is unknown to the exchange).
+    await put_closes(pool, "EURX1", {D("2019-06-24"): 5.0}, currency="ZZZ")
     spy = {day: 100.0 + i * (1 if i % 3 else -2) for i, day in enumerate(EXPECTED)}
     del spy[D("2019-07-02")]  # a benchmark day missing
     await put_closes(pool, "SPY", spy, asset_type="ETF", sector="Index")
@@ -129,7 +130,10 @@ class TestSnapshotTask:
         assert result["snapshots"] == len(EXPECTED)
         assert set(result["failed"]) == {str(scenario["unpriced"]), str(scenario["foreign"])}
         assert "no close for NOPX1" in result["failed"][str(scenario["unpriced"])]
-        assert "quoted in EUR" in result["failed"][str(scenario["foreign"])]
+        foreign = result["failed"][str(scenario["foreign"])]
+        assert foreign.startswith("missing_fx: ['ZZZUSD 2019-06-25'")
+        assert result["missing_fx"][:2] == ["ZZZUSD 2019-06-25", "ZZZUSD 2019-06-26"]
+        assert result["fx_fetch_task_id"] is not None  # asked for, though no provider has it
         assert await _snapshots(pool, scenario["unpriced"]) == []
         assert await _snapshots(pool, scenario["other"]) == []
 
@@ -227,7 +231,8 @@ class TestPerformanceTask:
         unpriced = by_id[scenario["unpriced"]]
         assert all(value is None for value in unpriced["metrics"].values())
         assert "no close for NOPX1" in unpriced["unavailable"]["twr"]
-        assert "quoted in EUR" in by_id[scenario["foreign"]]["unavailable"]["mwr"]
+        foreign = by_id[scenario["foreign"]]["unavailable"]["mwr"]
+        assert foreign.startswith("missing_fx: ['ZZZUSD 2019-06-25', 'ZZZUSD 2019-06-26'")
         assert by_id[scenario["good"]]["metrics"]["twr"] is not None
 
     async def test_portfolio_starting_inside_the_window_counts_its_first_day(

@@ -13,8 +13,8 @@ from workers.demo_seed import DEMO_PORTFOLIOS, seed_demo_portfolios
 
 class TestDemoSeed:
     async def test_seed_is_idempotent_and_complete(self, pool: asyncpg.Pool) -> None:
-        """Seeding twice leaves two portfolios whose year of transactions replays cleanly and
-        whose every trading day has a snapshot."""
+        """Seeding twice leaves two portfolios, one of them imported from a CSV file, whose
+        year of transactions replays cleanly and whose every trading day has a snapshot."""
         owner = await new_owner_id(pool)
         await seed_demo_portfolios(pool, owner_id=owner, clock=PINNED_CLOCK)
         counts = await pool.fetch(
@@ -33,7 +33,7 @@ class TestDemoSeed:
         for row in counts:
             async with pool.acquire() as connection:
                 transactions = await list_transactions(connection, row["id"])
-            states = replay(transactions)
+            states = replay(transactions, base="USD")
             assert {tx.type for tx in transactions} == {
                 "BUY",
                 "SELL",
@@ -47,3 +47,20 @@ class TestDemoSeed:
                 "SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = $1", row["id"]
             )
             assert snapshots >= 245
+        euro = await pool.fetchval(
+            "SELECT count(*) FROM transactions t JOIN portfolios p ON p.id = t.portfolio_id "
+            "WHERE p.owner_id = $1 AND t.currency = 'EUR' AND t.fx_rate > 0",
+            owner,
+        )
+        assert euro > 0  # the EUR-quoted holding, booked at each day's EURUSD close
+        imported = await pool.fetch(
+            "SELECT p.name, count(*) FILTER (WHERE t.note = 'demo import') AS from_file, "
+            "count(*) AS total FROM transactions t JOIN portfolios p ON p.id = t.portfolio_id "
+            "WHERE p.owner_id = $1 GROUP BY p.name ORDER BY p.name",
+            owner,
+        )
+        # "Income" came in as a CSV file through the import path; "Core growth" did not.
+        assert [(r["name"], r["from_file"] == r["total"] > 0) for r in imported] == [
+            ("Core growth", False),
+            ("Income", True),
+        ]

@@ -94,8 +94,9 @@ class TestPricesApi:
     async def test_values_as_before_and_304_until_a_bar_changes(
         self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser, pool: asyncpg.Pool
     ) -> None:
-        """Prices carry the stored values (nulls included) in date order, and a poll with the
-        ETag gets an empty 304 until a bar in its range is rewritten or added."""
+        """Prices carry the stored values (nulls included) in date order with the asset's
+        currency, and a poll with the ETag gets an empty 304 until a bar in its range is
+        rewritten or added."""
         symbol = "POLLPX1"
         first = date(2024, 3, 1)
         await put_closes(
@@ -111,7 +112,8 @@ class TestPricesApi:
         path = f"/api/v1/assets/{symbol.lower()}/prices"
         status, body, headers = await api.request("GET", path)
         assert status == 200
-        assert body == {"symbol": symbol, "prices": await _stored_prices(pool, symbol)}
+        prices = await _stored_prices(pool, symbol)
+        assert body == {"symbol": symbol, "currency": "USD", "prices": prices}
         assert body["prices"][0]["volume"] == 1234567
         assert all(isinstance(p["close"], float) for p in body["prices"])
         etag = headers["ETag"]

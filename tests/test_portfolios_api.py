@@ -180,12 +180,17 @@ class TestTransactions:
         )
         assert status == 422
 
-    async def test_foreign_currency_asset_is_refused(self, alice: Api, pool: asyncpg.Pool) -> None:
-        """Buying an asset quoted in another currency answers 422, never a silent mix."""
+    async def test_foreign_asset_without_a_rate_is_refused(
+        self, alice: Api, pool: asyncpg.Pool
+    ) -> None:
+        """Buying an asset quoted in another currency with no rate given or stored answers 422
+        naming fx_rate, never a silent 1.0; with fx_rate it is recorded in the asset's
+        currency."""
         await put_closes(pool, "APIEUR", {date(2024, 1, 2): 10.0}, currency="EUR")
+        portfolio = await _portfolio(alice)
         status, problem = await _tx(
             alice,
-            await _portfolio(alice),
+            portfolio,
             type="BUY",
             date="2024-01-02",
             symbol="apieur",
@@ -193,7 +198,19 @@ class TestTransactions:
             price=10,
         )
         assert status == 422
-        assert "quoted in EUR" in problem["detail"]
+        assert problem["detail"].startswith("fx_rate: no stored EURUSD rate")
+        status, recorded = await _tx(
+            alice,
+            portfolio,
+            type="BUY",
+            date="2024-01-02",
+            symbol="apieur",
+            quantity=1,
+            price=10,
+            fx_rate=1.1,
+        )
+        assert status == 201
+        assert (recorded["currency"], recorded["fx_rate"]) == ("EUR", 1.1)
 
     async def test_numbers_round_trip_and_same_date_order(self, alice: Api) -> None:
         """Money comes back as JSON numbers exactly; same-date transactions list in recorded

@@ -212,10 +212,16 @@ class TestProviderSymbol:
             ("polygon", "BRK.B", "BRK.B"),
             ("yahoo", "^GSPC", "^GSPC"),
             ("yahoo", "AAPL", "AAPL"),
+            ("yahoo", "SAP.DE", "SAP.DE"),
+            ("yahoo", "VOD.L", "VOD.L"),
+            ("yahoo", "EURUSD=X", "EURUSD=X"),
+            ("polygon", "EURUSD=X", "C:EURUSD"),
+            ("tiingo", "EURUSD=X", "eurusd"),
         ],
     )
     def test_spelling(self, provider: str, symbol: str, expected: str) -> None:
-        """Share classes are spelled with a dash on Yahoo and Tiingo, with a dot on Polygon."""
+        """Share classes are spelled with a dash on Yahoo and Tiingo, with a dot on Polygon;
+        Yahoo's exchange suffixes keep their dot; FX pairs take each provider's spelling."""
         assert provider_symbol(provider, symbol) == expected
 
 

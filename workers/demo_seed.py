@@ -1,5 +1,9 @@
 """Demo data for `just dev`: two portfolios with a year of transactions on simulated prices.
 
+"Core growth" also holds a EUR-quoted asset (SAP.DE), traded in euros at each
+day's stored EURUSD close, so currency conversion shows at once. "Income" arrives
+the way a user's broker history does: as a CSV file through the import path.
+
 The closes come from the simulated exchange's deterministic series (the same
 bars a market-data fetch from it would store), so snapshots, performance and
 reports have something to show at once. Idempotent: a portfolio that already
@@ -9,6 +13,8 @@ has transactions is left alone.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import sys
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -22,9 +28,12 @@ from service.core.database import create_pool
 from service.core.logs import configure_logging, get_logger
 from service.core.settings import Settings
 from service.core.trading_calendar import NYSE
+from service.portfolio.import_format import CSV_COLUMNS, parse_csv
+from service.portfolio.recording import record_transactions
 from workers.analytics import select_portfolios, snapshot_portfolios
 from workers.market_data import Bar, bar_rows, upsert_bars
 from workers.market_data.simulated_exchange import build_series
+from workers.market_data.simulated_exchange.series import currency_of
 
 log = get_logger(__name__)
 BENCHMARK = "SPY"
@@ -38,8 +47,11 @@ ASSETS = {
     "AGG": ("ETF", "Fixed Income"),
     "KO": ("Equity", "Consumer Staples"),
     "JPM": ("Equity", "Financials"),
+    "SAP.DE": ("Equity", "Technology"),
+    "EURUSD=X": ("CURRENCY", None),
     BENCHMARK: ("ETF", "Broad Market"),
 }
+BASE = "USD"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +61,16 @@ class DemoPortfolio:
     name: str
     deposit: int
     weights: dict[str, float]
+    imported: bool = False
 
 
 DEMO_PORTFOLIOS = (
-    DemoPortfolio("Core growth", 50_000, {"AAPL": 0.3, "MSFT": 0.3, "JNJ": 0.2, "XOM": 0.15}),
-    DemoPortfolio("Income", 30_000, {"TLT": 0.35, "AGG": 0.25, "KO": 0.2, "JPM": 0.15}),
+    DemoPortfolio(
+        "Core growth", 50_000, {"AAPL": 0.3, "MSFT": 0.3, "JNJ": 0.1, "XOM": 0.15, "SAP.DE": 0.1}
+    ),
+    DemoPortfolio(
+        "Income", 30_000, {"TLT": 0.35, "AGG": 0.25, "KO": 0.2, "JPM": 0.15}, imported=True
+    ),
 )
 _CENT = Decimal("0.01")
 
@@ -72,9 +89,17 @@ def demo_transactions(
     txs: list[dict[str, Any]] = [{"type": "DEPOSIT", "date": days[0], "amount": portfolio.deposit}]
     held: dict[str, Decimal] = {}
 
+    def priced(symbol: str, day: date) -> dict[str, Any]:
+        """A foreign asset's transaction is in its currency at that day's stored rate."""
+        currency = currency_of(symbol)
+        if currency == BASE:
+            return {}
+        return {"currency": currency, "fx_rate": closes[f"{currency}{BASE}=X"][day]}
+
     def buy(symbol: str, day: date, budget: float) -> None:
         price = closes[symbol][day].quantize(_CENT)
-        quantity = (Decimal(budget) / price).quantize(Decimal(1), rounding=ROUND_DOWN)
+        rate = priced(symbol, day).get("fx_rate", Decimal(1))
+        quantity = (Decimal(budget) / (price * rate)).quantize(Decimal(1), rounding=ROUND_DOWN)
         if quantity > 0:
             txs.append(
                 {
@@ -84,6 +109,7 @@ def demo_transactions(
                     "quantity": quantity,
                     "price": price,
                     "fee": Decimal(1),
+                    **priced(symbol, day),
                 }
             )
             held[symbol] = held.get(symbol, Decimal(0)) + quantity
@@ -100,7 +126,15 @@ def demo_transactions(
             per_share = dividends[symbol].get(day)
             if per_share and held.get(symbol):
                 amount = (Decimal(str(per_share)) * held[symbol]).quantize(_CENT)
-                txs.append({"type": "DIVIDEND", "date": day, "symbol": symbol, "amount": amount})
+                txs.append(
+                    {
+                        "type": "DIVIDEND",
+                        "date": day,
+                        "symbol": symbol,
+                        "amount": amount,
+                        **priced(symbol, day),
+                    }
+                )
         if i == 150 and held.get(symbols[1]):
             quantity = (held[symbols[1]] / 2).quantize(Decimal(1), rounding=ROUND_DOWN)
             price = closes[symbols[1]][day].quantize(_CENT)
@@ -112,6 +146,7 @@ def demo_transactions(
                     "quantity": quantity,
                     "price": price,
                     "fee": Decimal(1),
+                    **priced(symbols[1], day),
                 }
             )
             held[symbols[1]] -= quantity
@@ -120,6 +155,19 @@ def demo_transactions(
         if i == 200:
             txs.append({"type": "WITHDRAWAL", "date": day, "amount": 2000})
     return txs
+
+
+def as_import_csv(transactions: list[dict[str, Any]]) -> str:
+    """`transactions` as a broker-history file in the import format (pure)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for tx in transactions:
+        cells = {**tx, "date": tx["date"].isoformat(), "note": "demo import"}
+        writer.writerow(
+            ["" if cells.get(name) is None else str(cells[name]) for name in CSV_COLUMNS]
+        )
+    return out.getvalue()
 
 
 async def _store_prices(pool: asyncpg.Pool, days: list[date]) -> dict[str, dict[date, Decimal]]:
@@ -142,12 +190,13 @@ async def _store_prices(pool: asyncpg.Pool, days: list[date]) -> dict[str, dict[
             ]
             await upsert_bars(connection, bar_rows(symbol, bars, source="yahoo"))
             await connection.execute(
-                "UPDATE assets SET currency = coalesce(currency, 'USD'), "
+                "UPDATE assets SET currency = coalesce(currency, $4), "
                 "asset_type = coalesce(asset_type, $2), sector = coalesce(sector, $3) "
                 "WHERE symbol = $1",
                 symbol,
                 asset_type,
                 sector,
+                currency_of(symbol),
             )
             closes[symbol] = _closes(symbol, days)
     return closes
@@ -172,9 +221,19 @@ async def seed_demo_portfolios(pool: asyncpg.Pool, *, owner_id: int, clock: Cloc
                 "SELECT EXISTS (SELECT 1 FROM transactions WHERE portfolio_id = $1)", portfolio_id
             ):
                 continue
+            transactions = demo_transactions(demo, days, closes)
+            if demo.imported:
+                rows = parse_csv(as_import_csv(transactions))
+                await record_transactions(
+                    connection,
+                    portfolio_id=portfolio_id,
+                    base_currency=BASE,
+                    transactions=[row.transaction for row in rows],
+                )
+                continue
             await connection.executemany(
                 "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price, "
-                "amount, fee) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "amount, fee, currency, fx_rate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 [
                     (
                         portfolio_id,
@@ -185,8 +244,10 @@ async def seed_demo_portfolios(pool: asyncpg.Pool, *, owner_id: int, clock: Cloc
                         tx.get("price"),
                         _decimal(tx.get("amount")),
                         tx.get("fee", Decimal(0)),
+                        tx.get("currency"),
+                        tx.get("fx_rate"),
                     )
-                    for tx in demo_transactions(demo, days, closes)
+                    for tx in transactions
                 ],
             )
     async with pool.acquire() as connection:

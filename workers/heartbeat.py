@@ -8,16 +8,21 @@ from typing import Any
 import redis
 
 from service.core import redis_clients
-from service.core.redis_keys import worker_heartbeat_key
+from service.core.redis_connection import RedisEndpoint
+from service.core.redis_keys import (
+    WORKER_HEARTBEAT_TTL_SECONDS,
+    WORKERS_ALIVE,
+    worker_heartbeat_key,
+)
 
-HEARTBEAT_TTL_SECONDS = 120
+HEARTBEAT_TTL_SECONDS = WORKER_HEARTBEAT_TTL_SECONDS
 
 
 class HeartbeatRecorder:
     """Connected to Celery's `heartbeat_sent` signal in the worker's main process."""
 
-    def __init__(self, redis_url: str) -> None:
-        self._redis_url = redis_url
+    def __init__(self, endpoint: RedisEndpoint) -> None:
+        self._endpoint = endpoint
         self._client: redis.Redis | None = None
 
     def __call__(self, sender: Any, **_: Any) -> None:
@@ -25,11 +30,15 @@ class HeartbeatRecorder:
         if self._client is None:
             # It runs on the worker's consumer loop: one quick reconnect, never a long wait.
             self._client = redis_clients.sync_client(
-                self._redis_url, budget_seconds=0.2, socket_timeout=1, connect_timeout=1
+                self._endpoint, budget_seconds=0.2, socket_timeout=1, connect_timeout=1
             )
         try:
-            self._client.set(
-                worker_heartbeat_key(sender.eventer.hostname), time.time(), ex=HEARTBEAT_TTL_SECONDS
-            )
+            now = time.time()
+            hostname = sender.eventer.hostname
+            pipe = self._client.pipeline(transaction=False)
+            pipe.set(worker_heartbeat_key(hostname), now, ex=HEARTBEAT_TTL_SECONDS)
+            pipe.zadd(WORKERS_ALIVE, {hostname: now})
+            pipe.zremrangebyscore(WORKERS_ALIVE, "-inf", now - HEARTBEAT_TTL_SECONDS)
+            pipe.execute()
         except (redis.RedisError, OSError):
             self._client = None

@@ -32,6 +32,7 @@ from service.core.contracts import TaskContract
 from service.core.database import create_pool
 from service.core.logs import get_logger
 from service.core.publisher import TaskPublisher
+from service.core.redis_connection import redis_endpoint
 from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
 from workers.db_retry import in_transaction
@@ -200,7 +201,7 @@ class AsyncRuntime:
                 session = aiohttp.ClientSession(timeout=timeout, connector=connector)
                 pool = await create_pool(settings, application_name=f"findash-worker-{os.getpid()}")
                 redis_client = redis_clients.async_client(
-                    settings.redis_url,
+                    redis_endpoint(settings),
                     budget_seconds=settings.redis_retry_seconds,
                     socket_timeout=10,
                     connect_timeout=5,

@@ -27,6 +27,7 @@ from workers.market_data import (
     store_session_closes,
     update_portfolio_prices,
 )
+from workers.metrics import count_task
 from workers.runtime import (
     AsyncRuntime,
     ClaimFailed,
@@ -100,6 +101,7 @@ def register_async_task(
                 max_retries=CLAIM_RETRIES,
             ) from exc
         except TaskCancelled:
+            count_task(contract.name, "REVOKED")
             self.backend.mark_as_revoked(task_id, reason="cancelled", request=self.request)
             raise Ignore() from None
 

@@ -18,6 +18,7 @@ from service.api.assets import AssetController
 from service.api.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQUIREMENT
 from service.api.health import HealthController
 from service.api.key_cache import ApiKeyCache
+from service.api.metrics import ScrapeReads, http_metrics_middleware, metrics_endpoint
 from service.api.openapi_responses import DocumentedResponses, state_msgspec_schemas
 from service.api.polled_reads import MAX_CACHED_BODY_BYTES, VersionedCache
 from service.api.portfolios import (
@@ -39,6 +40,7 @@ from service.core.database import create_pool
 from service.core.logs import configure_logging, get_logger
 from service.core.publisher import TaskPublisher
 from service.core.rates import parse_rate
+from service.core.redis_connection import redis_endpoint
 from service.core.settings import Settings
 from service.core.trading_calendar import load_holiday_tables
 
@@ -117,7 +119,7 @@ def create_app(
             max_bytes=MAX_CACHED_HOLDINGS_BYTES
         )
         app.state.redis = redis_clients.async_client(
-            settings.redis_url,
+            redis_endpoint(settings),
             budget_seconds=redis_clients.API_RETRY_SECONDS,
             socket_timeout=1,
             connect_timeout=0.5,
@@ -133,6 +135,18 @@ def create_app(
             app.state.redis, parse_rate(settings.submit_symbol_limit), namespace="symbols"
         )
         app.state.stream_slots = StreamSlots(app.state.redis, per_key=settings.sse_streams_per_key)
+        app.state.scrape_reads = ScrapeReads()
+        separate_broker = settings.celery_broker_url != settings.redis_url
+        app.state.broker_redis = (
+            redis_clients.async_client(
+                redis_endpoint(settings, settings.celery_broker_url),
+                budget_seconds=redis_clients.API_RETRY_SECONDS,
+                socket_timeout=1,
+                connect_timeout=0.5,
+            )
+            if separate_broker
+            else app.state.redis
+        )
         sweeper = asyncio.create_task(sweep_forever(settings, app))
         # Everything allocated so far lives as long as the process; keeping it out of the
         # collector's generations makes full collections short (they showed as p99 spikes).
@@ -147,11 +161,13 @@ def create_app(
             app.state.publisher.close()
             celery_app.close()
             await app.state.pool.close()
+            if separate_broker:
+                await app.state.broker_redis.aclose()
             await app.state.redis.aclose()
 
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
     app = Litestar(
-        route_handlers=[HealthController, api_v1_router(contracts)],
+        route_handlers=[HealthController, metrics_endpoint, api_v1_router(contracts)],
         lifespan=[lifespan],
         middleware=[request_context_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -172,6 +188,15 @@ def create_app(
         debug=False,
     )
     state_msgspec_schemas(app)
+    # Outside the router, so 404s are counted too (as route "unmatched").
+    app.asgi_handler = http_metrics_middleware(
+        app.asgi_handler,
+        submit_routes={
+            f"/api/v1/tasks/{contract.submit_path}": contract.name
+            for contract in contracts
+            if contract.submit_path is not None
+        },
+    )
     return app
 
 

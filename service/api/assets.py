@@ -37,7 +37,9 @@ PRICES_VERSION = f"""
             FROM (SELECT date, xmin {_PRICE_RANGE}) p) AS version
 """  # noqa: S608 - constant text
 PRICES_BODY = f"""
-    SELECT json_build_object('symbol', $1::text, 'prices', coalesce(json_agg(json_build_object(
+    SELECT json_build_object('symbol', $1::text,
+        'currency', (SELECT currency FROM assets WHERE symbol = $1::text),
+        'prices', coalesce(json_agg(json_build_object(
         'date', date, 'open', open, 'high', high, 'low', low, 'close', close,
         'adj_close', adj_close, 'volume', volume, 'source', source) ORDER BY date), '[]'))::text
     FROM (SELECT date, open, high, low, close, adj_close, volume, source {_PRICE_RANGE}) p
@@ -107,9 +109,11 @@ class PriceView(msgspec.Struct, frozen=True):
 
 
 class PricesView(msgspec.Struct, frozen=True):
-    """A symbol's daily bars, oldest first."""
+    """A symbol's daily bars, oldest first, in `currency` (as the provider quotes it: `GBp`
+    is pence; null when not yet known)."""
 
     symbol: str
+    currency: str | None
     prices: list[PriceView]
 
 

@@ -3,7 +3,7 @@
 Each API process keeps key digest → `User` for at most `max_entries` keys, least recently
 used first out. Postgres keeps one counter, the key generation, that every revocation,
 key deletion and change of a user's email or admin flag bumps in its own transaction
-(migration 0013). Before answering from memory, a request reads the generation with a
+(migration 0011). Before answering from memory, a request reads the generation with a
 query that *starts after the request arrived*; if it moved, the whole cache is dropped.
 A request that arrives after a revocation committed therefore always sees it, with no
 wait and no timing assumption, which LISTEN/NOTIFY alone cannot give: a notification

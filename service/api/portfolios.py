@@ -9,22 +9,32 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
-from litestar import Controller, MediaType, Request, Response, delete, get, post
+from litestar import Controller, MediaType, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Schema
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromQuery, JSONBody, Parameter, PathParameter
 
 from service.api.openapi_responses import raises, with_alternative_content
 from service.api.polled_reads import PolledQuery, VersionedCache, polled_response
-from service.api.problems import ProblemException
+from service.api.problems import ProblemException, decode_strictly
+from service.api.transaction_files import (
+    CSV_MEDIA_TYPE,
+    IMPORT_OPERATION,
+    TRANSACTIONS_RESPONSES,
+    parse_import,
+    refused_row,
+)
 from service.core.clock import exchange_today
 from service.core.users import User
 from service.portfolio import store
+from service.portfolio.dividend_sync import sync_dividends
+from service.portfolio.fx import NO_RATES
 from service.portfolio.holdings import PriceInputs, current_holdings
+from service.portfolio.import_format import ImportRow, new_rows, to_csv
 from service.portfolio.positions import (
     DayState,
     LedgerError,
@@ -33,15 +43,24 @@ from service.portfolio.positions import (
     replay,
     state_on,
 )
+from service.portfolio.recording import (
+    TransactionRejected,
+    check_ledger,
+    record_transactions,
+    with_stored_currencies,
+)
 from service.portfolio.schemas import (
     HoldingsOut,
+    ImportResult,
     PortfolioCreate,
     PortfolioOut,
+    PortfolioUpdate,
     SnapshotOut,
     TransactionCreate,
     TransactionOut,
     number,
 )
+from service.portfolio.valuation import Currencies
 
 MAX_SNAPSHOT_ROWS = 20_000
 _SNAPSHOT_VALUES = store.SNAPSHOT_VALUE_COLUMNS
@@ -125,6 +144,7 @@ def _portfolio_out(row: asyncpg.Record) -> PortfolioOut:
         name=row["name"],
         base_currency=row["base_currency"],
         created_at=row["created_at"],
+        auto_dividends=row["auto_dividends"],
     )
 
 
@@ -141,6 +161,7 @@ def _transaction_out(tx: Transaction) -> TransactionOut:
         currency=tx.currency,
         fx_rate=number(tx.fx_rate),
         note=tx.note,
+        generated=tx.generated_ex_date is not None,
     )
 
 
@@ -155,21 +176,39 @@ async def _owned(
     return row
 
 
-async def _check_ledger(connection: asyncpg.Connection, transactions: list[Transaction]) -> None:
-    """Refuse a change that leaves an impossible history (selling more than held, overdrawing)."""
-    symbols = sorted({tx.symbol for tx in transactions if tx.symbol})
-    splits = await store.load_splits(connection, symbols)
-    try:
-        replay(transactions, [s for items in splits.values() for s in items])
-    except LedgerError as exc:
-        raise ProblemException(status=422, detail=str(exc)) from None
+async def _follow_dividends(
+    request: Request[User, int, State], connection: asyncpg.Connection, portfolio: asyncpg.Record
+) -> None:
+    """Bring the generated dividends of an `auto_dividends` portfolio up to date with a
+    transaction change, in the same database transaction, and refuse (422) a history the
+    change makes impossible (a sale before an ex-date can remove a dividend later cash
+    relied on)."""
+    if portfolio["auto_dividends"]:
+        await sync_dividends(
+            connection,
+            portfolio_id=portfolio["id"],
+            today=exchange_today(request.app.state.clock),
+        )
+        try:
+            await check_ledger(
+                connection, portfolio_id=portfolio["id"], base_currency=portfolio["base_currency"]
+            )
+        except TransactionRejected as exc:
+            raise rejected(exc) from None
 
 
-def _replay_stored(transactions: list[Transaction], splits: list[Split]) -> list[DayState]:
+def rejected(exc: TransactionRejected) -> ProblemException:
+    """The problem a refused transaction answers with (the field is named in the detail)."""
+    return ProblemException(status=exc.status, detail=exc.detail)
+
+
+def _replay_stored(
+    transactions: list[Transaction], splits: list[Split], *, base: str
+) -> list[DayState]:
     """Replay accepted transactions; a split stored since they were accepted can make them
     impossible (a reverse split shrinking a position a later sell relies on): 409, not 500."""
     try:
-        return replay(transactions, splits)
+        return replay(transactions, splits, base=base)
     except LedgerError as exc:
         raise ProblemException(
             status=409,
@@ -189,12 +228,14 @@ class PortfolioController(Controller):
         self, request: Request[User, int, State], data: JSONBody[PortfolioCreate]
     ) -> PortfolioOut:
         """A new, empty portfolio; 409 if the caller already has one by that name."""
+        data = decode_strictly(await request.body(), PortfolioCreate)
         async with request.app.state.pool.acquire() as connection:
             row = await store.create_portfolio(
                 connection,
                 owner_id=request.user.id,
                 name=data.name,
                 base_currency=data.base_currency,
+                auto_dividends=data.auto_dividends,
             )
         if row is None:
             raise ProblemException(status=409, detail=f"a portfolio named {data.name!r} exists")
@@ -214,6 +255,37 @@ class PortfolioController(Controller):
         """The portfolio; 404 if it is not the caller's."""
         async with request.app.state.pool.acquire() as connection:
             return _portfolio_out(await _owned(connection, portfolio_id, request.user))
+
+    @patch(
+        "/{portfolio_id:int}",
+        summary="Change a portfolio's settings",
+        opt=raises(409),
+    )
+    async def update(
+        self,
+        request: Request[User, int, State],
+        portfolio_id: PathId,
+        data: JSONBody[PortfolioUpdate],
+    ) -> PortfolioOut:
+        """Switch `auto_dividends`: on generates the stored dividends of held symbols as
+        DIVIDEND transactions at once, off deletes the generated ones (docs/API.md,
+        Dividends). 409 if removing them leaves an impossible history (a later withdrawal
+        spent that cash)."""
+        data = decode_strictly(await request.body(), PortfolioUpdate)
+        today = exchange_today(request.app.state.clock)
+        async with request.app.state.pool.acquire() as connection, connection.transaction():
+            await _owned(connection, portfolio_id, request.user, lock=True)
+            row = await store.set_auto_dividends(
+                connection, portfolio_id=portfolio_id, auto_dividends=data.auto_dividends
+            )
+            await sync_dividends(connection, portfolio_id=portfolio_id, today=today)
+            try:
+                await check_ledger(
+                    connection, portfolio_id=portfolio_id, base_currency=row["base_currency"]
+                )
+            except TransactionRejected as exc:
+                raise ProblemException(status=409, detail=exc.detail) from None
+        return _portfolio_out(row)
 
     @delete("/{portfolio_id:int}", status_code=204, summary="Delete a portfolio")
     async def remove(self, request: Request[User, int, State], portfolio_id: PathId) -> None:
@@ -237,51 +309,99 @@ class PortfolioController(Controller):
         portfolio_id: PathId,
         data: JSONBody[TransactionCreate],
     ) -> TransactionOut:
-        """Record a transaction; 422 if it would oversell, overdraw or mix currencies."""
+        """Record a transaction; 422 if it would oversell or overdraw, or if it is in a
+        foreign currency without `fx_rate` and no rate is stored for its date. Priced in the
+        asset's currency unless `currency` says otherwise; the rate used is recorded."""
         async with request.app.state.pool.acquire() as connection, connection.transaction():
             portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
-            if data.symbol is not None:
-                currency = await store.asset_currency(connection, data.symbol)
-                if currency is not None and currency != portfolio["base_currency"]:
-                    raise ProblemException(
-                        status=422,
-                        detail=f"{data.symbol} is quoted in {currency} but the portfolio's base "
-                        f"currency is {portfolio['base_currency']}; only base-currency assets "
-                        "are supported",
-                    )
-            recorded = await store.insert_transaction(
-                connection,
-                portfolio_id=portfolio_id,
-                tx_type=data.type,
-                day=data.date,
-                symbol=data.symbol,
-                quantity=data.quantity,
-                price=data.price,
-                amount=data.amount,
-                fee=data.fee,
-                currency=data.currency,
-                fx_rate=data.fx_rate,
-                note=data.note,
-            )
-            await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
-            await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=data.date)
+            try:
+                (recorded,) = await record_transactions(
+                    connection,
+                    portfolio_id=portfolio_id,
+                    base_currency=portfolio["base_currency"],
+                    transactions=[data],
+                )
+            except TransactionRejected as exc:
+                raise rejected(exc) from None
+            await _follow_dividends(request, connection, portfolio)
         return _transaction_out(recorded)
 
-    @get("/{portfolio_id:int}/transactions", summary="The portfolio's transactions")
-    async def transactions(
+    @post(
+        "/{portfolio_id:int}/transactions/import",
+        status_code=200,
+        summary="Import transactions from CSV or a Ghostfolio export",
+        opt=raises(400, 413, 415, 422),
+        operation_class=IMPORT_OPERATION,
+    )
+    async def import_transactions(
         self, request: Request[User, int, State], portfolio_id: PathId
-    ) -> list[TransactionOut]:
+    ) -> ImportResult:
+        """Record every row of the file, or none: a bad row is a 400 naming its line (or
+        `activities[i]`) and field, a row that would oversell or overdraw a 422 naming it.
+        Rows already recorded (same content, counted per occurrence) are skipped."""
+        rows = await parse_import(request)
+        async with request.app.state.pool.acquire() as connection, connection.transaction():
+            portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
+            base = portfolio["base_currency"]
+            stored_as = await with_stored_currencies(
+                connection, base_currency=base, transactions=[row.transaction for row in rows]
+            )
+            rows = [
+                ImportRow(location=row.location, transaction=tx)
+                for row, tx in zip(rows, stored_as, strict=True)
+            ]
+            existing = await store.list_transactions(connection, portfolio_id)
+            fresh, duplicates = new_rows(rows, existing)
+            try:
+                await record_transactions(
+                    connection,
+                    portfolio_id=portfolio_id,
+                    base_currency=base,
+                    transactions=[row.transaction for row in fresh],
+                )
+            except TransactionRejected as exc:
+                raise refused_row(exc, fresh) from None
+            await _follow_dividends(request, connection, portfolio)
+        return ImportResult(imported=len(fresh), duplicates=duplicates)
+
+    @get(
+        "/{portfolio_id:int}/transactions",
+        summary="The portfolio's transactions (JSON or CSV)",
+        responses=TRANSACTIONS_RESPONSES,
+        operation_class=with_alternative_content(
+            200, {CSV_MEDIA_TYPE: Schema(type=OpenAPIType.STRING)}
+        ),
+    )
+    async def transactions(
+        self,
+        request: Request[User, int, State],
+        portfolio_id: PathId,
+        format: Annotated[
+            Literal["json", "csv"],
+            Parameter(
+                description="`csv`: the import format (`text/csv`), which imports back exactly.",
+            ),
+        ] = "json",
+    ) -> Response[Any]:
         """Transactions in the order they apply (date, then recorded order)."""
         async with request.app.state.pool.acquire() as connection:
             await _owned(connection, portfolio_id, request.user)
             rows = await store.list_transactions(connection, portfolio_id)
-        return [_transaction_out(tx) for tx in rows]
+        if format == "csv":
+            return Response(
+                content=to_csv(rows).encode(),
+                media_type=f"{CSV_MEDIA_TYPE}; charset=utf-8",
+                headers={
+                    "Content-Disposition": f'attachment; filename="portfolio-{portfolio_id}.csv"'
+                },
+            )
+        return Response(content=[_transaction_out(tx) for tx in rows])
 
     @delete(
         "/{portfolio_id:int}/transactions/{transaction_id:int}",
         status_code=204,
         summary="Delete a transaction",
-        opt=raises(422),
+        opt=raises(409, 422),
     )
     async def remove_transaction(
         self,
@@ -289,15 +409,37 @@ class PortfolioController(Controller):
         portfolio_id: PathId,
         transaction_id: PathId,
     ) -> None:
-        """Delete a transaction; 422 if a later one would become impossible without it."""
+        """Delete a transaction; 422 if a later one would become impossible without it, 409
+        for a generated dividend (record the dividend yourself to replace it, or switch
+        `auto_dividends` off)."""
         async with request.app.state.pool.acquire() as connection, connection.transaction():
-            await _owned(connection, portfolio_id, request.user, lock=True)
+            portfolio = await _owned(connection, portfolio_id, request.user, lock=True)
+            ex_date = await connection.fetchval(
+                "SELECT generated_ex_date FROM transactions WHERE id = $1 AND portfolio_id = $2",
+                transaction_id,
+                portfolio_id,
+            )
+            if ex_date is not None:
+                raise ProblemException(
+                    status=409,
+                    detail=f"transaction {transaction_id} was generated from the dividend with "
+                    f"ex-date {ex_date}; record that dividend yourself to replace it, or switch "
+                    "auto_dividends off",
+                )
             day = await store.delete_transaction(
                 connection, portfolio_id=portfolio_id, transaction_id=transaction_id
             )
             if day is None:
                 raise ProblemException(status=404, detail=f"no transaction {transaction_id}")
-            await _check_ledger(connection, await store.list_transactions(connection, portfolio_id))
+            await _follow_dividends(request, connection, portfolio)
+            try:
+                await check_ledger(
+                    connection,
+                    portfolio_id=portfolio_id,
+                    base_currency=portfolio["base_currency"],
+                )
+            except TransactionRejected as exc:
+                raise rejected(exc) from None
             await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=day)
 
     @get("/{portfolio_id:int}/holdings", summary="Current positions and cash", opt=raises(409))
@@ -327,17 +469,31 @@ class PortfolioController(Controller):
         kept: VersionedCache[HoldingsInputs] = request.app.state.holdings_inputs
         found = kept.get((portfolio_id, day), version=text)
         if found is None:
-            reads = store.decode_holdings_reads(text)
-            splits = [s for items in reads.splits.values() for s in items]
-            state = state_on(_replay_stored(reads.transactions, splits), day)
-            found = HoldingsInputs(reads=reads, state=state)
+            decoded = store.decode_holdings_reads(text)
+            splits = [s for items in decoded.splits.values() for s in items]
+            state = state_on(_replay_stored(decoded.transactions, splits, base=decoded.base), day)
+            found = HoldingsInputs(reads=decoded, state=state)
             kept.put((portfolio_id, day), version=text, value=found, size=2 * len(text))
+        reads = found.reads
+        foreign = {tx.currency for tx in reads.transactions if tx.currency} | set(
+            reads.currencies.values()
+        )
+        rates = NO_RATES
+        if foreign - {reads.base}:
+            async with request.app.state.pool.acquire() as connection:
+                rates = await store.load_rates(
+                    connection,
+                    store.candidate_pairs(foreign, [reads.base]),
+                    start=day,
+                    end=day,
+                )
         inputs = PriceInputs(
             now=now,
-            calendar=found.reads.calendar,
-            closes=found.reads.closes,
-            quotes=found.reads.quotes,
-            splits=found.reads.splits,
+            calendar=reads.calendar,
+            closes=reads.closes,
+            quotes=reads.quotes,
+            splits=reads.splits,
+            currencies=Currencies(base=reads.base, of_symbol=reads.currencies, rates=rates),
         )
         return current_holdings(portfolio_id, found.state, as_of=day, today=today, inputs=inputs)
 

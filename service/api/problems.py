@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -41,6 +41,9 @@ _NAMED_FIELD = re.compile(r"(?:unknown|required) field `(?P<field>[^`]+)`")
 _FIELD_PREFIX = re.compile(r"^(?P<field>[a-z_]+): (?P<message>.+)$", re.DOTALL)
 
 
+_Body = TypeVar("_Body")
+
+
 class FieldError(msgspec.Struct, frozen=True):
     """One invalid field: a JSON path like `symbols[0]` and what is wrong with it."""
 
@@ -69,9 +72,11 @@ class ProblemException(HTTPException):
         detail: str,
         headers: dict[str, str] | None = None,
         problem_type: str | None = None,
+        errors: list[FieldError] | None = None,
     ) -> None:
         super().__init__(detail=detail, status_code=status, headers=headers)
         self.problem_type = problem_type
+        self.errors = errors
 
 
 def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
@@ -182,11 +187,12 @@ def handle_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         return handle_validation(request, ValidationException(detail=exc.detail, extra=exc.extra))
     detail = exc.detail or _TITLES.get(status, "Error")
     problem_type = exc.problem_type if isinstance(exc, ProblemException) else None
+    errors = exc.errors if isinstance(exc, ProblemException) else None
     return problem_response(
         request,
         status=status,
         detail=detail,
-        errors=field_errors(exc.extra) if exc.extra else None,
+        errors=errors or (field_errors(exc.extra) if exc.extra else None),
         headers=exc.headers,
         problem_type=problem_type,
     )
@@ -260,3 +266,17 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     asyncpg.exceptions.UntranslatableCharacterError: handle_unstorable_text,
     Exception: handle_unexpected,
 }
+
+
+def decode_strictly(raw: bytes, type_: type[_Body]) -> _Body:
+    """Decode a JSON body by msgspec's strict rules, or raise a 400 naming the field.
+
+    Litestar converts bodies leniently (0 becomes false, "1" becomes 1); a body with a
+    boolean field is decoded again with this so `{"flag": 0}` is refused as the schema says."""
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        errors = field_errors({"message": str(exc)})
+        raise ProblemException(
+            status=400, detail=f"Validation failed: {exc}", errors=errors
+        ) from None

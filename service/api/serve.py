@@ -6,7 +6,7 @@ import uvicorn
 
 from service.api.app import create_app
 from service.core.logs import configure_logging
-from service.core.settings import Settings
+from service.core.settings import ConfigError, Settings
 
 
 def main() -> None:
@@ -15,7 +15,10 @@ def main() -> None:
     With API_WORKERS > 1 uvicorn forks that many processes; each builds its app with
     `create_app_from_env` (same settings, same logging).
     """
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"findash api refused to start: {exc}") from None
     configure_logging(service="api", level=settings.log_level, fmt=settings.log_format)
     options = {
         "host": settings.api_host,

@@ -26,6 +26,7 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from service.api.auth import admin_only
+from service.api.metrics import count_submit
 from service.api.openapi_responses import raises
 from service.api.problems import ProblemException
 from service.api.rate_limit import RateLimiter, StreamSlots
@@ -321,6 +322,7 @@ async def submit(request: Request[User, int, State], task: TaskContract) -> Resp
                             status=422,
                             detail="this Idempotency-Key was used with a different request",
                         )
+                    count_submit(task.name, "duplicate")
                     return Response(stored.body, status_code=stored.status_code)
             task_id, created = await task_registry.record_submission(
                 connection,
@@ -349,6 +351,7 @@ async def submit(request: Request[User, int, State], task: TaskContract) -> Resp
             request_id=request_id,
             forget_key=(user.key_id, idem_key) if idem_key else None,
         )
+    count_submit(task.name, "accepted" if created else "duplicate")
     return Response(body, status_code=status_code)
 
 
@@ -396,6 +399,7 @@ async def _publish_or_fail(
     try:
         await publisher.publish(task, task_id=task_id, headers={"request_id": request_id})
     except BrokerUnavailable as exc:
+        count_submit(task.name, "broker_down")
         async with state.pool.acquire() as connection, connection.transaction():
             await task_registry.record_outcome(
                 connection,

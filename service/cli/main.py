@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 from urllib.parse import urlencode
 
 import aiohttp
@@ -59,6 +59,20 @@ class ApiClient:
         ):
             text = await response.text()
             return response.status, json.loads(text) if text else None
+
+    async def call_raw(
+        self, method: str, path: str, *, data: bytes | None = None, content_type: str | None = None
+    ) -> tuple[int, bytes, str]:
+        """Send a request with a raw body; return (status, body bytes, its media type)."""
+        timeout = aiohttp.ClientTimeout(total=120)
+        headers = {"Content-Type": content_type} if content_type else {}
+        async with (
+            aiohttp.ClientSession(timeout=timeout, headers=self.headers) as session,
+            session.request(
+                method, f"{self.base_url}{path}", data=data, headers=headers
+            ) as response,
+        ):
+            return response.status, await response.read(), response.content_type
 
     async def follow(self, task_id: str, on_status: Callable[[dict[str, Any]], None]) -> None:
         """Read the task's server-sent events until it ends."""
@@ -110,6 +124,7 @@ def main(ctx: click.Context, api_url: str | None, api_key: str | None, as_json: 
         "json": as_json,
         "environment": environment,
         "request": functools.partial(_request, ctx),
+        "request_raw": functools.partial(_request_raw, ctx),
         "print": functools.partial(_print, ctx),
     }
 
@@ -126,6 +141,21 @@ def _request(ctx: click.Context, method: str, path: str, body: Any = None) -> An
     status, answer = _run(_client(ctx).call(method, path, body))
     if not 200 <= status < 300:
         _refuse(status, answer)
+    return answer
+
+
+def _request_raw(
+    ctx: click.Context,
+    method: str,
+    path: str,
+    data: bytes | None = None,
+    content_type: str | None = None,
+) -> bytes:
+    """One API call with a raw body and answer (files); a refusal exits 2 with the problem."""
+    call = _client(ctx).call_raw(method, path, data=data, content_type=content_type)
+    status, answer, media_type = cast("tuple[int, bytes, str]", _run(call))
+    if not 200 <= status < 300:
+        _refuse(status, json.loads(answer) if media_type.endswith("json") and answer else answer)
     return answer
 
 

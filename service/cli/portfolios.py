@@ -1,12 +1,15 @@
 """`findash portfolios …`: portfolios and their transactions, holdings and results.
 
-Plain API calls; the root command puts `request(method, path, body=None)` (which exits 2
-with the problem when the API refuses) and `print(value)` in the context, so this module
-needs nothing else from the CLI.
+Plain API calls; the root command puts `request(method, path, body=None)` and
+`request_raw(method, path, data, content_type)` (both exit 2 with the problem when the API
+refuses) and `print(value)` in the context, so this module needs nothing else from the CLI.
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -83,6 +86,31 @@ def add_transaction(
 def transactions(ctx: click.Context, portfolio_id: int) -> None:
     """The portfolio's transactions in the order they apply."""
     ctx.obj["print"](_request(ctx, "GET", f"/{portfolio_id}/transactions"))
+
+
+@portfolios_group.command("import")
+@click.argument("portfolio_id", type=int)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
+@click.pass_context
+def import_transactions(ctx: click.Context, portfolio_id: int, file: Path) -> None:
+    """Import a CSV file (docs/API.md) or a Ghostfolio export (`.json`): every row or none;
+    rows already recorded are skipped. Prints how many were imported and skipped."""
+    data = file.read_bytes()
+    is_json = file.suffix.lower() == ".json" or data.lstrip().startswith(b"{")
+    content_type = "application/json" if is_json else "text/csv"
+    path = f"/api/v1/portfolios/{portfolio_id}/transactions/import"
+    answer = ctx.obj["request_raw"]("POST", path, data, content_type)
+    ctx.obj["print"](json.loads(answer))
+
+
+@portfolios_group.command("export")
+@click.argument("portfolio_id", type=int)
+@click.pass_context
+def export_transactions(ctx: click.Context, portfolio_id: int) -> None:
+    """Write the portfolio's transactions to stdout as CSV, in the format `import` reads."""
+    path = f"/api/v1/portfolios/{portfolio_id}/transactions?format=csv"
+    sys.stdout.buffer.write(ctx.obj["request_raw"]("GET", path))
+    sys.stdout.buffer.flush()
 
 
 @portfolios_group.command("delete-tx")

@@ -15,6 +15,7 @@ from kombu.entity import Queue
 
 from service.core.broker_transport import TRANSPORT_PATH as PUBLISHER_TRANSPORT
 from service.core.contracts import ALL_QUEUES, CONTRACTS, QUEUE_MARKET_DATA
+from service.core.redis_connection import redis_endpoint
 from service.core.settings import Settings
 
 _REDIS_SOCKET_OPTIONS: dict[str, Any] = {
@@ -36,9 +37,29 @@ def _backend_retry_policy(settings: Settings) -> dict[str, Any]:
     }
 
 
+def redis_connection_config(settings: Settings) -> dict[str, Any]:
+    """Celery's TLS and Sentinel settings for the broker and result-backend URLs: verified
+    TLS options for `rediss://` (Celery would otherwise connect with CERT_NONE) and the
+    master's name for `sentinel://`."""
+    config: dict[str, Any] = {}
+    broker = redis_endpoint(settings, settings.celery_broker_url)
+    backend = redis_endpoint(settings, settings.celery_result_backend)
+    if broker.tls is not None:
+        config["broker_use_ssl"] = broker.tls.options()
+    if backend.tls is not None:
+        config["redis_backend_use_ssl"] = backend.tls.options()
+    if broker.sentinels:
+        config["broker_transport_options"] = {"master_name": broker.master_name}
+    if backend.sentinels:
+        config["result_backend_transport_options"] = {"master_name": backend.master_name}
+    return config
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Every Celery setting findash relies on, derived from `settings`."""
+    connection = redis_connection_config(settings)
     transport: dict[str, Any] = {
+        **connection.pop("broker_transport_options", {}),
         "visibility_timeout": settings.celery_visibility_timeout,
         # How often a worker looks for messages whose consumer died (unacked past the
         # visibility timeout): the restore sweep runs every second, scanning every
@@ -48,6 +69,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         **_REDIS_SOCKET_OPTIONS,
     }
     return {
+        **connection,
         "broker_url": settings.celery_broker_url,
         "result_backend": settings.celery_result_backend,
         "task_serializer": "json",
@@ -68,6 +90,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_extended": True,
         "broker_transport_options": transport,
         "result_backend_transport_options": {
+            **connection.pop("result_backend_transport_options", {}),
             **_REDIS_SOCKET_OPTIONS,
             "retry_policy": _backend_retry_policy(settings),
         },

@@ -29,9 +29,12 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+
+from service.core.redis_connection import RedisEndpoint
 
 T = TypeVar("T")
 
@@ -40,6 +43,7 @@ BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 1.0
 API_RETRY_SECONDS = 0.5
 HEALTH_CHECK_SECONDS = 25
+ASYNC_POOL_CONNECTIONS = 8
 # Reported to redis-py (it only uses the count for metrics); the deadline is what stops.
 _NOMINAL_RETRIES = 1000
 
@@ -51,6 +55,11 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 def _backoff(budget_seconds: float) -> ExponentialBackoff:
     cap = min(BACKOFF_CAP_SECONDS, max(budget_seconds / 4, 0.01))
     return ExponentialBackoff(cap=cap, base=min(BACKOFF_BASE_SECONDS, cap / 2))
+
+
+def _permanent(error: Exception) -> bool:
+    # A wrong password or ACL user is a ConnectionError to redis-py, but no retry mends it.
+    return isinstance(error, AuthenticationError)
 
 
 def _call_failure(fail: Callable[..., Any], error: Exception, failures: int, counted: bool) -> Any:
@@ -82,7 +91,7 @@ class BudgetRetry(Retry):
                 try:
                     return do()
                 except self._supported_errors as error:
-                    if is_retryable and not is_retryable(error):
+                    if _permanent(error) or (is_retryable and not is_retryable(error)):
                         raise
                     failures += 1
                     _call_failure(fail, error, failures, with_failure_count)
@@ -119,7 +128,7 @@ class AsyncBudgetRetry(AsyncRetry):
                 try:
                     return await do()
                 except self._supported_errors as error:
-                    if is_retryable and not is_retryable(error):
+                    if _permanent(error) or (is_retryable and not is_retryable(error)):
                         raise
                     failures += 1
                     await _call_failure(fail, error, failures, with_failure_count)
@@ -144,11 +153,17 @@ def async_retry_policy(*, budget_seconds: float) -> AsyncBudgetRetry:
 
 
 def async_client(
-    url: str, *, budget_seconds: float, socket_timeout: float, connect_timeout: float
+    endpoint: RedisEndpoint, *, budget_seconds: float, socket_timeout: float, connect_timeout: float
 ) -> aioredis.Redis:
-    """An asyncio client on `url` that reconnects and retries for about `budget_seconds`."""
-    return aioredis.Redis.from_url(
-        url,
+    """An asyncio client on `endpoint` that reconnects and retries for about `budget_seconds`.
+
+    Its pool holds at most ASYNC_POOL_CONNECTIONS connections, so a burst of concurrent
+    callers (a fetch's symbols all asking the rate limiter at once) queues for a connection
+    instead of opening one each and keeping them for the life of the process. A caller
+    waits for a connection for as long as a command may retry."""
+    return _async_connect(
+        endpoint,
+        pool_wait_seconds=budget_seconds + connect_timeout + socket_timeout,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         socket_keepalive=True,
@@ -159,11 +174,11 @@ def async_client(
 
 
 def sync_client(
-    url: str, *, budget_seconds: float, socket_timeout: float, connect_timeout: float
+    endpoint: RedisEndpoint, *, budget_seconds: float, socket_timeout: float, connect_timeout: float
 ) -> redis.Redis:
     """The synchronous twin of `async_client`."""
-    return redis.Redis.from_url(
-        url,
+    return _sync_connect(
+        endpoint,
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         socket_keepalive=True,
@@ -171,3 +186,74 @@ def sync_client(
         retry=retry_policy(budget_seconds=budget_seconds),
         retry_on_error=list(RETRIED_ERRORS),
     )
+
+
+def _sentinel_kwargs(options: dict[str, Any]) -> dict[str, Any]:
+    # Only the timeouts reach the sentinels: the URL's credentials are the master's.
+    return {key: options[key] for key in ("socket_timeout", "socket_connect_timeout")}
+
+
+class _AsyncSentinelMaster(aioredis.Redis):
+    """A client on a Sentinel-managed master that also closes its connections to the
+    sentinels when closed."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the master's pool and the sentinel clients."""
+        await super().aclose(close_connection_pool)
+        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            await sentinel.aclose()
+
+
+class _SentinelMaster(redis.Redis):
+    """The synchronous twin of `_AsyncSentinelMaster`."""
+
+    def close(self) -> None:
+        """Close the master's pool and the sentinel clients."""
+        super().close()
+        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            sentinel.close()
+
+
+def _async_connect(
+    endpoint: RedisEndpoint, *, pool_wait_seconds: float, **options: Any
+) -> aioredis.Redis:
+    """An asyncio client with connection `options` on a redis://, rediss:// (verified TLS)
+    or sentinel:// (the current master, rediscovered after a failover) endpoint. Sentinel
+    clients keep redis-py's own (unbounded) master pool, which rediscovers the master."""
+    if endpoint.sentinels:
+        sentinel = aioredis.Sentinel(  # type: ignore[no-untyped-call]
+            list(endpoint.sentinels),
+            sentinel_kwargs=_sentinel_kwargs(options),
+            **endpoint.master_options(),
+            **options,
+        )
+        master: aioredis.Redis = sentinel.master_for(
+            endpoint.master_name, redis_class=_AsyncSentinelMaster
+        )
+        return master
+    tls = endpoint.tls.options() if endpoint.tls is not None else {}
+    pool = aioredis.BlockingConnectionPool.from_url(
+        endpoint.url,
+        max_connections=ASYNC_POOL_CONNECTIONS,
+        timeout=pool_wait_seconds,
+        **tls,
+        **options,
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+def _sync_connect(endpoint: RedisEndpoint, **options: Any) -> redis.Redis:
+    """The synchronous twin of `_async_connect`."""
+    if endpoint.sentinels:
+        sentinel = redis.Sentinel(  # type: ignore[no-untyped-call]
+            list(endpoint.sentinels),
+            sentinel_kwargs=_sentinel_kwargs(options),
+            **endpoint.master_options(),
+            **options,
+        )
+        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            endpoint.master_name, redis_class=_SentinelMaster
+        )
+        return master
+    tls = endpoint.tls.options() if endpoint.tls is not None else {}
+    return redis.Redis.from_url(endpoint.url, **tls, **options)

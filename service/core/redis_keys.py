@@ -14,6 +14,10 @@ PROVIDER_RATE_LIMIT = f"{PREFIX}ratelimit:"
 FETCH_JOB = f"{PREFIX}fetchjob:"
 SUBMIT_RATE_LIMIT = f"{PREFIX}rl:"
 EVENT_STREAMS = f"{PREFIX}streams:"
+# One sorted set: worker hostname -> last heartbeat (unix seconds), so liveness is one ZCOUNT.
+WORKERS_ALIVE = f"{PREFIX}workers-alive"
+# How long a heartbeat keeps a worker counted alive (and its own key's TTL).
+WORKER_HEARTBEAT_TTL_SECONDS = 120
 
 FAMILIES = (
     WORKER_HEARTBEAT,
@@ -22,6 +26,7 @@ FAMILIES = (
     FETCH_JOB,
     SUBMIT_RATE_LIMIT,
     EVENT_STREAMS,
+    WORKERS_ALIVE,
 )
 
 

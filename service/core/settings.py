@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from service.core.rates import RATE_PATTERN
+from service.core.redis_connection import CertReqs, check_redis_url, check_tls_files
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -39,6 +40,13 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     celery_broker_url: str = ""
     celery_result_backend: str = ""
+    # Redis TLS and Sentinel (docs/REDIS.md): a rediss:// URL needs REDIS_SSL_CA_CERTS unless
+    # REDIS_SSL_CERT_REQS=none; a sentinel:// URL needs REDIS_SENTINEL_MASTER.
+    redis_ssl_ca_certs: str = ""
+    redis_ssl_certfile: str = ""
+    redis_ssl_keyfile: str = ""
+    redis_ssl_cert_reqs: CertReqs = "required"
+    redis_sentinel_master: str = ""
     database_url: str = "postgresql://findash@127.0.0.1:5432/findash"
     database_pool_min: Annotated[int, msgspec.Meta(ge=0)] = 1
     database_pool_max: PositiveInt = 10
@@ -119,6 +127,15 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
     scheduler_ledger_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 90
     cleanup_task_retention_days: Annotated[int, msgspec.Meta(ge=1)] = 30
 
+    # Prometheus (issue 12; docs/PROMETHEUS.md). The API serves GET /metrics on its own
+    # port; a worker instance and a scheduler replica serve on these ports (0 = off) at
+    # METRICS_HOST. A worker instance keeps its per-process files in
+    # WORKER_METRICS_DIR/worker-<port> (default: under the system temp dir), wiped at start.
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    worker_metrics_dir: str = ""
+    scheduler_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+
     # A pinned clock, for tests and demos only (service/core/clock.py): every process reads
     # CLOCK_START (an aware ISO instant) at unix time CLOCK_ANCHOR (default: its own start)
     # and runs at CLOCK_SPEED times real time. Unset: the wall clock.
@@ -138,10 +155,9 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
                 "CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT, "
                 "or long tasks are delivered twice"
             )
+        check_tls_files(self)
         for name in ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
-            value = getattr(self, name.lower())
-            if not value.startswith(("redis://", "rediss://")):
-                raise ValueError(f"{name} must be a redis:// or rediss:// URL")
+            check_redis_url(name, getattr(self, name.lower()), settings=self)
         if not self.database_url.startswith(("postgres://", "postgresql://")):
             raise ValueError("DATABASE_URL must be a postgresql:// URL")
         if self.clock_start is not None and self.clock_start.tzinfo is None:
@@ -177,6 +193,8 @@ class Settings(msgspec.Struct, frozen=True, rename="upper", kw_only=True):
                 raw[name] = [item.strip() for item in value.split(",") if item.strip()]
             elif name == "LOG_LEVEL":
                 raw[name] = value.upper()
+            elif name == "REDIS_SSL_CERT_REQS":
+                raw[name] = value.lower()
             else:
                 raw[name] = value
         try:

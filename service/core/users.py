@@ -3,7 +3,7 @@
 A key is `fdk_` + 43 url-safe characters (256 random bits). Only its SHA-256 is stored:
 with that much entropy a slow password hash adds nothing. Every change that can invalidate
 a key (revocation, deletion, a user's email or admin flag) also bumps one counter in the
-same transaction (migration 0013), which is what lets the API cache keys in memory and still
+same transaction (migration 0011), which is what lets the API cache keys in memory and still
 refuse a revoked key on the very next request (service/api/key_cache.py).
 """
 
@@ -131,6 +131,6 @@ async def lookup_key(connection: asyncpg.Connection, *, key_hash: bytes) -> tupl
 
 async def key_generation(connection: asyncpg.Connection | asyncpg.Pool) -> int:
     """The current key generation: it changes whenever any key or user may have become
-    invalid (migration 0013)."""
+    invalid (migration 0011)."""
     generation: int = await connection.fetchval("SELECT generation FROM api_key_generation")
     return generation

@@ -291,6 +291,15 @@ class EmbeddedPostgres:
         _stop_process(self.process, signal.SIGKILL, timeout=15)
 
 
+@dataclass(frozen=True)
+class RedisTlsFiles:
+    """The PEM files of a TLS redis-server: its certificate and key, and the CA behind them."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
 @dataclass
 class EmbeddedRedis:
     """A private redis-server on a loopback port.
@@ -298,8 +307,10 @@ class EmbeddedRedis:
     `persistent` turns on the append-only file (fsync every second, and in full on a
     graceful stop), so queued Celery messages, unacked deliveries and cancel flags survive
     a restart on the same `data_dir`; without it a restart empties the broker.
-    `password` makes the server require it (`requirepass`, read from a private config file
-    so it never shows in the process list); `url` then carries it.
+    `password` makes the server require it (`requirepass`) and `acl_user` (name, password)
+    adds an ACL user with every right, both read from a private config file so they never
+    show in the process list; `url` and `acl_url` then carry them. `tls` serves TLS only
+    (`rediss://`), which needs a `binary` built with TLS support.
     """
 
     data_dir: Path
@@ -307,13 +318,46 @@ class EmbeddedRedis:
     host: str = "127.0.0.1"
     persistent: bool = False
     password: str | None = field(default=None, repr=False)
+    acl_user: tuple[str, str] | None = field(default=None, repr=False)
+    tls: RedisTlsFiles | None = None
+    binary: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        """The redis:// URL of database 0."""
+        """The redis:// (rediss:// with TLS) URL of database 0."""
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}{self.host}:{self.port}/0"
+        return f"{self._scheme}://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def acl_url(self) -> str:
+        """The URL of database 0 as the ACL user."""
+        if self.acl_user is None:
+            raise EmbeddedServiceError("this server has no ACL user")
+        name, password = self.acl_user
+        return f"{self._scheme}://{name}:{password}@{self.host}:{self.port}/0"
+
+    @property
+    def _scheme(self) -> str:
+        return "rediss" if self.tls else "redis"
+
+    def _config_lines(self) -> list[str]:
+        lines = []
+        if self.password:
+            lines.append(f"requirepass {self.password}")
+        if self.acl_user is not None:
+            name, password = self.acl_user
+            lines.append(f"user {name} on >{password} ~* &* +@all")
+        if self.tls is not None:
+            lines += [
+                "port 0",
+                f"tls-port {self.port}",
+                f"tls-cert-file {self.tls.cert}",
+                f"tls-key-file {self.tls.key}",
+                f"tls-ca-cert-file {self.tls.ca}",
+                "tls-auth-clients no",
+            ]
+        return lines
 
     def start(self) -> None:
         """Start the server (same port as before on a restart); idempotent."""
@@ -322,15 +366,15 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port(self.host)
         log = self.data_dir / "server.log"
-        args = [str(redis_server_binary())]
-        if self.password:
-            config = self.data_dir / "auth.conf"
+        args = [str(self.binary or redis_server_binary())]
+        if lines := self._config_lines():
+            config = self.data_dir / "private.conf"
             config.touch(mode=0o600)
-            config.write_text(f"requirepass {self.password}\n")
+            config.write_text("\n".join(lines) + "\n")
             args.append(str(config))  # a config file must be the first argument
+        if self.tls is None:
+            args += ["--port", str(self.port)]
         args += [
-            "--port",
-            str(self.port),
             "--bind",
             self.host,
             "--save",
@@ -361,3 +405,60 @@ class EmbeddedRedis:
     def kill(self) -> None:
         """SIGKILL the server."""
         _stop_process(self.process, signal.SIGKILL, timeout=10)
+
+
+@dataclass
+class EmbeddedSentinel:
+    """A redis-server in sentinel mode on a loopback port, monitoring one master.
+
+    `master_password` is the master's `requirepass`, so the sentinel can reach it.
+    """
+
+    data_dir: Path
+    master_name: str
+    master_port: int
+    master_host: str = "127.0.0.1"
+    master_password: str | None = field(default=None, repr=False)
+    port: int = 0
+    host: str = "127.0.0.1"
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The sentinel:// URL of this sentinel (no credentials: the master's go first)."""
+        return f"sentinel://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        """Write the sentinel's config (it rewrites it with what it learns) and start it."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port(self.host)
+        name = self.master_name
+        lines = [
+            f"port {self.port}",
+            f"bind {self.host}",
+            "protected-mode no",
+            "daemonize no",
+            f"dir {self.data_dir}",
+            f"sentinel monitor {name} {self.master_host} {self.master_port} 1",
+            f"sentinel down-after-milliseconds {name} 5000",
+        ]
+        if self.master_password:
+            lines.append(f"sentinel auth-pass {name} {self.master_password}")
+        config = self.data_dir / "sentinel.conf"
+        config.touch(mode=0o600)
+        config.write_text("\n".join(lines) + "\n")
+        log = self.data_dir / "sentinel.log"
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(redis_server_binary()), str(config), "--sentinel"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait_for_port(self.host, self.port, self.process, log)
+
+    def stop(self) -> None:
+        """Graceful shutdown."""
+        _stop_process(self.process, signal.SIGTERM, timeout=10)

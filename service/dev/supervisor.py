@@ -63,6 +63,25 @@ def process_commands(*, python: str) -> dict[str, str]:
     }
 
 
+DEV_WORKER_METRICS_PORT = 9464
+DEV_SCHEDULER_METRICS_PORT = 9466  # .env.example suggests the same ports
+
+
+def metrics_env(settings: Settings) -> dict[str, dict[str, str]]:
+    """Each supervised process's metrics port, all distinct: the two worker instances take
+    WORKER_METRICS_PORT and the next port, the scheduler SCHEDULER_METRICS_PORT (dev
+    defaults when they are 0). The API serves /metrics on its own port."""
+    worker = settings.worker_metrics_port or DEV_WORKER_METRICS_PORT
+    scheduler = settings.scheduler_metrics_port or DEV_SCHEDULER_METRICS_PORT
+    if scheduler in (worker, worker + 1):
+        scheduler = worker + 2
+    return {
+        "worker": {"WORKER_METRICS_PORT": str(worker)},
+        "worker-scheduled": {"WORKER_METRICS_PORT": str(worker + 1)},
+        "scheduler": {"SCHEDULER_METRICS_PORT": str(scheduler)},
+    }
+
+
 def main() -> None:
     """Run the development stack until Ctrl-C."""
     environ = dict(os.environ)
@@ -105,21 +124,36 @@ def main() -> None:
         }
         write_env_file(DEV_ENV_FILE, shared)
         environ.update(shared)
-        print_banner(shared, api_url=api_url)
+        ports = metrics_env(settings)
+        print_banner(shared, api_url=api_url, metrics=ports, host=settings.metrics_host)
         manager = Manager()
         for name, command in process_commands(python=shlex.quote(sys.executable)).items():
-            manager.add_process(name, command, env=environ, cwd=str(ROOT))
+            env = {**environ, **ports.get(name, {})}
+            manager.add_process(name, command, env=env, cwd=str(ROOT))
         manager.loop()
     sys.exit(manager.returncode or 0)
 
 
-def print_banner(values: Mapping[str, str], *, api_url: str) -> None:
+def print_banner(
+    values: Mapping[str, str],
+    *,
+    api_url: str,
+    metrics: Mapping[str, Mapping[str, str]] | None = None,
+    host: str = "127.0.0.1",
+) -> None:
     """Tell the developer where everything is (secrets included: this is their own stack)."""
+    endpoints = [
+        f"  metrics    {name}: http://{host}:{port}/metrics"
+        for name, env in (metrics or {}).items()
+        for port in env.values()
+    ]
     lines = [
         "",
         "findash dev stack",
         f"  API        {api_url}   (try: curl {api_url}/ready)",
         f"  OpenAPI    {api_url}/schema",
+        f"  metrics    api: {api_url}/metrics",
+        *endpoints,
         *(f"  {key:<22} {value}" for key, value in values.items()),
         f"  written to {DEV_ENV_FILE.relative_to(ROOT)}; Ctrl-C stops everything",
         "",

@@ -5,6 +5,11 @@ last close, else at the last close (`pricing.best_price`), and says which price
 it used, when it traded and whether it is stale. The totals carry the oldest
 price time they used and the stale symbols, so a dashboard can show "as of
 14:05 ET, 2 prices stale" from one response.
+
+Prices (`close`, `price`) are in the asset's own `currency`; every money figure
+is in the portfolio's base `currency`, converted at the stored rate of `as_of`
+(`service.portfolio.fx`). A missing rate leaves that position's money fields
+and the totals null and is listed in `missing_fx`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from service.core.trading_calendar import TradingCalendar
-from service.portfolio.positions import ZERO, DayState, Split
+from service.portfolio.positions import ZERO, DayState, Holding, Split
 from service.portfolio.pricing import (
     Price,
     StoredQuote,
@@ -24,7 +29,7 @@ from service.portfolio.pricing import (
     stale_before,
 )
 from service.portfolio.schemas import HoldingOut, HoldingsOut, number
-from service.portfolio.valuation import close_for_shares_on
+from service.portfolio.valuation import BASE_ONLY, Currencies, close_for_shares_on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,12 +41,14 @@ class PriceInputs:
     closes: Mapping[str, tuple[date, Decimal]]
     quotes: Mapping[str, StoredQuote]
     splits: Mapping[str, Sequence[Split]]
+    currencies: Currencies = BASE_ONLY
 
 
-def _empty(portfolio_id: int, as_of: date) -> HoldingsOut:
+def _empty(portfolio_id: int, as_of: date, currency: str | None) -> HoldingsOut:
     return HoldingsOut(
         portfolio_id=portfolio_id,
         as_of=as_of,
+        currency=currency,
         cash=0.0,
         market_value=0.0,
         total_value=0.0,
@@ -65,6 +72,10 @@ class _Valued:
     price: Price | None
     market_value: Decimal | None
     stale: bool
+    currency: str | None = None
+    fx_rate: Decimal | None = None
+    fx_pnl: Decimal | None = None
+    missing_fx: str | None = None
 
 
 def current_holdings(
@@ -73,14 +84,13 @@ def current_holdings(
     """Positions at `as_of` valued at the newest price (quotes only when `as_of` is today or
     later); an unpriced position gets null price fields and makes the totals null, never
     zero."""
+    base = inputs.currencies.base
     if state is None:
-        return _empty(portfolio_id, as_of)
+        return _empty(portfolio_id, as_of, base)
     stale_from = stale_before(freshness_reference(as_of=as_of, now=inputs.now), inputs.calendar)
     valued = [
         _value(
-            symbol=h.symbol,
-            quantity=h.quantity,
-            cost=h.cost_basis,
+            holding=h,
             inputs=inputs,
             as_of=as_of,
             use_quote=as_of >= today,
@@ -89,12 +99,14 @@ def current_holdings(
         for h in state.holdings
     ]
     missing = [v.symbol for v in valued if v.price is None]
-    market = None if missing else sum((v.market_value or ZERO for v in valued), ZERO)
+    missing_fx = sorted({v.missing_fx for v in valued if v.missing_fx})
+    market = None if missing or missing_fx else sum((v.market_value or ZERO for v in valued), ZERO)
     total = None if market is None else market + state.cash
     times = [v.price.time for v in valued if v.price is not None]
     return HoldingsOut(
         portfolio_id=portfolio_id,
         as_of=as_of,
+        currency=base,
         cash=float(state.cash),
         market_value=number(market),
         total_value=number(total),
@@ -106,19 +118,20 @@ def current_holdings(
         missing_prices=missing,
         price_time=min(times) if times else None,
         stale_prices=[v.symbol for v in valued if v.stale],
+        missing_fx=missing_fx,
+        realized_fx_pnl=float(state.realized_fx_pnl),
     )
 
 
 def _value(
     *,
-    symbol: str,
-    quantity: Decimal,
-    cost: Decimal,
+    holding: Holding,
     inputs: PriceInputs,
     as_of: date,
     use_quote: bool,
     stale_from: datetime,
 ) -> _Valued:
+    symbol = holding.symbol
     # Stored closes are split-adjusted as of today and a quote is in today's shares: a split
     # dated after `as_of` scales either to the price of a share held on `as_of`.
     factor = close_for_shares_on(Decimal(1), inputs.splits.get(symbol, ()), as_of)
@@ -128,14 +141,33 @@ def _value(
     price = best_price(close=close, quote=quote, calendar=inputs.calendar)
     if price is not None and price.source == "quote":
         price = Price(value=price.value * factor, time=price.time, source="quote")
+    currencies = inputs.currencies
+    currency = currencies.price_currency(holding)
+    rate = currencies.to_base(currency, as_of)
+    own_rate = currencies.to_base(holding.currency, as_of)
+    missing_fx = None
+    if rate is None:
+        missing_fx = currencies.missing(currency or "", as_of)
+    elif own_rate is None and holding.currency is not None:
+        missing_fx = currencies.missing(holding.currency, as_of)
     return _Valued(
         symbol=symbol,
-        quantity=quantity,
-        cost=cost,
+        quantity=holding.quantity,
+        cost=holding.cost_basis,
         close=close,
         price=price,
-        market_value=None if price is None else quantity * price.value,
+        market_value=(
+            None if price is None or rate is None else holding.quantity * price.value * rate
+        ),
         stale=price is not None and price.time < stale_from,
+        currency=currency or currencies.base,
+        fx_rate=rate,
+        fx_pnl=(
+            None
+            if own_rate is None
+            else holding.cost_in_own_currency * own_rate - holding.cost_basis
+        ),
+        missing_fx=missing_fx,
     )
 
 
@@ -155,4 +187,7 @@ def _row(valued: _Valued, total: Decimal | None) -> HoldingOut:
         market_value=number(value),
         unrealized_pnl=None if value is None else float(value - valued.cost),
         weight=float(value / total) if value is not None and total else None,
+        currency=valued.currency,
+        fx_rate=number(valued.fx_rate),
+        unrealized_fx_pnl=None if value is None else number(valued.fx_pnl),
     )

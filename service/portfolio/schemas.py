@@ -61,6 +61,7 @@ class PortfolioCreate(Body):
 
     name: Name
     base_currency: Currency = "USD"
+    auto_dividends: bool = False
 
     def __post_init__(self) -> None:
         self.name = self.name.strip()
@@ -68,13 +69,27 @@ class PortfolioCreate(Body):
             raise ValueError("name: must not be blank")
 
 
+class PortfolioUpdate(Body):
+    """A change to a portfolio's settings."""
+
+    auto_dividends: Annotated[
+        bool,
+        msgspec.Meta(
+            description="Turn the stored dividends of held symbols into generated DIVIDEND "
+            "transactions (true), or remove the generated ones (false)."
+        ),
+    ]
+
+
 class PortfolioOut(msgspec.Struct, frozen=True):
-    """A portfolio."""
+    """A portfolio; with `auto_dividends`, dividends of held symbols are generated as
+    DIVIDEND transactions (`generated: true`)."""
 
     id: int
     name: str
     base_currency: str
     created_at: dt.datetime
+    auto_dividends: bool
 
 
 class TransactionCreate(Body):
@@ -125,7 +140,8 @@ class TransactionCreate(Body):
 
 
 class TransactionOut(msgspec.Struct, frozen=True):
-    """A recorded transaction; `id` orders same-date transactions."""
+    """A recorded transaction; `id` orders same-date transactions. `generated` marks a
+    DIVIDEND made from a stored dividend (`auto_dividends`), not recorded by the user."""
 
     id: int
     type: str
@@ -138,12 +154,25 @@ class TransactionOut(msgspec.Struct, frozen=True):
     currency: str | None
     fx_rate: float | None
     note: str | None
+    generated: bool = False
+
+
+class ImportResult(msgspec.Struct, frozen=True):
+    """What an import did: rows recorded, and rows skipped as already recorded."""
+
+    imported: int
+    duplicates: int
 
 
 class HoldingOut(msgspec.Struct, frozen=True):
     """A current position, valued at `price`: the latest quote when it traded after the last
     close, else the last close (`price_source`). `stale` is true when that price is older
-    than the last completed session's close. Price fields are null when nothing is known."""
+    than the last completed session's close. Price fields are null when nothing is known.
+
+    `close` and `price` are in the asset's `currency`; the money fields (`average_cost`,
+    `cost_basis`, `market_value`, `unrealized_pnl` and its FX part `unrealized_fx_pnl`) are
+    in the portfolio's base currency, converted at `fx_rate` (base per unit of `currency`).
+    """
 
     symbol: str
     quantity: float
@@ -158,17 +187,24 @@ class HoldingOut(msgspec.Struct, frozen=True):
     market_value: float | None
     unrealized_pnl: float | None
     weight: float | None
+    currency: str | None = None
+    fx_rate: float | None = None
+    unrealized_fx_pnl: float | None = None
 
 
 class HoldingsOut(msgspec.Struct, frozen=True):
-    """Positions and cash at the newest prices; totals are null if any price is missing.
+    """Positions and cash at the newest prices; totals are null if any price or FX rate is
+    missing (`missing_prices`, `missing_fx` as `EURUSD 2025-03-07`).
 
     `price_time` is the oldest price time the totals used and `stale_prices` the symbols
-    whose price is stale, so one response can say "as of 14:05 ET, 2 prices stale".
+    whose price is stale, so one response can say "as of 14:05 ET, 2 prices stale". Every
+    money figure is in `currency`, the portfolio's base currency; `realized_fx_pnl` is the
+    FX part of `realized_pnl`.
     """
 
     portfolio_id: int
     as_of: dt.date
+    currency: str | None
     cash: float
     market_value: float | None
     total_value: float | None
@@ -180,6 +216,8 @@ class HoldingsOut(msgspec.Struct, frozen=True):
     missing_prices: list[str]
     price_time: dt.datetime | None
     stale_prices: list[str]
+    missing_fx: list[str] = []
+    realized_fx_pnl: float = 0.0
 
 
 class SnapshotOut(msgspec.Struct, frozen=True):

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 import asyncpg
 import msgspec
 
 from service.core.trading_calendar import TradingCalendar
+from service.portfolio.fx import MAX_RATE_AGE_DAYS, FxRates, major, pair_symbol
 from service.portfolio.positions import Split, Transaction, TxType
 from service.portfolio.pricing import StoredQuote
+from service.portfolio.schemas import TransactionCreate
 
 # The value columns of `portfolio_snapshots` (migrations/0004), in table order.
 SNAPSHOT_VALUE_COLUMNS = (
@@ -30,22 +32,39 @@ SNAPSHOT_VALUE_COLUMNS = (
     "day_change",
 )
 
-_GET_PORTFOLIO = (
-    "SELECT id, name, base_currency, created_at FROM portfolios WHERE id = $1 AND owner_id = $2"
-)
+PORTFOLIO_COLUMNS = "id, name, base_currency, created_at, auto_dividends"
+_GET_PORTFOLIO = f"SELECT {PORTFOLIO_COLUMNS} FROM portfolios WHERE id = $1 AND owner_id = $2"  # noqa: S608 - constant text
 
 
 async def create_portfolio(
-    connection: asyncpg.Connection, *, owner_id: int, name: str, base_currency: str
+    connection: asyncpg.Connection,
+    *,
+    owner_id: int,
+    name: str,
+    base_currency: str,
+    auto_dividends: bool = False,
 ) -> asyncpg.Record | None:
     """Insert a portfolio; None when the owner already has one by that name."""
     row: asyncpg.Record | None = await connection.fetchrow(
-        "INSERT INTO portfolios (owner_id, name, base_currency) VALUES ($1, $2, $3) "
-        "ON CONFLICT (owner_id, name) DO NOTHING "
-        "RETURNING id, name, base_currency, created_at",
+        "INSERT INTO portfolios (owner_id, name, base_currency, auto_dividends) "  # noqa: S608 - constant text
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (owner_id, name) DO NOTHING "
+        f"RETURNING {PORTFOLIO_COLUMNS}",
         owner_id,
         name,
         base_currency,
+        auto_dividends,
+    )
+    return row
+
+
+async def set_auto_dividends(
+    connection: asyncpg.Connection, *, portfolio_id: int, auto_dividends: bool
+) -> asyncpg.Record:
+    """Switch generated dividends on or off for a portfolio the caller has locked."""
+    row: asyncpg.Record = await connection.fetchrow(
+        f"UPDATE portfolios SET auto_dividends = $2 WHERE id = $1 RETURNING {PORTFOLIO_COLUMNS}",  # noqa: S608 - constant text
+        portfolio_id,
+        auto_dividends,
     )
     return row
 
@@ -53,8 +72,7 @@ async def create_portfolio(
 async def list_portfolios(connection: asyncpg.Connection, *, owner_id: int) -> list[asyncpg.Record]:
     """The owner's portfolios, oldest first."""
     rows: list[asyncpg.Record] = await connection.fetch(
-        "SELECT id, name, base_currency, created_at FROM portfolios WHERE owner_id = $1 "
-        "ORDER BY id",
+        f"SELECT {PORTFOLIO_COLUMNS} FROM portfolios WHERE owner_id = $1 ORDER BY id",  # noqa: S608 - constant text
         owner_id,
     )
     return rows
@@ -97,20 +115,17 @@ def transaction_from_row(row: asyncpg.Record) -> Transaction:
         currency=row["currency"],
         fx_rate=row["fx_rate"],
         note=row["note"],
+        generated_ex_date=row["generated_ex_date"],
     )
 
 
 TRANSACTION_COLUMNS = (
-    "id, type, date, symbol, quantity, price, amount, fee, currency, fx_rate, note"
+    "id, type, date, symbol, quantity, price, amount, fee, currency, fx_rate, note, "
+    "generated_ex_date"
 )
 _LIST_TRANSACTIONS = (
     f"SELECT {TRANSACTION_COLUMNS} FROM transactions "  # noqa: S608 - constant text
     "WHERE portfolio_id = $1 ORDER BY date, id"
-)
-_INSERT_TRANSACTION = (
-    "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price, amount, fee, "  # noqa: S608 - constant text
-    "currency, fx_rate, note) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
-    f"RETURNING {TRANSACTION_COLUMNS}"
 )
 
 
@@ -123,38 +138,28 @@ async def list_transactions(connection: asyncpg.Connection, portfolio_id: int) -
     return [transaction_from_row(row) for row in rows]
 
 
-async def insert_transaction(
-    connection: asyncpg.Connection,
-    *,
-    portfolio_id: int,
-    tx_type: str,
-    day: date,
-    symbol: str | None,
-    quantity: Decimal | None,
-    price: Decimal | None,
-    amount: Decimal | None,
-    fee: Decimal,
-    currency: str | None = None,
-    fx_rate: Decimal | None = None,
-    note: str | None = None,
-) -> Transaction:
-    """Record a transaction (its id puts it after every earlier-recorded one)."""
-    row = await connection.fetchrow(
-        _INSERT_TRANSACTION,
-        portfolio_id,
-        tx_type,
-        day,
-        symbol,
-        quantity,
-        price,
-        amount,
-        fee,
-        currency,
-        fx_rate,
-        note,
-    )
-    assert row is not None
-    return transaction_from_row(row)
+_INSERT_TRANSACTIONS = (
+    "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price, amount, fee, "  # noqa: S608 - constant text
+    "currency, fx_rate, note) "
+    "SELECT $1, t.type, t.date, t.symbol, t.quantity, t.price, t.amount, t.fee, t.currency, "
+    "t.fx_rate, t.note FROM unnest($2::text[], $3::date[], $4::text[], $5::numeric[], "
+    "$6::numeric[], $7::numeric[], $8::numeric[], $9::text[], $10::numeric[], $11::text[]) "
+    "WITH ORDINALITY AS t(type, date, symbol, quantity, price, amount, fee, currency, fx_rate, "
+    f"note, n) ORDER BY t.n RETURNING {TRANSACTION_COLUMNS}"
+)
+
+
+async def insert_transactions(
+    connection: asyncpg.Connection, *, portfolio_id: int, rows: Sequence[TransactionCreate]
+) -> list[Transaction]:
+    """Record many transactions in one statement, in the given order; the recorded ones,
+    ids ascending."""
+    if not rows:
+        return []
+    columns = ("type", "date", "symbol", "quantity", "price", "amount", "fee", "currency")
+    arrays = [[getattr(row, name) for row in rows] for name in (*columns, "fx_rate", "note")]
+    recorded = await connection.fetch(_INSERT_TRANSACTIONS, portfolio_id, *arrays)
+    return sorted((transaction_from_row(row) for row in recorded), key=lambda tx: tx.id)
 
 
 async def delete_transaction(
@@ -203,12 +208,50 @@ async def load_splits(
     return dict(splits)
 
 
-async def asset_currency(connection: asyncpg.Connection, symbol: str) -> str | None:
-    """The quote currency stored for `symbol`, if known."""
-    currency: str | None = await connection.fetchval(
-        "SELECT currency FROM assets WHERE symbol = $1", symbol
+def candidate_pairs(currencies: Iterable[str | None], bases: Iterable[str]) -> list[str]:
+    """Every stored pair a conversion of `currencies` into `bases` may read: direct, inverse,
+    and both legs of a cross through USD."""
+    majors = {major(c)[0] for c in currencies if c is not None} | set(bases)
+    pairs = set()
+    for base in bases:
+        for currency in majors - {base}:
+            pairs |= {pair_symbol(currency, base), pair_symbol(base, currency)}
+    for currency in majors - {"USD"}:
+        pairs |= {pair_symbol(currency, "USD"), pair_symbol("USD", currency)}
+    return sorted(pairs)
+
+
+async def load_rates(
+    connection: asyncpg.Connection, pairs: Sequence[str], *, start: date, end: date
+) -> FxRates:
+    """Stored closes of `pairs` in [start - MAX_RATE_AGE_DAYS, end]."""
+    if not pairs:
+        return FxRates()
+    rows = await connection.fetch(
+        "SELECT symbol, date, close FROM daily_prices "
+        "WHERE symbol = ANY($1::text[]) AND date BETWEEN $2 AND $3",
+        list(pairs),
+        start - timedelta(days=MAX_RATE_AGE_DAYS),
+        end,
     )
-    return currency
+    closes: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
+    for row in rows:
+        closes[row["symbol"]].append((row["date"], row["close"]))
+    return FxRates.from_closes(closes)
+
+
+async def asset_currencies(
+    connection: asyncpg.Connection, symbols: Sequence[str]
+) -> dict[str, str]:
+    """The quote currency stored for each of `symbols` that has one."""
+    if not symbols:
+        return {}
+    rows = await connection.fetch(
+        "SELECT symbol, currency FROM assets "
+        "WHERE symbol = ANY($1::text[]) AND currency IS NOT NULL",
+        list(symbols),
+    )
+    return {row["symbol"]: row["currency"] for row in rows}
 
 
 class _TxRow(msgspec.Struct, frozen=True):
@@ -220,6 +263,8 @@ class _TxRow(msgspec.Struct, frozen=True):
     price: Decimal | None
     amount: Decimal | None
     fee: Decimal
+    currency: str | None = None
+    fx_rate: Decimal | None = None
 
 
 class _SplitRow(msgspec.Struct, frozen=True):
@@ -246,7 +291,14 @@ class _ClosureRow(msgspec.Struct, frozen=True):
     closes_at: time | None
 
 
+class _CurrencyRow(msgspec.Struct, frozen=True):
+    symbol: str
+    currency: str
+
+
 class _HoldingsRow(msgspec.Struct, frozen=True):
+    base: str
+    currencies: list[_CurrencyRow]
     transactions: list[_TxRow]
     splits: list[_SplitRow]
     closes: list[_CloseRow]
@@ -258,6 +310,8 @@ class _HoldingsRow(msgspec.Struct, frozen=True):
 class HoldingsReads:
     """Everything `GET …/holdings` reads, from one statement."""
 
+    base: str
+    currencies: dict[str, str]
     transactions: list[Transaction]
     splits: dict[str, list[Split]]
     closes: dict[str, tuple[date, Decimal]]
@@ -267,16 +321,22 @@ class HoldingsReads:
 
 # Numbers travel as text, so they decode into Decimal exactly.
 _HOLDINGS_READS = """
-WITH owned AS (SELECT id FROM portfolios WHERE id = $1 AND owner_id = $2),
+WITH owned AS (SELECT id, base_currency FROM portfolios WHERE id = $1 AND owner_id = $2),
 tx AS (
-    SELECT t.id, t.type, t.date, t.symbol, t.quantity, t.price, t.amount, t.fee
+    SELECT t.id, t.type, t.date, t.symbol, t.quantity, t.price, t.amount, t.fee, t.currency,
+           t.fx_rate
     FROM transactions t JOIN owned ON owned.id = t.portfolio_id
 ),
 held AS (SELECT DISTINCT symbol FROM tx WHERE symbol IS NOT NULL)
 SELECT (SELECT count(*) FROM owned) AS owned, json_build_object(
+    'base', (SELECT base_currency FROM owned),
+    'currencies', (SELECT coalesce(json_agg(json_build_object(
+        'symbol', a.symbol, 'currency', a.currency)), '[]')
+        FROM assets a JOIN held USING (symbol) WHERE a.currency IS NOT NULL),
     'transactions', (SELECT coalesce(json_agg(json_build_object(
         'id', id, 'type', type, 'date', date, 'symbol', symbol, 'quantity', quantity::text,
-        'price', price::text, 'amount', amount::text, 'fee', fee::text) ORDER BY date, id), '[]')
+        'price', price::text, 'amount', amount::text, 'fee', fee::text,
+        'currency', currency, 'fx_rate', fx_rate::text) ORDER BY date, id), '[]')
         FROM tx),
     'splits', (SELECT coalesce(json_agg(json_build_object(
         'symbol', s.symbol, 'date', s.date, 'numerator', s.numerator::text,
@@ -332,6 +392,8 @@ def decode_holdings_reads(text: str) -> HoldingsReads:
             )
         )
     return HoldingsReads(
+        base=reads.base,
+        currencies={c.symbol: c.currency for c in reads.currencies},
         transactions=[Transaction(**msgspec.structs.asdict(tx)) for tx in reads.transactions],
         splits=dict(splits),
         closes={c.symbol: (c.date, c.close) for c in reads.closes},

@@ -8,6 +8,7 @@ import signal
 
 from service.core.clock import clock_from_settings, exchange_today
 from service.core.logs import configure_logging, get_logger
+from service.core.metrics_exposition import serve_default
 from service.core.settings import Settings
 from service.core.trading_calendar import load_holiday_tables
 from service.scheduler.jobs import jobs_for
@@ -40,6 +41,13 @@ def main() -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log.info("scheduler configuration", schedule=settings.scheduler_schedule)
     load_holiday_tables(around=exchange_today(clock_from_settings(settings)))
+    if settings.scheduler_metrics_port:
+        serve_default(host=settings.metrics_host, port=settings.scheduler_metrics_port)
+        log.info(
+            "scheduler metrics served",
+            host=settings.metrics_host,
+            port=settings.scheduler_metrics_port,
+        )
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -39,7 +39,7 @@ from service.core.market_closures import load_trading_calendar
 from service.core.publisher import TaskPublisher
 from service.core.settings import Settings
 from service.core.trading_calendar import EXCHANGE_TZ
-from service.scheduler import ledger
+from service.scheduler import ledger, metrics
 from service.scheduler.leader import LeadershipLost, heartbeat, open_lock_connection, try_acquire
 from service.scheduler.plan import (
     EPOCH,
@@ -181,6 +181,7 @@ class Scheduler:
         await connection.add_listener(ledger.NOTIFY_CHANNEL, on_notify)
         connection.add_termination_listener(on_notify)
         clock.start()
+        metrics.LEADER.set(1)
         try:
             await self._run_due(connection, epoch, first_seen)
             next_catchup = time.monotonic() + settings.scheduler_catchup_seconds
@@ -200,6 +201,7 @@ class Scheduler:
                     await self._run_due(connection, epoch, first_seen)
                     next_catchup = time.monotonic() + settings.scheduler_catchup_seconds
         finally:
+            metrics.LEADER.set(0)
             clock.shutdown(wait=False)
             log.info("leadership ended", leader=self._name, epoch=epoch)
 
@@ -297,6 +299,7 @@ class Scheduler:
             job_id=job.id,
             task=job.task_at(fire.scheduled_for),
             task_id=fire.task_id,
+            scheduled_for=fire.scheduled_for,
             expires_at=fire.scheduled_for + max(job.grace, self._grace_floor),
         )
 
@@ -318,6 +321,7 @@ class Scheduler:
             }
             if pending.scheduled_for + grace < now:
                 await ledger.mark_expired(connection, task_id=pending.task_id)
+                metrics.FIRES.labels(job=self._job_label(pending.job_id), outcome="missed").inc()
                 log.warning("claimed fire expired unsent", **fields)
                 continue
             task = self._pending_task(pending)
@@ -325,6 +329,7 @@ class Scheduler:
                 # Claimed by a release whose task this one no longer knows (renamed, or its
                 # arguments changed): sending it would fail on every pass and end every term.
                 await ledger.mark_expired(connection, task_id=pending.task_id)
+                metrics.FIRES.labels(job=self._job_label(pending.job_id), outcome="failed").inc()
                 log.error("claimed fire dropped: no contract takes it", **fields)
                 continue
             log.info(
@@ -340,8 +345,13 @@ class Scheduler:
                 job_id=pending.job_id,
                 task=task,
                 task_id=pending.task_id,
+                scheduled_for=pending.scheduled_for,
                 expires_at=pending.scheduled_for + grace,
             )
+
+    def _job_label(self, job_id: str) -> str:
+        # A pending fire may name a job an older release had: bounded to this schedule's.
+        return job_id if job_id in self._jobs_by_id else "other"
 
     def _pending_task(self, pending: ledger.PendingFire) -> TaskContract | None:
         """The contract a claimed fire sends, or None if no known contract accepts it."""
@@ -361,6 +371,7 @@ class Scheduler:
         job_id: str,
         task: TaskContract,
         task_id: str,
+        scheduled_for: datetime,
         expires_at: datetime,
     ) -> None:
         self._check_lease(epoch)
@@ -376,10 +387,15 @@ class Scheduler:
                 task, task_id=task_id, expires_in=remaining, queue=fire_queue(task)
             )
         except Exception as exc:  # kombu, redis-py and socket errors alike: retry later
+            metrics.FIRES.labels(job=self._job_label(job_id), outcome="failed").inc()
             log.error("fire send failed; stays claimed", error=repr(exc), **fields)
             raise _BrokerUnavailable from exc
         await ledger.mark_sent(connection, task_id=task_id, epoch=epoch)
         self._last_proof = time.monotonic()
+        lag = max(0.0, (self._clock() - scheduled_for).total_seconds())
+        metrics.FIRES.labels(job=self._job_label(job_id), outcome="sent").inc()
+        metrics.FIRE_LAG.labels(job=self._job_label(job_id)).observe(lag)
+        metrics.CATCHUP_LAG.set(lag)
         log.info("fire sent", task_name=task.name, **fields)
 
 

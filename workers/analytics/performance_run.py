@@ -219,6 +219,8 @@ async def calculate_performance(
             risk_free_rate=risk_free_rate,
             calendar=calendar,
         )
+        # Values, TWR, MWR and the risk metrics are all of the series in the base currency.
+        results[portfolio.id]["currency"] = portfolio.base_currency
     async with pool.acquire() as connection, connection.transaction():
         await connection.executemany(
             """

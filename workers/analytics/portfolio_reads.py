@@ -6,15 +6,22 @@ Each read is one statement for the whole batch, never one per holding.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
 import asyncpg
 
+from service.portfolio.fx import NO_RATES, FxRates
 from service.portfolio.positions import Split, Transaction
-from service.portfolio.store import TRANSACTION_COLUMNS, load_splits, transaction_from_row
+from service.portfolio.store import (
+    TRANSACTION_COLUMNS,
+    candidate_pairs,
+    load_rates,
+    load_splits,
+    transaction_from_row,
+)
 from service.portfolio.valuation import PriceHistory
 
 
@@ -35,6 +42,7 @@ class MarketData:
     prices: dict[str, PriceHistory]
     splits: dict[str, list[Split]]
     currencies: dict[str, str]
+    rates: FxRates = NO_RATES
 
 
 async def select_portfolios(
@@ -72,9 +80,16 @@ async def load_transactions(
 
 
 async def load_market_data(
-    connection: asyncpg.Connection, symbols: Sequence[str], *, start: date, end: date
+    connection: asyncpg.Connection,
+    symbols: Sequence[str],
+    *,
+    start: date,
+    end: date,
+    bases: Sequence[str] = (),
+    tx_currencies: Iterable[str] = (),
 ) -> MarketData:
-    """Closes in [start, end] plus each symbol's last close before `start`, splits, currencies."""
+    """Closes in [start, end] plus each symbol's last close before `start`, splits,
+    currencies, and the FX rates converting them (and `tx_currencies`) into `bases`."""
     symbol_list = sorted(set(symbols))
     rows = await connection.fetch(
         """
@@ -109,7 +124,17 @@ async def load_market_data(
             symbol_list,
         )
     }
-    return MarketData(prices=prices, splits=splits, currencies=currencies)
+    return MarketData(
+        prices=prices,
+        splits=splits,
+        currencies=currencies,
+        rates=await load_rates(
+            connection,
+            candidate_pairs([*currencies.values(), *tx_currencies], bases),
+            start=start,
+            end=end,
+        ),
+    )
 
 
 def symbols_of(transactions: Sequence[Transaction]) -> set[str]:

@@ -1,8 +1,11 @@
 """Daily portfolio snapshots: build rows (pure) and upsert them in bulk (one statement per batch).
 
 A portfolio's rows are computed in full before anything is written, and a
-portfolio that fails (a missing close, a foreign-currency asset, an
-impossible transaction) contributes no rows: all or nothing per portfolio.
+portfolio that fails (a missing close, a missing FX rate, an impossible
+transaction) contributes no rows: all or nothing per portfolio. Values are in
+the portfolio's base currency; each holding also carries its close in its own
+currency and the rate used. A missing rate is logged once per pair and date
+per run, however many portfolios or rows it affects.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import asyncpg
 
 from service.core.logs import get_logger
 from service.core.trading_calendar import NYSE, TradingCalendar
+from service.portfolio.fx import MissingFx
 from service.portfolio.positions import LedgerError, Transaction, replay
 from service.portfolio.store import SNAPSHOT_VALUE_COLUMNS
-from service.portfolio.valuation import MissingPrice, Valuation, valuations
+from service.portfolio.valuation import Currencies, MissingPrice, Valuation, valuations
+from workers import metrics
 from workers.analytics.portfolio_reads import (
     MarketData,
     PortfolioRow,
@@ -43,10 +48,6 @@ _VALUE_COLUMNS = SNAPSHOT_COLUMNS[2:]
 Progress = Callable[[int, int], Awaitable[None]]
 
 
-class CurrencyMismatch(ValueError):
-    """An asset quoted in a currency other than the portfolio's base currency."""
-
-
 @dataclass(slots=True)
 class SnapshotOutcome:
     """What a snapshot run did."""
@@ -57,6 +58,8 @@ class SnapshotOutcome:
     failed: dict[int, str] = field(default_factory=dict)
     # symbol -> the oldest price date a snapshot of this run used for it instead of its date
     stale: dict[str, date] = field(default_factory=dict)
+    # every "EURUSD 2025-03-07" a portfolio of this run lacked
+    missing_fx: set[str] = field(default_factory=set)
 
     def note_stale(self, symbol: str, price_date: date) -> None:
         """Remember that a snapshot valued `symbol` at the close of `price_date`, not its date."""
@@ -68,17 +71,6 @@ def stale_prices(row: Valuation) -> dict[str, date]:
     return {h.symbol: h.price_date for h in row.holdings if h.price_date < row.date}
 
 
-def check_currencies(portfolio: PortfolioRow, symbols: set[str], market: MarketData) -> None:
-    """Refuse assets quoted in another currency: values are never mixed silently."""
-    for symbol in sorted(symbols):
-        currency = market.currencies.get(symbol)
-        if currency is not None and currency != portfolio.base_currency:
-            raise CurrencyMismatch(
-                f"{symbol} is quoted in {currency} but the portfolio's base currency is "
-                f"{portfolio.base_currency}; only base-currency assets are supported"
-            )
-
-
 def portfolio_valuations(
     portfolio: PortfolioRow,
     transactions: Sequence[Transaction],
@@ -87,12 +79,20 @@ def portfolio_valuations(
     dates: Sequence[date],
     previous: date | None,
 ) -> list[Valuation]:
-    """Every snapshot of one portfolio for `dates`; raises on any problem."""
-    check_currencies(portfolio, symbols_of(transactions), market)
+    """Every snapshot of one portfolio for `dates`, in its base currency; raises on any
+    problem (MissingFx lists every pair and date lacking a rate)."""
     splits = [s for symbol in symbols_of(transactions) for s in market.splits.get(symbol, ())]
-    states = replay(transactions, splits)
+    states = replay(transactions, splits, base=portfolio.base_currency)
+    currencies = Currencies(
+        base=portfolio.base_currency, of_symbol=market.currencies, rates=market.rates
+    )
     return valuations(
-        states, dates=dates, previous=previous, prices=market.prices, splits=market.splits
+        states,
+        dates=dates,
+        previous=previous,
+        prices=market.prices,
+        splits=market.splits,
+        currencies=currencies,
     )
 
 
@@ -106,7 +106,10 @@ def snapshot_record(portfolio_id: int, row: Valuation) -> tuple[Any, ...]:
         {
             "symbol": h.symbol,
             "quantity": _json_number(h.quantity),
+            "currency": h.currency,
             "close": _json_number(h.close),
+            "fx_rate": _json_number(h.fx_rate),
+            "unrealized_fx_pnl": _json_number(h.unrealized_fx_pnl),
             "price_date": h.price_date.isoformat(),
             "market_value": _json_number(h.market_value),
             "cost_basis": _json_number(h.cost_basis),
@@ -211,7 +214,14 @@ async def snapshot_portfolios(
             transactions = await load_transactions(connection, [p.id for p in batch])
             symbols = set().union(*(symbols_of(t) for t in transactions.values()))
             market = await load_market_data(
-                connection, sorted(symbols), start=previous, end=dates[-1]
+                connection,
+                sorted(symbols),
+                start=previous,
+                end=dates[-1],
+                bases=sorted({p.base_currency for p in batch}),
+                tx_currencies={
+                    tx.currency for txs in transactions.values() for tx in txs if tx.currency
+                },
             )
             return transactions, market
 
@@ -232,7 +242,14 @@ async def snapshot_portfolios(
                     dates=dates,
                     previous=previous,
                 )
-            except (MissingPrice, LedgerError, CurrencyMismatch) as exc:
+            except MissingFx as exc:
+                outcome.failed[portfolio.id] = str(exc)
+                for missing in sorted(set(exc.missing) - outcome.missing_fx):
+                    pair, day = missing.split(" ")
+                    log.warning("fx rate missing", pair=pair, date=day)
+                outcome.missing_fx.update(exc.missing)
+                continue
+            except (MissingPrice, LedgerError) as exc:
                 outcome.failed[portfolio.id] = str(exc)
                 log.warning("snapshot skipped", portfolio_id=portfolio.id, reason=str(exc))
                 continue
@@ -245,9 +262,9 @@ async def snapshot_portfolios(
         ) -> int:
             return await upsert_snapshots(connection, records)
 
-        outcome.changed += await in_transaction(
-            pool, write, retry_seconds=retry_seconds, what="snapshots"
-        )
+        changed = await in_transaction(pool, write, retry_seconds=retry_seconds, what="snapshots")
+        metrics.ROWS_WRITTEN.labels(table="portfolio_snapshots").inc(changed)
+        outcome.changed += changed
         outcome.rows += len(records)
         if progress is not None:
             await progress(min(offset + BATCH_PORTFOLIOS, len(portfolios)), len(portfolios))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import date
 from typing import Any
 
 from service.core.contracts import (
     CalculatePortfolioPerformance,
     CreatePortfolioSnapshot,
+    FetchMarketData,
     GeneratePortfolioReport,
 )
 from service.core.logs import get_logger
 from service.core.market_closures import load_trading_calendar
+from service.core.publisher import TaskPublisher
 from workers.analytics.performance_run import calculate_performance
 from workers.analytics.portfolio_reads import select_portfolios
 from workers.analytics.report_run import generate_report
@@ -23,6 +27,21 @@ log = get_logger(__name__)
 
 class PortfolioNotFound(LookupError):
     """The portfolio does not exist (or is not the given user's)."""
+
+
+async def fetch_missing_rates(publisher: TaskPublisher, missing: set[str]) -> str | None:
+    """Ask for the pairs behind `missing` ("EURUSD 2025-03-07") over their dates, so the
+    next snapshot or performance run finds them; the fetch task's id, None if nothing."""
+    if not missing:
+        return None
+    pairs = sorted({f"{label.split(' ')[0]}=X" for label in missing})
+    days = [date.fromisoformat(label.split(" ")[1]) for label in missing]
+    task_id = str(uuid.uuid4())
+    await publisher.publish(
+        FetchMarketData(symbols=pairs, start=min(days), end=max(days)), task_id=task_id
+    )
+    log.info("fetching missing fx rates", pairs=pairs, task_id=task_id)
+    return task_id
 
 
 async def create_portfolio_snapshot(
@@ -57,6 +76,7 @@ async def create_portfolio_snapshot(
         calendar=calendar,
         retry_seconds=retry_seconds,
     )
+    fx_fetch = await fetch_missing_rates(ctx.publisher, outcome.missing_fx)
     log.info(
         "snapshots written",
         portfolios=outcome.portfolios,
@@ -74,6 +94,8 @@ async def create_portfolio_snapshot(
         "changed": outcome.changed,
         "failed": {str(pid): reason for pid, reason in outcome.failed.items()},
         "stale_prices": {symbol: day.isoformat() for symbol, day in sorted(outcome.stale.items())},
+        "missing_fx": sorted(outcome.missing_fx),
+        "fx_fetch_task_id": fx_fetch,
     }
 
 

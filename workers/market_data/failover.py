@@ -17,7 +17,9 @@ from datetime import date
 from typing import TypeVar
 
 from service.core.logs import get_logger
+from workers import metrics
 from workers.market_data.backoff import call_with_retries, next_delay
+from workers.market_data.circuit_breaker import BreakerState
 from workers.market_data.providers.base import ErrorKind, ProviderError
 from workers.market_data.providers.registry import ProviderSlot
 from workers.market_data.types import AssetInfo, History, Quote
@@ -36,6 +38,16 @@ class SymbolFailed(Exception):
         super().__init__(self.reason)
 
 
+def count_symbol_failure(failure: SymbolFailed | None, *, provider: str = "") -> None:
+    """One symbol could not be fetched: count it by the last provider tried and the kind
+    (`failure` None: `provider` answered with no data)."""
+    if failure is None:
+        last, kind = provider, ErrorKind.NOT_FOUND
+    else:
+        last, kind = (failure.errors[-1].provider if failure.errors else ""), failure.kind
+    metrics.SYMBOL_FETCH_FAILURES.labels(provider=last or "none", reason=str(kind)).inc()
+
+
 def summary_kind(errors: Sequence[ProviderError]) -> ErrorKind:
     """One kind for a list of failures: not_found only if every provider said so."""
     kinds = {e.kind for e in errors}
@@ -50,14 +62,17 @@ async def guarded(slot: ProviderSlot, call: Callable[[], Awaitable[T]]) -> T:
     """One attempt through `slot`'s breaker, reporting the outcome to it."""
     breaker = slot.breaker
     if not breaker.allow(time.monotonic()):
+        _report_breaker(slot)
         raise ProviderError(ErrorKind.UNAVAILABLE, f"{slot.name}: circuit open", provider=slot.name)
     try:
         result = await call()
     except ProviderError as error:
         if error.unhealthy:
             breaker.record_failure(time.monotonic())
+            _report_breaker(slot)
         elif not error.throttled:
             breaker.record_success()  # it answered; the symbol or request is the problem
+            _report_breaker(slot)
         else:
             breaker.abandon()
         raise
@@ -65,7 +80,14 @@ async def guarded(slot: ProviderSlot, call: Callable[[], Awaitable[T]]) -> T:
         breaker.abandon()
         raise
     breaker.record_success()
+    _report_breaker(slot)
     return result
+
+
+def _report_breaker(slot: ProviderSlot) -> None:
+    # 1 from the moment it opens until a request succeeds again (half-open counts as open).
+    closed = slot.breaker.state(time.monotonic()) is BreakerState.CLOSED
+    metrics.CIRCUIT_BREAKER_OPEN.labels(provider=slot.name).set(0 if closed else 1)
 
 
 def _retryable(answer: Quote | ProviderError) -> bool:

@@ -21,8 +21,9 @@ import msgspec
 from service.core.clock import Clock
 from service.core.logs import get_logger
 from service.core.trading_calendar import NYSE, TradingCalendar
+from workers import metrics
 from workers.db_retry import in_transaction
-from workers.market_data.failover import Failover, SymbolFailed
+from workers.market_data.failover import Failover, SymbolFailed, count_symbol_failure
 from workers.market_data.plan import (
     StoredRange,
     Window,
@@ -37,6 +38,7 @@ from workers.market_data.store import (
     dividend_rows,
     invalidate_snapshots_after_splits,
     known_events,
+    record_currencies,
     record_failures,
     record_successes,
     split_rows,
@@ -83,9 +85,11 @@ class _Batch:
     successes: list[tuple[str, date | None, str, date | None]] = field(default_factory=list)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     new_splits: list[tuple[str, date]] = field(default_factory=list)
+    currencies: list[tuple[str, str]] = field(default_factory=list)
 
     def clear(self) -> None:
         for rows in (
+            self.currencies,
             self.bars,
             self.dividends,
             self.splits,
@@ -100,15 +104,24 @@ async def _write(pool: asyncpg.Pool, batch: _Batch, *, clock: Clock, retry_secon
     """Write a batch in one transaction (rerun whole if Postgres goes away); return how many
     daily bars were inserted or changed."""
 
+    events = 0
+
     async def write(connection: asyncpg.Connection) -> int:
+        nonlocal events
         changed = await upsert_bars(connection, batch.bars)
-        await upsert_events(connection, dividends=batch.dividends, splits=batch.splits)
+        await record_currencies(connection, batch.currencies)
+        events = await upsert_events(connection, dividends=batch.dividends, splits=batch.splits)
         await invalidate_snapshots_after_splits(connection, batch.new_splits)
         await record_successes(connection, batch.successes, now=clock())
         await record_failures(connection, batch.failures, now=clock())
         return changed
 
-    return await in_transaction(pool, write, retry_seconds=retry_seconds, what="fetch batch")
+    changed = await in_transaction(pool, write, retry_seconds=retry_seconds, what="fetch batch")
+    # Counted once committed, so a transaction rerun after a lost connection counts once.
+    metrics.BARS_WRITTEN.inc(changed)
+    metrics.ROWS_WRITTEN.labels(table="daily_prices").inc(changed)
+    metrics.ROWS_WRITTEN.labels(table="corporate_actions").inc(events)
+    return changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,10 +236,13 @@ class ChunkFetcher:
             reason = failure.reason if failure else "no data"
             kind = failure.kind if failure else ErrorKind.NOT_FOUND
             batch.failures.append((outcome.symbol, str(kind), reason))
+            count_symbol_failure(failure, provider=outcome.provider)
             result.failed.append(Failure(symbol=outcome.symbol, reason=reason))
             return
         history, source = outcome.history, outcome.provider
         batch.bars.extend(bar_rows(outcome.symbol, history.bars, source=source))
+        if history.currency:
+            batch.currencies.append((outcome.symbol, history.currency))
         batch.dividends.extend(dividend_rows(history, source=source))
         batch.splits.extend(split_rows(history, source=source))
         fresh = [split.date for split in history.splits if split.date not in known_splits]

@@ -243,6 +243,26 @@ async def upsert_asset_info(connection: asyncpg.Connection, info: AssetInfo, *, 
     return int(status.rsplit(" ", 1)[-1])
 
 
+async def record_currencies(
+    connection: asyncpg.Connection, currencies: Sequence[tuple[str, str]]
+) -> None:
+    """Store the currency each provider said (symbol, currency) a symbol's prices are in;
+    an FX pair is typed `CURRENCY`. Codes keep their case (GBp is pence)."""
+    if not currencies:
+        return
+    await connection.execute(
+        """
+        UPDATE assets a SET currency = c.currency,
+            asset_type = CASE WHEN a.symbol ~ '^[A-Z]{6}=X$' THEN 'CURRENCY' ELSE a.asset_type END,
+            updated_at = now()
+        FROM unnest($1::text[], $2::text[]) AS c (symbol, currency)
+        WHERE a.symbol = c.symbol AND a.currency IS DISTINCT FROM c.currency
+        """,
+        [symbol for symbol, _ in currencies],
+        [currency for _, currency in currencies],
+    )
+
+
 async def record_successes(
     connection: asyncpg.Connection,
     successes: Sequence[tuple[str, date | None, str, date | None]],

@@ -28,8 +28,11 @@ from service.core.market_closures import load_trading_calendar
 from service.core.rates import parse_rate
 from service.core.redis_keys import cancel_key
 from service.core.settings import Settings
+from service.portfolio.fx import is_pair, needed_pairs
+from workers import metrics
 from workers.db_retry import in_transaction
-from workers.market_data.failover import Failover, SymbolFailed
+from workers.market_data.auto_dividends import follow_dividends
+from workers.market_data.failover import Failover, SymbolFailed, count_symbol_failure
 from workers.market_data.fanout import RENEW_SECONDS, FetchJob
 from workers.market_data.fetch import ChunkFetcher, Failure, FetchResult
 from workers.market_data.plan import (
@@ -81,12 +84,15 @@ def _quote_runner(ctx: TaskContext) -> Runner:
             found, missing = await failover.quotes(batch)
             if before_write is not None:
                 await before_write()
-            await in_transaction(
+            written = await in_transaction(
                 ctx.pool,
                 functools.partial(_write_quotes, quotes=list(found.values())),
                 retry_seconds=ctx.settings.database_retry_seconds,
                 what="quotes",
             )
+            metrics.ROWS_WRITTEN.labels(table="latest_quotes").inc(written)
+            for failure in missing.values():
+                count_symbol_failure(failure)
             result.fetched += len(found)
             result.rows_written += len(found)
             result.failed.extend(
@@ -158,10 +164,17 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
     wanted = requested_window(period=task.period, start=task.start, end=task.end, today=ctx.today())
     started = time.monotonic()
     result, chunks = await _run(ctx, symbols, _history_spec(wanted), "fetching")
+    pairs = await _pairs_for(ctx, symbols)
+    if pairs:
+        fx_result, _ = await _run(ctx, pairs, _history_spec(wanted), "fetching FX rates")
+        result.merge(fx_result)
+        symbols = [*symbols, *pairs]
     rewrites = await _rewrite_stale_snapshots(ctx, symbols, result)
+    dividend_portfolios = await _follow_dividends(ctx, symbols, result)
     log.info(
         "market data fetched",
         snapshot_rewrites=len(rewrites),
+        dividend_portfolios=dividend_portfolios,
         requested=result.requested,
         fetched=result.fetched,
         rows_written=result.rows_written,
@@ -175,6 +188,27 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
         "rows_written": result.rows_written,
         "failed": [{"symbol": f.symbol, "reason": f.reason} for f in result.failed],
     }
+
+
+async def _pairs_for(ctx: TaskContext, symbols: list[str]) -> list[str]:
+    """The FX pairs that convert `symbols`' stored currencies into every portfolio's base
+    currency, less those in `symbols`."""
+    async with ctx.pool.acquire() as connection:
+        currencies = [
+            row["currency"]
+            for row in await connection.fetch(
+                "SELECT DISTINCT currency FROM assets "
+                "WHERE symbol = ANY($1::text[]) AND currency IS NOT NULL",
+                [s for s in symbols if not is_pair(s)],
+            )
+        ]
+        bases = [
+            row["base_currency"]
+            for row in await connection.fetch("SELECT DISTINCT base_currency FROM portfolios")
+        ]
+    asked = set(symbols)
+    wanted = {pair for base in bases for pair in needed_pairs(currencies, base=base)}
+    return sorted(wanted - asked)
 
 
 def _history_spec(wanted: Window) -> dict[str, Any]:
@@ -199,6 +233,18 @@ async def _rewrite_stale_snapshots(
     failed = {f.symbol for f in result.failed}
     return await resnapshot_stale(
         ctx.pool, ctx.publisher, symbols=[s for s in symbols if s not in failed]
+    )
+
+
+async def _follow_dividends(ctx: TaskContext, symbols: list[str], result: FetchResult) -> int:
+    """Update the generated dividends of `auto_dividends` portfolios holding a symbol this
+    run stored; how many portfolios changed."""
+    failed = {f.symbol for f in result.failed}
+    return await follow_dividends(
+        ctx.pool,
+        symbols=[s for s in symbols if s not in failed],
+        today=ctx.today(),
+        retry_seconds=ctx.settings.database_retry_seconds,
     )
 
 
@@ -420,12 +466,15 @@ async def store_session_closes(ctx: TaskContext, task: StoreSessionCloses) -> di
     session = task.session(now=ctx.clock(), calendar=calendar)
     held = await _portfolio_symbols(ctx, portfolio_ids=None, user_id=None)
     symbols = sorted({*held, ctx.settings.benchmark_symbol})
+    symbols = sorted({*symbols, *await _pairs_for(ctx, symbols)})
     # The incremental planner asks only for what is missing from the stored history.
     wanted = Window(session - timedelta(days=CLOSE_WINDOW_DAYS), session)
     result, _ = await _run(ctx, symbols, _history_spec(wanted), "closes")
     rewrites = await _rewrite_stale_snapshots(ctx, symbols, result)
+    dividend_portfolios = await _follow_dividends(ctx, symbols, result)
     log.info(
         "session closes stored",
+        dividend_portfolios=dividend_portfolios,
         session=session.isoformat(),
         requested=result.requested,
         failed=len(result.failed),

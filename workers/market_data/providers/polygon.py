@@ -15,6 +15,7 @@ import msgspec
 
 from service.core.clock import Clock, exchange_today
 from service.core.trading_calendar import EXCHANGE_TZ, NYSE
+from service.portfolio.fx import is_pair, pair_currencies
 from workers.market_data.providers.adjust import dividend_adjusted, split_factor_after
 from workers.market_data.providers.base import ErrorKind, ProviderError, decode_payload
 from workers.market_data.providers.symbols import provider_symbol
@@ -136,10 +137,12 @@ def build_history(
     splits: list[_SplitRow],
     start: date,
     end: date,
+    currency: str = "USD",
 ) -> History:
     """Split-adjusted bars with dividend-adjusted `adj_close`, trimmed to [start, end].
 
-    `aggs` must run through the latest dividend so each one can be priced.
+    `aggs` must run through the latest dividend so each one can be priced. Polygon's
+    stocks are US listings, quoted in USD; a forex pair is quoted in its second currency.
     """
     split_events = sorted(
         (
@@ -168,7 +171,7 @@ def build_history(
         bars=[bar for bar in bars if start <= bar.date <= end],
         dividends=[d for d in events if start <= d.date <= end],
         splits=[s for s in split_events if start <= s.date <= end],
-        currency="USD",
+        currency=currency,
     )
 
 
@@ -216,6 +219,16 @@ class PolygonProvider:
                 raise ProviderError(ErrorKind.PERMANENT, f"{NAME}: {page.error}", provider=NAME)
             aggs.extend(page.results)
             url, params = page.next_url, None
+        if is_pair(symbol):  # a currency has no dividends or splits
+            return build_history(
+                symbol,
+                aggs=aggs,
+                dividends=[],
+                splits=[],
+                start=start,
+                end=end,
+                currency=pair_currencies(symbol)[1],
+            )
         reference: dict[str, str | int] = {"ticker": ticker, "limit": 1000}
         dividends = _decode(
             await self._get(

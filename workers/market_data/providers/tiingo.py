@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import msgspec
 
+from service.portfolio.fx import is_pair, pair_currencies
 from workers.market_data.providers.adjust import split_factor_after
 from workers.market_data.providers.base import ErrorKind, ProviderError, decode_payload
 from workers.market_data.providers.symbols import provider_symbol
@@ -34,6 +35,37 @@ class _Price(msgspec.Struct):
     adjClose: float | None = None  # noqa: N815 - Tiingo's field names
     divCash: float = 0.0  # noqa: N815
     splitFactor: float = 1.0  # noqa: N815
+
+
+class _FxPrice(msgspec.Struct):
+    date: datetime
+    close: float
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+
+
+def fx_history(symbol: str, *, prices: list[_FxPrice], start: date, end: date) -> History:
+    """Daily FX closes (Tiingo's FX endpoint) as bars of the pair, quoted in its second
+    currency; a pair has no volume, dividends or splits."""
+    by_date = {
+        p.date.date(): Bar(
+            date=p.date.date(),
+            open=p.open,
+            high=p.high,
+            low=p.low,
+            close=p.close,
+            adj_close=p.close,
+            volume=None,
+        )
+        for p in sorted(prices, key=lambda p: p.date)
+        if start <= p.date.date() <= end
+    }
+    return History(
+        symbol=symbol,
+        bars=[by_date[d] for d in sorted(by_date)],
+        currency=pair_currencies(symbol)[1],
+    )
 
 
 class _Meta(msgspec.Struct):
@@ -138,7 +170,19 @@ class TiingoProvider:
         self._headers = {"Authorization": f"Token {api_key}"}
 
     async def history(self, symbol: str, *, start: date, end: date) -> History:
-        """Daily prices from `start` through today, converted and trimmed to the window."""
+        """Daily prices from `start` through today, converted and trimmed to the window; an FX
+        pair from the FX endpoint."""
+        if is_pair(symbol):
+            reply = await self._transport.get(
+                f"{self._base}/tiingo/fx/{provider_symbol(NAME, symbol)}/prices",
+                params={
+                    "startDate": start.isoformat(),
+                    "endDate": end.isoformat(),
+                    "resampleFreq": "1day",
+                },
+                headers=self._headers,
+            )
+            return fx_history(symbol, prices=_decode(reply, list[_FxPrice]), start=start, end=end)
         reply = await self._transport.get(
             f"{self._base}/tiingo/daily/{provider_symbol(NAME, symbol)}/prices",
             params={"startDate": start.isoformat()},

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from workers import metrics
 from workers.market_data.providers.base import ErrorKind, ProviderError
 from workers.market_data.rate_limiter import RedisRateLimiter
 
@@ -105,21 +106,25 @@ class Transport:
     ) -> Reply:
         """GET `url` under the limits; raise transient errors, return everything else."""
         async with self._slots:
-            await self._limiter.acquire()
+            waited = await self._limiter.acquire()
+            metrics.RATE_LIMITER_WAIT.labels(provider=self.provider).observe(waited)
             try:
                 async with self._session.get(url, params=params, headers=headers) as response:
                     body = await response.read()
                     reply = Reply(status=response.status, body=body, headers=response.headers)
             except TimeoutError:
+                self._count("timeout")
                 raise ProviderError(
                     ErrorKind.TRANSIENT, f"{self.provider}: timeout", provider=self.provider
                 ) from None
             except aiohttp.ClientError as exc:
+                self._count("error")
                 raise ProviderError(
                     ErrorKind.TRANSIENT,
                     f"{self.provider}: connection error ({type(exc).__name__})",
                     provider=self.provider,
                 ) from None
+        self._count(metrics.provider_outcome(reply.status))
         retry_after = parse_retry_after(reply.headers.get("Retry-After"), now=datetime.now(UTC))
         self._throttled_in_a_row = throttled_in_a_row(self._throttled_in_a_row, status=reply.status)
         if self._throttled_in_a_row >= THROTTLED_IN_A_ROW:
@@ -128,3 +133,6 @@ class Transport:
             )
         classify_status(reply.status, provider=self.provider, retry_after=retry_after)
         return reply
+
+    def _count(self, outcome: str) -> None:
+        metrics.PROVIDER_REQUESTS.labels(provider=self.provider, outcome=outcome).inc()

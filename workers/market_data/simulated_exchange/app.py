@@ -162,6 +162,7 @@ class SimulatedExchange:
             "/v3/reference/splits": ("polygon", self.polygon_splits),
             "/v3/reference/tickers/{symbol}": ("polygon", self.polygon_ticker),
             "/tiingo/daily/{symbol}/prices": ("tiingo", self.tiingo_prices),
+            "/tiingo/fx/{symbol}/prices": ("tiingo", self.tiingo_fx_prices),
             "/tiingo/daily/{symbol}": ("tiingo", self.tiingo_meta),
             "/iex/": ("tiingo", self.tiingo_iex),
         }
@@ -355,7 +356,9 @@ class SimulatedExchange:
     # --- Polygon --------------------------------------------------------------------------
 
     async def polygon_aggs(self, request: web.Request, fault: Fault | None) -> web.Response:
-        symbol = request.match_info["symbol"].upper()
+        ticker = request.match_info["symbol"].upper()
+        # Forex tickers are `C:EURUSD`; the series is the pair's (`EURUSD=X`).
+        symbol = f"{ticker[2:]}=X" if ticker.startswith("C:") else ticker
         start, end = _iso(request.match_info["start"]), _iso(request.match_info["end"])
         if start is None or end is None:
             return _json(polygon.error_payload("ERROR", "Could not parse the date"), status=400)
@@ -381,11 +384,11 @@ class SimulatedExchange:
             following = resume.date() + timedelta(days=1)
             next_url = str(
                 request.url.with_path(
-                    f"/v2/aggs/ticker/{symbol}/range/1/day/{following}/{end}"
+                    f"/v2/aggs/ticker/{ticker}/range/1/day/{following}/{end}"
                 ).with_query({"adjusted": str(adjusted).lower(), "sort": "asc", "limit": limit})
             )
         self.bars_served[symbol] += len(rows)
-        return _json(polygon.aggs_payload(symbol, rows, adjusted=adjusted, next_url=next_url))
+        return _json(polygon.aggs_payload(ticker, rows, adjusted=adjusted, next_url=next_url))
 
     async def polygon_grouped(self, request: web.Request, fault: Fault | None) -> web.Response:
         day = _iso(request.match_info["day"])
@@ -433,6 +436,20 @@ class SimulatedExchange:
         start = _iso(request.query.get("startDate")) or today - timedelta(days=31)
         end = min(_iso(request.query.get("endDate")) or today, today)
         rows = tiingo.prices_payload(
+            symbol, max(start, EPOCH), end, today=today, calendar=self.calendar
+        )
+        self.bars_served[symbol] += len(rows)
+        return _json(rows)
+
+    async def tiingo_fx_prices(self, request: web.Request, fault: Fault | None) -> web.Response:
+        ticker = request.match_info["symbol"].lower()
+        symbol = f"{ticker.upper()}=X"
+        if len(ticker) != 6 or is_unknown(ticker):
+            return _json(tiingo.not_found_payload(ticker), status=404)
+        today = self.today()
+        start = _iso(request.query.get("startDate")) or today - timedelta(days=31)
+        end = min(_iso(request.query.get("endDate")) or today, today)
+        rows = tiingo.fx_prices_payload(
             symbol, max(start, EPOCH), end, today=today, calendar=self.calendar
         )
         self.bars_served[symbol] += len(rows)

@@ -8,6 +8,7 @@ from service.core.trading_calendar import EXCHANGE_TZ, NYSE, TradingCalendar
 from workers.market_data.simulated_exchange.series import (
     build_series,
     company_name,
+    currency_of,
     factor_after,
     is_unknown,
     split_factors,
@@ -139,7 +140,7 @@ def ticker_payload(symbol: str) -> dict[str, object]:
             "locale": "us",
             "primary_exchange": "XNAS",
             "type": "CS",
-            "currency_name": "usd",
+            "currency_name": currency_of(symbol).lower(),
             "sic_description": "SERVICES-PREPACKAGED SOFTWARE",
             "description": f"{company_name(symbol)} is a simulated company.",
         },

@@ -7,6 +7,10 @@ split-adjusted and `adjclose` also dividend-adjusted (Yahoo's semantics);
 raw prices, for providers that serve them, are derived with `split_factors`.
 Symbols starting with `ZZ` are unknown to every provider. Every bar, dividend and split
 of a date is the same whatever `end` the series is built to.
+
+Currencies follow the suffix, as on Yahoo: `.DE`/`.PA`/`.AS` are quoted in EUR, `.L` in
+GBp (pence), an FX pair `EURUSD=X` in its second currency (a gentle walk around a
+realistic level, no dividends or splits), anything else in USD.
 """
 
 from __future__ import annotations
@@ -26,6 +30,32 @@ EPOCH = date(2000, 1, 3)
 UNKNOWN_PREFIX = "ZZ"
 SPLIT_SPAN_DAYS = 9700
 SECTORS = ("Technology", "Healthcare", "Financial Services", "Energy", "Industrials")
+SUFFIX_CURRENCIES = {".DE": "EUR", ".PA": "EUR", ".AS": "EUR", ".L": "GBp"}
+# Where a pair's walk starts (quote units per base unit); other pairs start at 1.
+FX_LEVELS = {"EUR": 1.1, "GBP": 1.3, "CHF": 1.1, "JPY": 0.0075, "CAD": 0.75}
+
+
+def is_fx_pair(symbol: str) -> bool:
+    """Whether `symbol` is an FX pair (`EURUSD=X`)."""
+    return len(symbol) == 8 and symbol.upper().endswith("=X") and symbol[:6].isalpha()
+
+
+def currency_of(symbol: str) -> str:
+    """The currency `symbol` is quoted in (case matters: GBp is pence)."""
+    upper = symbol.upper()
+    if is_fx_pair(upper):
+        return upper[3:6]
+    for suffix, currency in SUFFIX_CURRENCIES.items():
+        if upper.endswith(suffix):
+            return currency
+    return "USD"
+
+
+def _fx_level(symbol: str) -> float:
+    base, quote = symbol[:3].upper(), symbol[3:6].upper()
+    in_usd = FX_LEVELS.get(base, 1.0)
+    quote_in_usd = FX_LEVELS.get(quote, 1.0)
+    return in_usd / quote_in_usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +102,16 @@ def _quarter_starts(end: date, calendar: TradingCalendar) -> np.ndarray:
     )
 
 
+def _mean_reverting(shocks: np.ndarray) -> np.ndarray:
+    """x[i] = 0.99 x[i-1] + shocks[i]: a walk pulled back towards 0."""
+    out = np.empty_like(shocks)
+    level = 0.0
+    for i, shock in enumerate(shocks.tolist()):
+        level = 0.99 * level + shock
+        out[i] = level
+    return out
+
+
 @lru_cache(maxsize=8192)
 def build_series(symbol: str, end: date, calendar: TradingCalendar = NYSE) -> Series:
     """Deterministic bars for `symbol` from EPOCH to `end` (a prefix never changes)."""
@@ -80,11 +120,14 @@ def build_series(symbol: str, end: date, calendar: TradingCalendar = NYSE) -> Se
     n = len(days)
     # One stream per quantity, so the first k draws (bars) never depend on n.
     draws = [np.random.default_rng([seed, k]).standard_normal(n) for k in range(5)]
-    sigma = 0.01 + (seed % 200) / 10_000
-    drift = 0.0002 + ((seed >> 8) % 7) / 20_000
+    pair = is_fx_pair(symbol)
+    sigma = 0.004 if pair else 0.01 + (seed % 200) / 10_000
+    drift = 0.0 if pair else 0.0002 + ((seed >> 8) % 7) / 20_000
     returns = drift + sigma * draws[0]
-    start_price = 10.0 + seed % 490
+    start_price = _fx_level(symbol) if pair else 10.0 + seed % 490
     close = start_price * np.exp(np.cumsum(returns) - returns[0])
+    if pair:  # a rate wanders around its level instead of drifting away for decades
+        close = start_price * np.exp(_mean_reverting(np.concatenate(([0.0], returns[1:]))))
     gap = np.exp(0.3 * sigma * draws[1])
     open_ = np.concatenate(([close[0]], close[:-1])) * gap
     high = np.maximum(open_, close) * (1 + np.abs(draws[2]) * sigma * 0.5)
@@ -94,14 +137,14 @@ def build_series(symbol: str, end: date, calendar: TradingCalendar = NYSE) -> Se
     # adjclose: each close times the product of (1 - d / prev close) over later ex-dates.
     dividends: dict[date, float] = {}
     factor_at = np.ones(n)
-    if seed % 3 == 0:
+    if seed % 3 == 0 and not pair:
         for i in _quarter_starts(end, calendar).tolist():
             amount = round(float(close[i - 1]) * 0.004, 4)
             dividends[days[i]] = amount
             factor_at[i - 1] = 1 - amount / float(close[i - 1])
     factor = np.cumprod(factor_at[::-1])[::-1]
     splits: dict[date, tuple[int, int]] = {}
-    if seed % 11 == 0:
+    if seed % 11 == 0 and not pair:
         # A fixed date per symbol, so a longer series never moves or adds an earlier split.
         split_day = EPOCH + timedelta(days=(seed // 11) % SPLIT_SPAN_DAYS)
         first_after = bisect.bisect_left(days, split_day)

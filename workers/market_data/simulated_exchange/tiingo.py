@@ -51,6 +51,27 @@ def prices_payload(
     return rows
 
 
+def fx_prices_payload(
+    symbol: str, start: date, end: date, *, today: date, calendar: TradingCalendar = NYSE
+) -> list[dict[str, object]]:
+    """Daily FX rows as Tiingo's FX endpoint serves them (`resampleFreq=1day`): no volume."""
+    series = build_series(symbol, today, calendar)
+    lo, hi = window_slice(series, start, end)
+    return [
+        {
+            "date": datetime.combine(series.days[i], time(), tzinfo=UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.000Z"
+            ),
+            "ticker": symbol[:6].lower(),
+            "open": round(float(series.open[i]), 6),
+            "high": round(float(series.high[i]), 6),
+            "low": round(float(series.low[i]), 6),
+            "close": round(float(series.close[i]), 6),
+        }
+        for i in range(lo, hi)
+    ]
+
+
 def meta_payload(symbol: str, today: date) -> dict[str, object]:
     """Ticker metadata."""
     return {

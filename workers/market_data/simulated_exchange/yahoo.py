@@ -13,7 +13,9 @@ from workers.market_data.simulated_exchange.series import (
     LastTrade,
     build_series,
     company_name,
+    currency_of,
     epoch_seconds,
+    is_fx_pair,
     sector_of,
     session_start,
     window_slice,
@@ -79,6 +81,12 @@ def _events(
     return events
 
 
+def _instrument_type(symbol: str) -> str:
+    if is_fx_pair(symbol):
+        return "CURRENCY"
+    return "INDEX" if symbol.startswith("^") else "EQUITY"
+
+
 def chart_payload(
     symbol: str,
     start: date,
@@ -128,11 +136,11 @@ def chart_payload(
     offset = int(utc_offset.total_seconds()) if utc_offset else 0
     result: dict[str, object] = {
         "meta": {
-            "currency": "USD",
+            "currency": currency_of(symbol),
             "symbol": symbol,
-            "exchangeName": "NMS",
+            "exchangeName": "CCY" if is_fx_pair(symbol) else "NMS",
             "fullExchangeName": "NasdaqGS",
-            "instrumentType": "INDEX" if symbol.startswith("^") else "EQUITY",
+            "instrumentType": _instrument_type(symbol),
             "exchangeTimezoneName": "America/New_York",
             "timezone": "EST",
             "gmtoffset": offset,
@@ -173,9 +181,9 @@ def summary_payload(
                     "price": {
                         "longName": company_name(symbol),
                         "shortName": symbol.title(),
-                        "currency": "USD",
+                        "currency": currency_of(symbol),
                         "exchangeName": "NasdaqGS",
-                        "quoteType": "INDEX" if symbol.startswith("^") else "EQUITY",
+                        "quoteType": _instrument_type(symbol),
                         "regularMarketPrice": {"raw": last, "fmt": f"{last:.2f}"},
                     },
                     "assetProfile": {
