@@ -152,7 +152,11 @@ class TestPricesApi:
             await put_closes(pool, symbol, {first + timedelta(days=2): close})
             status, body, changed = await api.request("GET", path)
             assert status == 200
-            assert body == {"symbol": symbol, "prices": await _stored_prices(pool, symbol)}
+            assert body == {
+                "symbol": symbol,
+                "currency": "USD",
+                "prices": await _stored_prices(pool, symbol),
+            }
             assert body["prices"][2]["close"] == close
             assert changed["ETag"] != headers["ETag"]
             headers = changed
