@@ -7,6 +7,7 @@ The work and the scrapes happen once, in the `metrics_scrape` session fixture
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 from pathlib import Path
@@ -206,3 +207,34 @@ class TestDashboardAndAlertsUseScrapedMetrics:
         )
         assert used, "no metric names found in the rules and the dashboard"
         assert used - scraped_names(metrics_scrape) == {"up"}
+
+
+async def test_api_workers_share_their_counts(
+    base_env: dict[str, str], postgres: object, scratch_dir: Path
+) -> None:
+    """With API_WORKERS=2 every scrape, whichever process answers it, counts every process's
+    requests: 60 requests, each on a connection of its own made while both processes wait
+    (so both take some), show as exactly 60 on each of ten scrapes."""
+    env = {
+        **base_env,
+        "API_WORKERS": "2",
+        "WORKER_METRICS_DIR": str(scratch_dir / f"metrics-{uuid.uuid4().hex[:6]}"),
+    }
+    log = scratch_dir / f"api-two-workers-{uuid.uuid4().hex[:6]}.log"
+    requests = 60
+    with serve_api(env, log_path=log) as (url, _):
+        for _ in range(requests):
+            async with aiohttp.ClientSession() as own, own.get(f"{url}/no-such-page") as response:
+                assert response.status == 404
+            await asyncio.sleep(0.02)  # both processes back in accept()
+        counts = []
+        for _ in range(10):
+            async with aiohttp.ClientSession() as fresh:
+                endpoint = await scrape(fresh, f"{url}/metrics")
+            counts.append(
+                endpoint.value(
+                    "findash_http_requests_total", route="unmatched", method="GET", status="404"
+                )
+            )
+    assert counts == [requests] * 10
+    assert log.read_text().count("api started") == 2

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from service.core.contracts import ALL_QUEUES
 from service.core.logs import get_logger
-from service.core.metrics_exposition import task_label
+from service.core.metrics_exposition import multiprocess_registry, task_label
 from service.core.redis_keys import WORKER_HEARTBEAT_TTL_SECONDS, WORKERS_ALIVE
 from service.core.trading_calendar import NYSE
 from service.portfolio.pricing import stale_before
@@ -209,5 +209,8 @@ async def metrics_endpoint(request: Request[Any, Any, State]) -> Response[bytes]
     )
     scraped = CollectorRegistry(auto_describe=False)
     scraped.register(_Families(families))
-    body = generate_latest(REGISTRY) + generate_latest(scraped)
+    # Under API_WORKERS > 1 every uvicorn process writes its counts to files; a scrape, which
+    # reaches one process, sums them all.
+    recorded = multiprocess_registry() or REGISTRY
+    body = generate_latest(recorded) + generate_latest(scraped)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

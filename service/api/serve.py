@@ -6,14 +6,16 @@ import uvicorn
 
 from service.api.app import create_app
 from service.core.logs import configure_logging
+from service.core.metrics_exposition import api_metrics_dir, prepare_multiprocess_dir
 from service.core.settings import ConfigError, Settings
 
 
 def main() -> None:
     """Read settings once, configure logs, serve until interrupted.
 
-    With API_WORKERS > 1 uvicorn forks that many processes; each builds its app with
-    `create_app_from_env` (same settings, same logging).
+    With API_WORKERS > 1 uvicorn starts that many processes; each builds its app with
+    `create_app_from_env` (same settings, same logging) and records metrics to a shared
+    multiprocess directory.
     """
     try:
         settings = Settings.from_env()
@@ -29,6 +31,9 @@ def main() -> None:
         "timeout_graceful_shutdown": 10,
     }
     if settings.api_workers > 1:
+        # Before the fork: every process records to files that /metrics sums
+        # (docs/PROMETHEUS.md), whichever process a scrape reaches.
+        prepare_multiprocess_dir(api_metrics_dir(settings))
         uvicorn.run(
             "service.api.app:create_app_from_env",
             factory=True,

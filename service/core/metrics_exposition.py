@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
+from prometheus_client import CollectorRegistry
+
 from service.core.contracts import CONTRACTS
 from service.core.settings import Settings
 
@@ -33,6 +35,24 @@ def worker_metrics_dir(settings: Settings) -> Path:
     instances on a host cannot share a port (and must not share a directory)."""
     base = settings.worker_metrics_dir or str(Path(tempfile.gettempdir()) / "findash-metrics")
     return Path(base) / f"worker-{settings.worker_metrics_port}"
+
+
+def api_metrics_dir(settings: Settings) -> Path:
+    """The API's multiprocess directory when API_WORKERS > 1 (one per API port)."""
+    base = settings.worker_metrics_dir or str(Path(tempfile.gettempdir()) / "findash-metrics")
+    return Path(base) / f"api-{settings.api_port}"
+
+
+def multiprocess_registry() -> CollectorRegistry | None:
+    """A registry summing every process's files when this process is in multiprocess mode
+    (the API under API_WORKERS > 1, a worker), else None: read the default registry."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return None
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 def prepare_multiprocess_dir(directory: Path) -> None:
