@@ -32,8 +32,7 @@ from service.portfolio.import_format import CSV_COLUMNS, parse_csv
 from service.portfolio.recording import record_transactions
 from workers.analytics import select_portfolios, snapshot_portfolios
 from workers.market_data import Bar, bar_rows, upsert_bars
-from workers.market_data.simulated_exchange import build_series
-from workers.market_data.simulated_exchange.series import currency_of
+from workers.market_data.simulated_exchange import build_series, currency_of
 
 log = get_logger(__name__)
 BENCHMARK = "SPY"

@@ -5,7 +5,12 @@ the faults it injects and its control endpoints, and `series` for the data.
 """
 
 from workers.market_data.simulated_exchange.app import ExchangeConfig, Fault, SimulatedExchange
-from workers.market_data.simulated_exchange.series import Series, build_series, symbol_seed
+from workers.market_data.simulated_exchange.series import (
+    Series,
+    build_series,
+    currency_of,
+    symbol_seed,
+)
 from workers.market_data.simulated_exchange.yahoo import chart_payload
 
 __all__ = [
@@ -15,5 +20,6 @@ __all__ = [
     "SimulatedExchange",
     "build_series",
     "chart_payload",
+    "currency_of",
     "symbol_seed",
 ]
