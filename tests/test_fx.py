@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from celery import Celery
+from celery.result import AsyncResult
 
+from service.core.celery_config import create_celery_app
+from service.core.settings import Settings
 from service.core.users import IssuedKey
 from tests.api_client import Api
 from tests.conftest import PINNED_LAST_SESSION
@@ -28,6 +33,35 @@ async def _close(pool: asyncpg.Pool, symbol: str, day: date) -> Decimal:
     )
     assert close is not None, f"no stored close of {symbol} on {day}"
     return close
+
+
+async def _export(api: Api, portfolio_id: int) -> str:
+    async with api.session.get(
+        f"{api.base_url}/api/v1/portfolios/{portfolio_id}/transactions?format=csv",
+        headers=api.headers(),
+    ) as response:
+        assert response.status == 200
+        return await response.text()
+
+
+async def _import(api: Api, portfolio_id: int, text: str) -> dict[str, Any]:
+    status, answer, _ = await api.request(
+        "POST",
+        f"/api/v1/portfolios/{portfolio_id}/transactions/import",
+        raw=text.encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert status == 200, answer
+    result: dict[str, Any] = answer
+    return result
+
+
+@pytest.fixture(scope="module")
+def celery_client(settings: Settings) -> Iterator[Celery]:
+    """A publishing-only Celery app, as the API uses, to follow a worker-published task."""
+    app = create_celery_app(settings)
+    yield app
+    app.close()
 
 
 async def _run(api: Api, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -181,13 +215,83 @@ class TestEuroAssetInUsdPortfolio:
             "EUR",
             await _close(pool, "EURUSD=X", date(2026, 11, 4)),
         )
-        async with api.session.get(
-            f"{api.base_url}/api/v1/portfolios/{portfolio_id}/transactions?format=csv",
-            headers=api.headers(),
-        ) as response:
-            assert response.status == 200
-            exported = await response.text()
+        exported = await _export(api, portfolio_id)
         status, again, _ = await api.request(
             "POST", path, raw=exported.encode(), headers={"Content-Type": "text/csv"}
         )
         assert (status, again) == (200, {"imported": 0, "duplicates": 3})
+
+    async def test_export_import_keeps_the_booked_rate(
+        self, eur_holding: tuple[Api, int, str], pool: asyncpg.Pool
+    ) -> None:
+        """A EUR buy booked at a given rate unlike the stored one exports with it, imports
+        into a fresh USD portfolio at that rate (exporting the same bytes), and the export
+        imported into the original adds nothing."""
+        api, portfolio_id, symbol = eur_holding
+        day = date(2026, 11, 5)
+        given = await _close(pool, "EURUSD=X", day) + Decimal("0.0123")
+        status, bought, _ = await api.request(
+            "POST",
+            f"/api/v1/portfolios/{portfolio_id}/transactions",
+            body={
+                "type": "BUY",
+                "date": day.isoformat(),
+                "symbol": symbol,
+                "quantity": 3,
+                "price": 52,
+                "fx_rate": str(given),
+            },
+        )
+        assert status == 201, bought
+        first = await _export(api, portfolio_id)
+        assert f"\n{day},BUY,{symbol},3,52,,0,EUR,,{given.normalize():f}\n" in first
+        status, copy, _ = await api.request(
+            "POST", "/api/v1/portfolios", body={"name": "copy", "base_currency": "USD"}
+        )
+        assert status == 201, copy
+        assert await _import(api, copy["id"], first) == {"imported": 3, "duplicates": 0}
+        assert await _export(api, copy["id"]) == first
+        booked = await pool.fetchval(
+            "SELECT fx_rate FROM transactions WHERE portfolio_id = $1 AND date = $2",
+            copy["id"],
+            day,
+        )
+        assert booked == given
+        assert await _import(api, portfolio_id, first) == {"imported": 0, "duplicates": 3}
+
+    async def test_performance_fetches_the_rates_it_lacks(
+        self, eur_holding: tuple[Api, int, str], pool: asyncpg.Pool, celery_client: Celery
+    ) -> None:
+        """A performance run meeting deleted EURUSD closes lists them in `missing_fx` and
+        publishes a fetch of EURUSD=X that succeeds and stores them again."""
+        api, portfolio_id, _ = eur_holding
+        gap = (date(2026, 11, 9), END)
+        deleted = {
+            row["date"]: row["close"]
+            for row in await pool.fetch(
+                "DELETE FROM daily_prices WHERE symbol = 'EURUSD=X' AND date BETWEEN $1 AND $2 "
+                "RETURNING date, close",
+                *gap,
+            )
+        }
+        assert len(deleted) == 7
+        finished = await _run(
+            api,
+            "portfolio-performance",
+            {"portfolio_id": portfolio_id, "start": BUY_DAY.isoformat(), "end": END.isoformat()},
+        )
+        result = finished["result"]
+        # The first days of the gap still carry the 2026-11-06 close (at most 4 days old).
+        assert result["missing_fx"] == [f"EURUSD 2026-11-{day}" for day in (11, 12, 13, 16, 17)]
+        (performance,) = result["results"]
+        assert performance["unavailable"]["twr"].startswith("missing_fx: ['EURUSD 2026-11-11'")
+        fetch = AsyncResult(result["fx_fetch_task_id"], app=celery_client)
+        fetched = await asyncio.to_thread(fetch.get, timeout=120)
+        assert fetch.state == "SUCCESS"
+        assert fetched["failed"] == []
+        restored = await pool.fetch(
+            "SELECT date, close FROM daily_prices WHERE symbol = 'EURUSD=X' "
+            "AND date BETWEEN $1 AND $2",
+            *gap,
+        )
+        assert {row["date"]: row["close"] for row in restored} == deleted

@@ -222,11 +222,12 @@ class TestExport:
         )
         assert status == 201
         first = await _export(alice, original)
-        assert first.startswith(f"{HEADER}\n2025-01-02,DEPOSIT,,,,20000,0,USD,opening transfer\n")
+        assert first.startswith(f"{HEADER}\n2025-01-02,DEPOSIT,,,,20000,0,USD,opening transfer,\n")
+        assert "\n2025-03-03,BUY,SAP.DE,5,262.4,,1.5,EUR,broker's rate,1.0492\n" in first
         copy = await _portfolio(alice, "copy")
-        assert await _import(alice, copy, first) == (200, {"imported": 10, "duplicates": 0})
+        assert await _import(alice, copy, first) == (200, {"imported": 11, "duplicates": 0})
         assert await _export(alice, copy) == first
-        assert await _import(alice, original, first) == (200, {"imported": 0, "duplicates": 10})
+        assert await _import(alice, original, first) == (200, {"imported": 0, "duplicates": 11})
 
     async def test_json_stays_the_default(self, alice: Api) -> None:
         """Without `format`, transactions are JSON as before; an unknown format is a 400."""

@@ -337,6 +337,70 @@ class TestKeysAndExport:
         fresh, duplicates = new_rows(thrice, recorded)
         assert ([r.location for r in fresh], duplicates) == (["line 4"], 2)
 
+    @pytest.mark.parametrize(
+        ("stored", "rates", "fresh"),
+        [
+            (["1.1000000000"], [None], []),
+            (["1.1000000000"], ["1.10"], []),
+            (["1.1000000000"], ["1.2"], ["line 2"]),
+            ([None], [None], []),
+            ([None], ["1.1"], ["line 2"]),
+            ([], ["1.1"], ["line 2"]),
+            (["1.1", "1.2"], [None, "1.1"], []),
+            (["1.1"], [None, "1.1"], ["line 2"]),
+            (["1.1", "1.1"], ["1.1", None, None], ["line 4"]),
+        ],
+        ids=[
+            "no-rate-matches-any",
+            "same-rate",
+            "other-rate",
+            "neither-has-one",
+            "rate-against-none",
+            "nothing-stored",
+            "rated-rows-match-first",
+            "only-one-at-that-rate",
+            "per-occurrence",
+        ],
+    )
+    def test_new_rows_match_the_booked_rate(
+        self, stored: list[str | None], rates: list[str | None], fresh: list[str]
+    ) -> None:
+        """A row with fx_rate duplicates only a transaction booked at that rate (trailing
+        zeros ignored), a row without one a transaction at any rate, once per occurrence."""
+        trade = {"type": "BUY", "date": date(2024, 1, 2), "symbol": "A", "currency": "EUR"}
+        existing = [
+            _tx(i, **trade, quantity=D(1), price=D(2), fx_rate=None if r is None else D(r))
+            for i, r in enumerate(stored)
+        ]
+        lines = "".join(f"2024-01-02,BUY,A,1,2,EUR,{r or ''}\n" for r in rates)
+        rows = parse_csv(f"date,type,symbol,quantity,price,currency,fx_rate\n{lines}")
+        new, duplicates = new_rows(rows, existing)
+        assert ([row.location for row in new], duplicates) == (fresh, len(rates) - len(fresh))
+
+    @pytest.mark.parametrize(
+        ("cell", "rate", "message"),
+        [
+            ("1.0850", D("1.085"), None),
+            ("", None, None),
+            ("0", None, "must be greater than 0"),
+            ("1e-11", None, "at most 10 decimal places"),
+            ("x", None, "not a number: 'x'"),
+        ],
+    )
+    def test_fx_rate_column(self, cell: str, rate: D | None, message: str | None) -> None:
+        """`fx_rate` (any case) is the booked rate, empty means the stored one, and a bad
+        one is refused naming the column as written."""
+        header = "date,type,symbol,quantity,price,currency,FX_Rate"
+        text = f"{header}\n2024-01-02,BUY,A,1,2,EUR,{cell}\n"
+        if message is None:
+            assert parse_csv(text)[0].transaction.fx_rate == rate
+            return
+        with pytest.raises(ImportRefused) as raised:
+            parse_csv(text)
+        [error] = raised.value.errors
+        assert (error.location, error.field) == ("line 2", "FX_Rate")
+        assert message in error.message
+
     def test_export_reads_back_to_the_same_rows(self) -> None:
         """to_csv writes what parse_csv reads back identically, quotes and newlines included."""
         txs = [
@@ -356,14 +420,17 @@ class TestKeysAndExport:
                 price=D("71.200000"),
                 fee=D("1.000000"),
                 currency="GBp",
+                fx_rate=D("1.2634500000"),
             ),
             _tx(3, type="FEE", date=date(2024, 1, 4), symbol="VOD.L", amount=D("0.5")),
         ]
         text = to_csv(txs)
         assert text.splitlines()[0] == HEADER
-        assert text.splitlines()[3] == "2024-01-03,BUY,VOD.L,3.5,71.2,,1,GBp,"
+        assert text.splitlines()[3] == "2024-01-03,BUY,VOD.L,3.5,71.2,,1,GBp,,1.26345"
         back = [row.transaction for row in parse_csv(text)]
         assert [content_key(t) for t in back] == [content_key(t) for t in txs]
+        assert [t.fx_rate for t in back] == [None, D("1.26345"), None]
+        assert new_rows(parse_csv(text), txs) == ([], 3)
         assert back[0].note == 'says "hi", then\nleaves'
 
     def test_example_csv_reads(self) -> None:

@@ -6,7 +6,9 @@ A CSV has a header row naming its columns, case-insensitively, in any order: our
 (`ImportRefused`, each error naming its line or `activities[i]` and its field) or not at all.
 
 `content_key` is the content hash of a transaction: what makes two rows "the same row" when
-a file is imported again.
+a file is imported again. The booked `fx_rate` is not in it: a file row without a rate takes
+the stored one when it is recorded, so it must match a stored row whatever its rate, and a
+row with one matches only a transaction booked at it (`new_rows`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import datetime as dt
 import hashlib
 import io
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -26,7 +29,20 @@ import msgspec
 from service.portfolio.positions import Transaction, plain
 from service.portfolio.schemas import TransactionCreate
 
-CSV_COLUMNS = ("date", "type", "symbol", "quantity", "price", "amount", "fee", "currency", "note")
+# The issue's nine columns keep their order (a reader of the export by position still
+# works); `fx_rate`, the rate a foreign row was booked at, comes last.
+CSV_COLUMNS = (
+    "date",
+    "type",
+    "symbol",
+    "quantity",
+    "price",
+    "amount",
+    "fee",
+    "currency",
+    "note",
+    "fx_rate",
+)
 MAX_ROWS = 10_000
 MAX_ERRORS = 20
 # Header names (lower case) accepted for each column: ours first, then Ghostfolio's
@@ -42,6 +58,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "fee": ("fee", "commission", "ibcommission"),
     "currency": ("currency", "ccy", "currencyprimary"),
     "note": ("note", "comment"),
+    "fx_rate": ("fx_rate", "fxrate"),
 }
 # Ghostfolio columns that mean nothing here: findash has no accounts or data sources.
 IGNORED_COLUMNS = frozenset({"datasource", "account", "accountid"})
@@ -280,6 +297,7 @@ def _transaction(raw: Mapping[str, str | Decimal | None]) -> TransactionCreate:
         quantity = quantity or None
         price = price or None
     numbers.update(quantity=quantity, price=price, amount=amount)
+    numbers["fx_rate"] = _number("fx_rate", values.get("fx_rate"))
     fields.update({name: value for name, value in numbers.items() if value is not None})
     for name in ("symbol", "note"):
         if (value := values.get(name)) is not None:
@@ -358,7 +376,8 @@ def _number(column: str, value: str | Decimal | None) -> Decimal | None:
 
 def content_key(tx: TransactionCreate | Transaction) -> str:
     """The content hash of a transaction: its type, date, symbol, numbers (trailing zeros
-    ignored), currency and note. Two transactions with the same key are the same row."""
+    ignored), currency and note, not its rate. Two transactions with the same key and
+    compatible rates (`new_rows`) are the same row."""
     parts = [
         tx.type,
         tx.date.isoformat(),
@@ -380,21 +399,27 @@ def new_rows(
     """The rows not yet recorded, and how many were: the n-th row of a file with a given
     content key is a duplicate when the portfolio already holds n or more transactions with
     that key. So a file with two identical trades imports both, and importing it again (or
-    a file it is part of) adds only what is new."""
-    held: dict[str, int] = {}
+    a file it is part of) adds only what is new. A row giving `fx_rate` is a duplicate only
+    of a transaction booked at that rate; a row without one, of one booked at any rate."""
+    listed = list(rows)
+    held: dict[str, Counter[str]] = {}
     for tx in existing:
-        key = content_key(tx)
-        held[key] = held.get(key, 0) + 1
-    fresh: list[ImportRow] = []
-    duplicates = 0
-    for row in rows:
-        key = content_key(row.transaction)
-        if held.get(key, 0) > 0:
-            held[key] -= 1
-            duplicates += 1
-        else:
-            fresh.append(row)
-    return fresh, duplicates
+        held.setdefault(content_key(tx), Counter())[_plain(tx.fx_rate)] += 1
+    duplicate = [False] * len(listed)
+    # Rows with a rate first: a row without one must not take the only transaction at it.
+    for index in sorted(range(len(listed)), key=lambda i: listed[i].transaction.fx_rate is None):
+        tx = listed[index].transaction
+        booked = held.get(content_key(tx), Counter())
+        rate = (
+            _plain(tx.fx_rate)
+            if tx.fx_rate is not None
+            else next((at for at, count in booked.items() if count), None)
+        )
+        if rate is not None and booked[rate]:
+            booked[rate] -= 1
+            duplicate[index] = True
+    fresh = [row for row, seen in zip(listed, duplicate, strict=True) if not seen]
+    return fresh, sum(duplicate)
 
 
 def to_csv(transactions: Iterable[Transaction]) -> str:
@@ -412,6 +437,7 @@ def to_csv(transactions: Iterable[Transaction]) -> str:
                 *(_plain(getattr(tx, name)) for name in _NUMBERS),
                 tx.currency or "",
                 tx.note or "",
+                _plain(tx.fx_rate),
             ]
         )
     return out.getvalue()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
@@ -95,6 +96,15 @@ def _all_unavailable(reason: str) -> tuple[dict[str, Any], dict[str, str]]:
     return dict.fromkeys(METRIC_NAMES), dict.fromkeys(METRIC_NAMES, reason)
 
 
+@dataclass(frozen=True, slots=True)
+class PerformanceRun:
+    """Each portfolio's stored result by id, and every rate (`EURUSD 2025-03-07`) the
+    snapshots computed for it lacked."""
+
+    results: dict[int, dict[str, Any]]
+    missing_fx: frozenset[str] = frozenset()
+
+
 async def ensure_series(
     pool: asyncpg.Pool,
     portfolios: Sequence[PortfolioRow],
@@ -102,14 +112,16 @@ async def ensure_series(
     base: date,
     end: date,
     calendar: TradingCalendar = NYSE,
-) -> tuple[dict[int, DailySeries], dict[int, str]]:
-    """Complete daily series per portfolio, computing missing snapshots; reasons for the rest."""
+) -> tuple[dict[int, DailySeries], dict[int, str], frozenset[str]]:
+    """Complete daily series per portfolio, computing missing snapshots; reasons for the rest,
+    and the rates those snapshots lacked."""
     ids = [p.id for p in portfolios]
     trading = calendar.trading_days(base, end)
     async with pool.acquire() as connection:
         inception = await inception_dates(connection, ids)
         series = await read_series(connection, ids, base=base, end=end, trading_days=trading)
     problems: dict[int, str] = {}
+    missing_fx: frozenset[str] = frozenset()
     incomplete = []
     for portfolio in portfolios:
         first = inception.get(portfolio.id)
@@ -123,6 +135,7 @@ async def ensure_series(
     if incomplete:
         outcome = await snapshot_portfolios(pool, incomplete, dates=trading, calendar=calendar)
         problems.update(outcome.failed)
+        missing_fx = frozenset(outcome.missing_fx)
         async with pool.acquire() as connection:
             series.update(
                 await read_series(
@@ -133,7 +146,7 @@ async def ensure_series(
                     trading_days=trading,
                 )
             )
-    return {pid: s for pid, s in series.items() if pid not in problems}, problems
+    return {pid: s for pid, s in series.items() if pid not in problems}, problems, missing_fx
 
 
 def portfolio_performance(
@@ -192,9 +205,12 @@ async def calculate_performance(
     benchmark_symbol: str,
     risk_free_rate: float,
     calendar: TradingCalendar = NYSE,
-) -> dict[int, dict[str, Any]]:
-    """Compute and store each portfolio's performance result; returns them by portfolio id."""
-    series, problems = await ensure_series(pool, portfolios, base=base, end=end, calendar=calendar)
+) -> PerformanceRun:
+    """Compute and store each portfolio's performance result; returns them by portfolio id,
+    with the rates that were missing."""
+    series, problems, missing_fx = await ensure_series(
+        pool, portfolios, base=base, end=end, calendar=calendar
+    )
     async with pool.acquire() as connection:
         bench_dates, bench_closes = await read_benchmark(
             connection, benchmark_symbol, base=base, end=end
@@ -231,4 +247,4 @@ async def calculate_performance(
             """,
             [(pid, date.fromisoformat(r["start"]), end, r) for pid, r in results.items()],
         )
-    return results
+    return PerformanceRun(results=results, missing_fx=missing_fx)

@@ -60,7 +60,7 @@ async def generate_report(
     task_id: str,
 ) -> dict[str, Any]:
     """Build the report, store it under `task_id` (a redelivery overwrites), return its id."""
-    results = await calculate_performance(
+    run = await calculate_performance(
         pool,
         [portfolio],
         base=base,
@@ -68,7 +68,7 @@ async def generate_report(
         benchmark_symbol=settings.benchmark_symbol,
         risk_free_rate=settings.risk_free_rate,
     )
-    performance = results[portfolio.id]
+    performance = run.results[portfolio.id]
     async with pool.acquire() as connection:
         series = (await read_series(connection, [portfolio.id], base=base, end=end)).get(
             portfolio.id

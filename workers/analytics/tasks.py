@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from service.core.contracts import (
@@ -15,6 +15,7 @@ from service.core.contracts import (
 from service.core.logs import get_logger
 from service.core.market_closures import load_trading_calendar
 from service.core.publisher import TaskPublisher
+from service.portfolio.fx import MAX_RATE_AGE_DAYS
 from workers.analytics.performance_run import calculate_performance
 from workers.analytics.portfolio_reads import select_portfolios
 from workers.analytics.report_run import generate_report
@@ -29,16 +30,22 @@ class PortfolioNotFound(LookupError):
     """The portfolio does not exist (or is not the given user's)."""
 
 
-async def fetch_missing_rates(publisher: TaskPublisher, missing: set[str]) -> str | None:
+async def fetch_missing_rates(
+    publisher: TaskPublisher, missing: set[str] | frozenset[str]
+) -> str | None:
     """Ask for the pairs behind `missing` ("EURUSD 2025-03-07") over their dates, so the
-    next snapshot or performance run finds them; the fetch task's id, None if nothing."""
+    next snapshot or performance run finds them; the fetch task's id, None if nothing.
+
+    A rate is missing when no close of its pair lies within MAX_RATE_AGE_DAYS before the
+    date, so the fetch starts that much earlier: the gap is refilled from its first day."""
     if not missing:
         return None
     pairs = sorted({f"{label.split(' ')[0]}=X" for label in missing})
     days = [date.fromisoformat(label.split(" ")[1]) for label in missing]
+    start = min(days) - timedelta(days=MAX_RATE_AGE_DAYS)
     task_id = str(uuid.uuid4())
     await publisher.publish(
-        FetchMarketData(symbols=pairs, start=min(days), end=max(days)), task_id=task_id
+        FetchMarketData(symbols=pairs, start=start, end=max(days)), task_id=task_id
     )
     log.info("fetching missing fx rates", pairs=pairs, task_id=task_id)
     return task_id
@@ -102,7 +109,8 @@ async def create_portfolio_snapshot(
 async def calculate_portfolio_performance(
     ctx: TaskContext, params: CalculatePortfolioPerformance
 ) -> dict[str, Any]:
-    """Compute and store the performance of one portfolio, of all a user's, or of all."""
+    """Compute and store the performance of one portfolio, of all a user's, or of all; the
+    rates its snapshots lacked are listed and fetched, as a snapshot run does."""
     base, end = params.window(today=ctx.today())
     async with ctx.pool.acquire() as connection:
         calendar = await load_trading_calendar(connection)
@@ -114,7 +122,7 @@ async def calculate_portfolio_performance(
     if params.portfolio_id is not None and not portfolios:
         raise PortfolioNotFound(f"portfolio {params.portfolio_id} not found")
     await ctx.report_progress(current=0, total=len(portfolios), message="computing")
-    results = await calculate_performance(
+    run = await calculate_performance(
         ctx.pool,
         portfolios,
         base=base,
@@ -124,10 +132,13 @@ async def calculate_portfolio_performance(
         calendar=calendar,
     )
     await ctx.report_progress(current=len(portfolios), total=len(portfolios), message="stored")
+    fx_fetch = await fetch_missing_rates(ctx.publisher, run.missing_fx)
     return {
         "start": base.isoformat(),
         "end": end.isoformat(),
-        "results": [results[p.id] for p in portfolios],
+        "results": [run.results[p.id] for p in portfolios],
+        "missing_fx": sorted(run.missing_fx),
+        "fx_fetch_task_id": fx_fetch,
     }
 
 
