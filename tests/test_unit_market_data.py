@@ -527,7 +527,7 @@ class TestPriceSemantics:
         body = {"results": [{"ex_dividend_date": "2026-02-02", "cash_amount": 0.25}]}
         if pay_date is not None:
             body["results"][0]["pay_date"] = pay_date
-        bar = {"t": 1769990400000, "c": 100.0}  # 2026-02-02 00:00 New York
+        bar = {"t": 1770008400000, "c": 100.0}  # 2026-02-02 00:00 New York
         history = polygon.history_from_bodies(
             "X",
             aggs=msgspec.json.encode({"status": "OK", "results": [bar]}),
