@@ -1,5 +1,6 @@
 """Auto dividends through the real stack: API → worker fetch from the simulated exchange →
-generated DIVIDEND transactions, following corrections, hand entries and trades."""
+generated DIVIDEND transactions, following corrections, hand entries, trades, withdrawn
+dividends and Polygon's pay dates."""
 
 from __future__ import annotations
 
@@ -11,9 +12,16 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+import redis.asyncio as aioredis
 
 from service.core.users import IssuedKey
 from tests.api_client import Api
+from tests.conftest import PINNED_CLOCK, PINNED_TODAY
+from tests.market_sim import Sim, failover, market_settings
+from workers.market_data.auto_dividends import follow_dividends
+from workers.market_data.fetch import ChunkFetcher
+from workers.market_data.plan import Window
+from workers.market_data.simulated_exchange.polygon import pay_date_for
 
 pytestmark = pytest.mark.usefixtures("worker")
 NewUser = Callable[..., Awaitable[IssuedKey]]
@@ -22,6 +30,8 @@ NewUser = Callable[..., Awaitable[IssuedKey]]
 # dividends of the first, so each test has its own.
 CORRECTED = "DIVG"
 TRADED = "DIVA"
+WITHDRAWN = "DIVS"
+PAID = "DIVP"
 EX_DATES = [date(2026, 2, 2), date(2026, 5, 1), date(2026, 8, 3), date(2026, 11, 2)]
 
 
@@ -48,8 +58,10 @@ async def _tx(api: Api, portfolio_id: int, **fields: Any) -> dict[str, Any]:
     return dict(body)
 
 
-async def _fetch(api: Api, symbol: str) -> None:
-    status, answer = await api.submit("market-data", {"symbols": [symbol], "period": "1y"})
+async def _fetch(api: Api, symbol: str, **window: str) -> None:
+    status, answer = await api.submit(
+        "market-data", {"symbols": [symbol], **(window or {"period": "1y"})}
+    )
     assert status == 202, answer
     final = await api.wait_finished(answer["task_id"], within=60)
     assert final["state"] == "SUCCESS", final
@@ -219,3 +231,86 @@ class TestAutoDividends:
             assert field in str(problem), problem
         status, portfolio, _ = await api.request("GET", f"/api/v1/portfolios/{portfolio_id}")
         assert (status, portfolio["auto_dividends"]) == (200, False)
+
+
+async def _stored(pool: asyncpg.Pool, symbol: str) -> dict[date, tuple[date | None, str]]:
+    """ex-date → (pay date, source) of the stored dividends of `symbol`."""
+    rows = await pool.fetch(
+        "SELECT ex_date, pay_date, source FROM dividends WHERE symbol = $1", symbol
+    )
+    return {row["ex_date"]: (row["pay_date"], row["source"]) for row in rows}
+
+
+class TestProviderChanges:
+    async def test_a_withdrawn_dividend_goes_within_the_fetched_window_only(
+        self, api: Api, pool: asyncpg.Pool, http: aiohttp.ClientSession, exchange: str
+    ) -> None:
+        """A dividend the exchange stops reporting is deleted, with its generated
+        transaction, by the next fetch whose window covers it; one withdrawn before that
+        window stays."""
+        portfolio_id = await _portfolio(api, "withdrawn", auto=True)
+        await _tx(
+            api, portfolio_id, type="BUY", date="2026-01-15", symbol=WITHDRAWN, quantity=10,
+            price=100,
+        )  # fmt: skip
+        await _fetch(api, WITHDRAWN, start="2026-01-01", end="2026-11-03")
+        assert sorted(await _stored(pool, WITHDRAWN)) == EX_DATES
+        assert sorted(_generated(await _dividends(api, portfolio_id))) == [
+            day.isoformat() for day in EX_DATES
+        ]
+
+        withdrawn = {"withdrawn_dividends": {WITHDRAWN: ["2026-08-03", "2026-11-02"]}}
+        async with http.put(f"{exchange}/_sim/config", json=withdrawn) as response:
+            assert response.status == 200, await response.text()
+        try:
+            # Stored through 2026-11-03: this fetch covers 2026-10-29 (5 days' overlap) on.
+            await _fetch(api, WITHDRAWN, start="2026-01-01")
+        finally:
+            async with http.put(f"{exchange}/_sim/config", json={}) as response:
+                assert response.status == 200, await response.text()
+        assert sorted(await _stored(pool, WITHDRAWN)) == EX_DATES[:3]
+        assert sorted(_generated(await _dividends(api, portfolio_id))) == [
+            day.isoformat() for day in EX_DATES[:3]
+        ]
+
+    @pytest.mark.usefixtures("clean_exchange")
+    async def test_generated_dividends_land_on_polygons_pay_date(
+        self,
+        api: Api,
+        pool: asyncpg.Pool,
+        sim: Sim,
+        base_env: dict[str, str],
+        http: aiohttp.ClientSession,
+        redis_client: aioredis.Redis,
+    ) -> None:
+        """Dividends fetched from Polygon store its pay date and are generated on it, and a
+        later fetch of the same dividend from Yahoo, which has no pay date, keeps it."""
+        portfolio_id = await _portfolio(api, "paid", auto=True)
+        await _tx(
+            api, portfolio_id, type="BUY", date="2026-01-15", symbol=PAID, quantity=10, price=100
+        )
+
+        async def fetch(provider: str, wanted: Window) -> None:
+            settings = market_settings(base_env, sim.url, MARKET_DATA_PROVIDERS=provider)
+            fetcher = ChunkFetcher(
+                pool=pool,
+                failover=failover(settings, session=http, redis=redis_client),
+                overlap_days=settings.market_data_overlap_days,
+                clock=PINNED_CLOCK,
+            )
+            result = await fetcher.run([PAID], wanted)
+            assert (result.fetched, result.failed) == (1, [])
+            await follow_dividends(pool, symbols=[PAID], today=PINNED_TODAY, retry_seconds=0)
+
+        await fetch("polygon", Window(date(2026, 1, 1), date(2026, 11, 3)))
+        paid_on = {day: pay_date_for(day) for day in EX_DATES}
+        assert await _stored(pool, PAID) == {day: (paid_on[day], "polygon") for day in EX_DATES}
+        assert all(paid_on[day] > day for day in EX_DATES)
+        generated = _generated(await _dividends(api, portfolio_id))
+        assert sorted(generated) == [paid_on[day].isoformat() for day in EX_DATES]
+
+        # Stored through 2026-11-03, so Yahoo answers for 2026-10-29 on: the 2026-11-02 one.
+        await fetch("yahoo", Window(date(2026, 1, 1), PINNED_TODAY))
+        stored = await _stored(pool, PAID)
+        assert stored[EX_DATES[3]] == (paid_on[EX_DATES[3]], "yahoo")
+        assert _generated(await _dividends(api, portfolio_id)) == generated

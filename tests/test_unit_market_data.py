@@ -459,6 +459,85 @@ class TestPriceSemantics:
         assert float(raw[0]["close"]) == pytest.approx(first.close * 2, rel=1e-4)  # type: ignore[arg-type]
         assert first.date < split_day
 
+    def test_only_polygon_reports_pay_dates(self) -> None:
+        """Polygon's dividends carry the pay date it serves; Yahoo's chart and Tiingo have
+        none."""
+        start, end, _ = self._window()
+        paid = self._polygon(start, end).dividends
+        assert paid
+        assert [d.pay_date for d in paid] == [sim_polygon.pay_date_for(d.date) for d in paid]
+        for other in (self._yahoo(start, end), self._tiingo(start, end)):
+            assert [d.pay_date for d in other.dividends] == [None] * len(paid)
+
+    def test_withdrawn_dividends_are_not_served(self) -> None:
+        """A dividend the exchange withdraws is missing from every provider's answer, and
+        only that one."""
+        start, end, _ = self._window()
+        all_days = [d.date for d in self._yahoo(start, end).dividends]
+        gone = frozenset(all_days[:1])
+        chart = yahoo.decode_chart(
+            _reply(
+                200,
+                msgspec.json.encode(
+                    sim_yahoo.chart_payload(
+                        self.SYMBOL, start, TODAY, live_bar=False, withdrawn=gone
+                    )
+                ),
+            )
+        )
+        yahoo_days = yahoo.chart_history(chart, symbol=self.SYMBOL, start=start, end=end)
+        rows = sim_polygon.aggs_rows(self.SYMBOL, start, TODAY, adjusted=True, today=TODAY)
+        polygon_days = polygon.history_from_bodies(
+            self.SYMBOL,
+            aggs=msgspec.json.encode(
+                sim_polygon.aggs_payload(self.SYMBOL, rows, adjusted=True, next_url=None)
+            ),
+            dividends=msgspec.json.encode(
+                sim_polygon.dividends_payload(self.SYMBOL, start, today=TODAY, withdrawn=gone)
+            ),
+            splits=msgspec.json.encode(sim_polygon.splits_payload(self.SYMBOL, start, today=TODAY)),
+            start=start,
+            end=end,
+        )
+        tiingo_days = tiingo.history_from_body(
+            self.SYMBOL,
+            msgspec.json.encode(
+                sim_tiingo.prices_payload(self.SYMBOL, start, TODAY, today=TODAY, withdrawn=gone)
+            ),
+            start=start,
+            end=end,
+        )
+        for history in (yahoo_days, polygon_days, tiingo_days):
+            assert [d.date for d in history.dividends] == all_days[1:]
+
+    @pytest.mark.parametrize(
+        ("pay_date", "expected"),
+        [
+            ("2026-02-13", date(2026, 2, 13)),
+            ("2026-02-02", date(2026, 2, 2)),  # paid on the ex-date
+            ("2026-01-30", None),  # before the ex-date: the table would refuse it
+            ("", None),
+            (None, None),
+            ("TBD", None),
+        ],
+    )
+    def test_polygon_pay_date(self, pay_date: str | None, expected: date | None) -> None:
+        """Polygon's pay date is kept when it is an ISO date on or after the ex-date, and is
+        none otherwise, without failing the answer."""
+        body = {"results": [{"ex_dividend_date": "2026-02-02", "cash_amount": 0.25}]}
+        if pay_date is not None:
+            body["results"][0]["pay_date"] = pay_date
+        bar = {"t": 1770008400000, "c": 100.0}  # 2026-02-02 00:00 New York
+        history = polygon.history_from_bodies(
+            "X",
+            aggs=msgspec.json.encode({"status": "OK", "results": [bar]}),
+            dividends=msgspec.json.encode(body),
+            splits=b'{"results": []}',
+            start=date(2026, 1, 1),
+            end=date(2026, 3, 1),
+        )
+        assert [(d.date, d.pay_date) for d in history.dividends] == [(date(2026, 2, 2), expected)]
+
     def test_polygon_unadjusted_bars_differ(self) -> None:
         """Polygon's `adjusted=false` bars are raw, which is why the adapter asks for adjusted."""
         start, end, _ = self._window()

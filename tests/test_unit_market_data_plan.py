@@ -15,7 +15,9 @@ from workers.market_data.plan import (
     first_available_from,
     first_session_on_or_after,
     incremental_window,
+    withdrawn_dividends,
 )
+from workers.market_data.types import Bar, Dividend, History
 
 D = date.fromisoformat
 END = D("2026-11-30")  # a Monday
@@ -167,3 +169,69 @@ class TestFirstAvailable:
             calendar=NYSE,
         )
         assert found == (D(expected) if expected else None)
+
+
+def _history(bars: tuple[str, str] | None, dividends: list[str], *, complete: bool) -> History:
+    """A history with bars on its first and last date (none when `bars` is None)."""
+    return History(
+        symbol="X",
+        bars=[
+            Bar(date=D(day), open=None, high=None, low=None, close=1.0, adj_close=None, volume=None)
+            for day in (bars or ())
+        ],
+        dividends=[Dividend(date=D(day), amount=0.1) for day in dividends],
+        dividends_complete=complete,
+    )
+
+
+class TestWithdrawnDividends:
+    WINDOW = Window(D("2026-10-29"), D("2026-11-18"))
+    STORED = ["2026-08-03", "2026-11-02", "2026-11-16"]
+
+    @pytest.mark.parametrize(
+        ("bars", "reported", "complete", "expected"),
+        [
+            pytest.param(
+                ("2026-10-29", "2026-11-17"), ["2026-11-02", "2026-11-16"], True, [], id="all-kept"
+            ),
+            pytest.param(
+                ("2026-10-29", "2026-11-17"),
+                ["2026-11-16"],
+                True,
+                ["2026-11-02"],
+                id="one-withdrawn-in-window",
+            ),
+            pytest.param(
+                ("2026-10-29", "2026-11-17"),
+                [],
+                True,
+                ["2026-11-02", "2026-11-16"],
+                id="older-one-outside-window-stays",
+            ),
+            pytest.param(
+                ("2026-10-29", "2026-11-17"), [], False, [], id="truncated-listing-withdraws-none"
+            ),
+            pytest.param(None, [], True, [], id="no-bars-withdraws-none"),
+            pytest.param(
+                ("2026-11-03", "2026-11-13"),
+                [],
+                True,
+                [],
+                id="outside-the-bars-the-provider-returned",
+            ),
+        ],
+    )
+    def test_withdrawn(
+        self,
+        bars: tuple[str, str] | None,
+        reported: list[str],
+        complete: bool,
+        expected: list[str],
+    ) -> None:
+        """Only stored ex-dates inside both the fetched window and the returned bars, absent
+        from a complete answer, are withdrawn."""
+        history = _history(bars, reported, complete=complete)
+        stored = [D(day) for day in self.STORED]
+        assert withdrawn_dividends(history, window=self.WINDOW, stored=stored) == [
+            D(day) for day in expected
+        ]

@@ -2,7 +2,8 @@
 
 For each symbol: plan the incremental window, fetch it through the failover
 chain, refetch the whole stored range when a new split or dividend shows up,
-then buffer its rows; the buffer is written (bars, events, fetch state) in
+then buffer its rows, and the stored dividends of the fetched window the provider no
+longer reports for deletion; the buffer is written (bars, events, fetch state) in
 one transaction whenever it holds `batch_rows` bars, so memory stays flat
 however many symbols a chunk has.
 """
@@ -30,6 +31,7 @@ from workers.market_data.plan import (
     first_available_from,
     incremental_window,
     needs_refetch,
+    withdrawn_dividends,
 )
 from workers.market_data.providers.base import ErrorKind
 from workers.market_data.store import (
@@ -80,6 +82,7 @@ class FetchResult(msgspec.Struct, kw_only=True):
 class _Batch:
     bars: list[BarRow] = field(default_factory=list)
     dividends: list[tuple[object, ...]] = field(default_factory=list)
+    withdrawn: list[tuple[str, date]] = field(default_factory=list)
     splits: list[tuple[object, ...]] = field(default_factory=list)
     # (symbol, last stored date, provider, first date the provider has, when learned)
     successes: list[tuple[str, date | None, str, date | None]] = field(default_factory=list)
@@ -92,6 +95,7 @@ class _Batch:
             self.currencies,
             self.bars,
             self.dividends,
+            self.withdrawn,
             self.splits,
             self.successes,
             self.failures,
@@ -110,7 +114,12 @@ async def _write(pool: asyncpg.Pool, batch: _Batch, *, clock: Clock, retry_secon
         nonlocal events
         changed = await upsert_bars(connection, batch.bars)
         await record_currencies(connection, batch.currencies)
-        events = await upsert_events(connection, dividends=batch.dividends, splits=batch.splits)
+        events = await upsert_events(
+            connection,
+            dividends=batch.dividends,
+            splits=batch.splits,
+            withdrawn=batch.withdrawn,
+        )
         await invalidate_snapshots_after_splits(connection, batch.new_splits)
         await record_successes(connection, batch.successes, now=clock())
         await record_failures(connection, batch.failures, now=clock())
@@ -200,6 +209,7 @@ class ChunkFetcher:
                     result,
                     stored=ranges.get(outcome.symbol),
                     known_splits=splits.get(outcome.symbol, set()),
+                    known_dividends=dividends.get(outcome.symbol, set()),
                 )
                 if len(batch.bars) >= self._batch_rows:
                     if before_write is not None:
@@ -230,6 +240,7 @@ class ChunkFetcher:
         *,
         stored: StoredRange | None,
         known_splits: set[date],
+        known_dividends: set[date],
     ) -> None:
         if outcome.failure is not None or outcome.history is None:
             failure = outcome.failure
@@ -244,6 +255,16 @@ class ChunkFetcher:
         if history.currency:
             batch.currencies.append((outcome.symbol, history.currency))
         batch.dividends.extend(dividend_rows(history, source=source))
+        if outcome.window is not None:
+            gone = withdrawn_dividends(history, window=outcome.window, stored=known_dividends)
+            batch.withdrawn.extend((outcome.symbol, day) for day in gone)
+            if gone:
+                log.info(
+                    "dividends withdrawn",
+                    symbol=outcome.symbol,
+                    provider=source,
+                    ex_dates=[day.isoformat() for day in gone],
+                )
         batch.splits.extend(split_rows(history, source=source))
         fresh = [split.date for split in history.splits if split.date not in known_splits]
         if fresh:

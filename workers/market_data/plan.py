@@ -129,6 +129,19 @@ def needs_refetch(
     return bool(new_splits or new_dividends)
 
 
+def withdrawn_dividends(history: History, *, window: Window, stored: Iterable[date]) -> list[date]:
+    """The stored dividend ex-dates the provider, answering in full for `window`, no longer
+    reports: those inside both `window` and the span of the bars it returned (it showed it
+    has data there), less every ex-date it reported. None when its listing of dividends may
+    be truncated or it returned no bars: an answer that may be partial withdraws nothing."""
+    if not history.dividends_complete or not history.bars:
+        return []
+    first = max(window.start, history.bars[0].date)
+    last = min(window.end, history.bars[-1].date)
+    reported = {d.date for d in history.dividends}
+    return sorted(day for day in set(stored) if first <= day <= last and day not in reported)
+
+
 def chunked(symbols: Sequence[str], size: int) -> list[list[str]]:
     """`symbols` in consecutive chunks of at most `size`."""
     if size < 1:

@@ -59,13 +59,15 @@ async def copy_upsert(
     key: Sequence[str],
     records: Sequence[tuple[object, ...]],
     never_older: str | None = None,
+    keep_known: Sequence[str] = (),
 ) -> int:
     """COPY `records` into a temp table and merge them into `table`, changing only rows
     whose values differ; return how many rows were inserted or changed.
 
     With `never_older` (a timestamp column), a row is not replaced by one whose timestamp
     is older than (or lacks) the stored one: a late or redelivered write cannot roll it back.
-    `table`, `columns`, `key` and `never_older` are trusted identifiers, never input.
+    A column in `keep_known` keeps its stored value when the incoming one is NULL.
+    `table`, `columns`, `key`, `never_older` and `keep_known` are trusted identifiers.
     """
     if not records:
         return 0
@@ -73,9 +75,12 @@ async def copy_upsert(
     cols = ", ".join(columns)
     keys = ", ".join(key)
     values = [c for c in columns if c not in key]
-    assignments = ", ".join(f"{c} = excluded.{c}" for c in values)
+    merged = {
+        c: f"coalesce(excluded.{c}, t.{c})" if c in keep_known else f"excluded.{c}" for c in values
+    }
+    assignments = ", ".join(f"{c} = {merged[c]}" for c in values)
     current = ", ".join(f"t.{c}" for c in values)
-    proposed = ", ".join(f"excluded.{c}" for c in values)
+    proposed = ", ".join(merged[c] for c in values)
     newer = (
         f" AND (t.{never_older} IS NULL OR excluded.{never_older} >= t.{never_older})"
         if never_older
@@ -142,7 +147,8 @@ def _dec(value: float, places: Decimal) -> Decimal:
 def dividend_rows(history: History, *, source: str) -> list[tuple[object, ...]]:
     """Rows for the dividends table."""
     return [
-        (history.symbol, d.date, _dec(d.amount, _EIGHT_PLACES), source) for d in history.dividends
+        (history.symbol, d.date, _dec(d.amount, _EIGHT_PLACES), d.pay_date, source)
+        for d in history.dividends
     ]
 
 
@@ -173,14 +179,19 @@ async def upsert_events(
     *,
     dividends: Sequence[tuple[object, ...]],
     splits: Sequence[tuple[object, ...]],
+    withdrawn: Sequence[tuple[str, date]] = (),
 ) -> int:
-    """Merge dividend and split rows; return how many changed."""
-    changed = await copy_upsert(
+    """Merge dividend and split rows and delete the `withdrawn` (symbol, ex-date)
+    dividends; return how many rows changed. A known pay date is never replaced by none
+    (a provider without pay dates, failed over to, keeps the first one's)."""
+    changed = await delete_dividends(connection, withdrawn)
+    changed += await copy_upsert(
         connection,
         table="dividends",
-        columns=("symbol", "ex_date", "amount", "source"),
+        columns=("symbol", "ex_date", "amount", "pay_date", "source"),
         key=("symbol", "ex_date"),
         records=dividends,
+        keep_known=("pay_date",),
     )
     return changed + await copy_upsert(
         connection,
@@ -189,6 +200,21 @@ async def upsert_events(
         key=("symbol", "date"),
         records=splits,
     )
+
+
+async def delete_dividends(
+    connection: asyncpg.Connection, withdrawn: Sequence[tuple[str, date]]
+) -> int:
+    """Delete the dividends of these (symbol, ex-date) pairs; how many were deleted."""
+    if not withdrawn:
+        return 0
+    status: str = await connection.execute(
+        "DELETE FROM dividends d USING unnest($1::text[], $2::date[]) AS w (symbol, ex_date) "
+        "WHERE d.symbol = w.symbol AND d.ex_date = w.ex_date",
+        [symbol for symbol, _ in withdrawn],
+        [day for _, day in withdrawn],
+    )
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def upsert_quotes(connection: asyncpg.Connection, quotes: Sequence[tuple[Quote, str]]) -> int:

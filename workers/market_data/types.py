@@ -11,6 +11,8 @@ from datetime import date, datetime
 import msgspec
 
 __all__ = ["AssetInfo", "Bar", "Dividend", "History", "Quote", "Split"]
+# `Dividend.date` shadows the type inside the class body.
+_Date = date
 
 
 class Bar(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,10 +28,12 @@ class Bar(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Dividend(msgspec.Struct, frozen=True, kw_only=True):
-    """A cash dividend per share, by ex-date."""
+    """A cash dividend per share, by ex-date, with its payment date when the provider gives
+    one (never before the ex-date)."""
 
     date: date
     amount: float
+    pay_date: _Date | None = None
 
 
 class Split(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,13 +45,18 @@ class Split(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class History(msgspec.Struct, frozen=True, kw_only=True):
-    """Daily bars plus the corporate actions a provider reported for a window."""
+    """Daily bars plus the corporate actions a provider reported for a window.
+
+    `dividends_complete` is False when the provider's answer may have left dividends of the
+    window out (a truncated listing): then no stored dividend may be taken as withdrawn.
+    """
 
     symbol: str
     bars: list[Bar]
     dividends: list[Dividend] = []
     splits: list[Split] = []
     currency: str | None = None
+    dividends_complete: bool = True
 
 
 class Quote(msgspec.Struct, frozen=True, kw_only=True):

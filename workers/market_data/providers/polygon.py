@@ -48,6 +48,8 @@ class _Aggs(msgspec.Struct):
 class _DividendRow(msgspec.Struct):
     ex_dividend_date: date
     cash_amount: float
+    # Kept as text: a missing, empty or odd pay date must not make the whole answer MALFORMED.
+    pay_date: str | None = None
 
 
 class _SplitRow(msgspec.Struct):
@@ -58,6 +60,7 @@ class _SplitRow(msgspec.Struct):
 
 class _Dividends(msgspec.Struct):
     results: list[_DividendRow] = []
+    next_url: str | None = None
 
 
 class _Splits(msgspec.Struct):
@@ -129,6 +132,16 @@ def agg_bars(aggs: list[_Agg]) -> list[Bar]:
     return [by_date[day] for day in sorted(by_date)]
 
 
+def pay_date_of(row: _DividendRow) -> date | None:
+    """A dividend's pay date: None when Polygon gives none, one that is not an ISO date, or
+    one before the ex-date (which the `dividends` table would refuse)."""
+    try:
+        paid = date.fromisoformat(row.pay_date) if row.pay_date else None
+    except ValueError:
+        return None
+    return paid if paid is not None and paid >= row.ex_dividend_date else None
+
+
 def build_history(
     symbol: str,
     *,
@@ -138,6 +151,7 @@ def build_history(
     start: date,
     end: date,
     currency: str = "USD",
+    dividends_complete: bool = True,
 ) -> History:
     """Split-adjusted bars with dividend-adjusted `adj_close`, trimmed to [start, end].
 
@@ -160,6 +174,7 @@ def build_history(
                 amount=round(
                     d.cash_amount / split_factor_after(d.ex_dividend_date, split_events), 8
                 ),
+                pay_date=pay_date_of(d),
             )
             for d in dividends
         ),
@@ -172,6 +187,7 @@ def build_history(
         dividends=[d for d in events if start <= d.date <= end],
         splits=[s for s in split_events if start <= s.date <= end],
         currency=currency,
+        dividends_complete=dividends_complete,
     )
 
 
@@ -230,12 +246,8 @@ class PolygonProvider:
                 currency=pair_currencies(symbol)[1],
             )
         reference: dict[str, str | int] = {"ticker": ticker, "limit": 1000}
-        dividends = _decode(
-            await self._get(
-                f"{self._base}/v3/reference/dividends",
-                {**reference, "ex_dividend_date.gte": start.isoformat()},
-            ),
-            _Dividends,
+        dividends, complete = await self._dividends(
+            {**reference, "ex_dividend_date.gte": start.isoformat()}
         )
         splits = _decode(
             await self._get(
@@ -247,11 +259,26 @@ class PolygonProvider:
         return build_history(
             symbol,
             aggs=aggs,
-            dividends=dividends.results,
+            dividends=dividends,
             splits=splits.results,
             start=start,
             end=end,
+            dividends_complete=complete,
         )
+
+    async def _dividends(self, params: dict[str, str | int]) -> tuple[list[_DividendRow], bool]:
+        """Every dividend page (following `next_url`, at most MAX_PAGES), and whether the
+        listing was complete."""
+        rows: list[_DividendRow] = []
+        url: str | None = f"{self._base}/v3/reference/dividends"
+        query: dict[str, str | int] | None = params
+        for _ in range(MAX_PAGES):
+            if url is None:
+                return rows, True
+            page = _decode(await self._get(url, query), _Dividends)
+            rows.extend(page.results)
+            url, query = page.next_url, None
+        return rows, url is None
 
     async def quotes(self, symbols: list[str]) -> dict[str, Quote | ProviderError]:
         """Closes from grouped daily: one call covers every US ticker on the latest session."""

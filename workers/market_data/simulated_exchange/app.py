@@ -2,8 +2,8 @@
 over one deterministic series per symbol, with latency and fault injection.
 
 Faults (429 with Retry-After, 500, malformed bodies, slow responses, and on
-the chart `{"chart": null}` and an empty result) and latency are configured at
-start or at run time through `PUT /_sim/config`; `GET /_sim/stats` reports
+the chart `{"chart": null}` and an empty result), latency and withdrawn dividends are
+configured at start or at run time through `PUT /_sim/config`; `GET /_sim/stats` reports
 what was served and `POST /_sim/ledger` (a JSON list of symbols) every bar served, so tests
 can check what was stored. Yahoo's quoteSummary
 wants the cookie from `/_fc` and a crumb from `/v1/test/getcrumb`;
@@ -66,6 +66,9 @@ class ExchangeConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # close early (local time). Bars, sessions and quotes follow them.
     closures: list[date] = msgspec.field(default_factory=list)
     early_closes: dict[date, dt_time] = msgspec.field(default_factory=dict)
+    # Dividends no provider reports any more, as ex-dates per symbol: every route leaves them
+    # out (prices stay as they were), as after a provider withdraws a wrongly announced one.
+    withdrawn_dividends: dict[str, list[date]] = msgspec.field(default_factory=dict)
     seed: int = 0
     polygon_page_size: Annotated[int, msgspec.Meta(ge=1)] = 50_000
     # A provider-side limit (0 = none): a token bucket of this rate and `rate_burst` tokens;
@@ -139,6 +142,10 @@ class SimulatedExchange:
         that had closed by the exchange's clock (the settings' clock, so a pinned stack
         agrees). A running session's bar is served only once it closes."""
         return self.config.today or self.calendar.last_completed_session(self.clock())
+
+    def withdrawn(self, symbol: str) -> frozenset[date]:
+        """The ex-dates of `symbol`'s dividends the config withdraws."""
+        return frozenset(self.config.withdrawn_dividends.get(symbol.upper(), ()))
 
     def last_trade(self, symbol: str) -> LastTrade:
         """The price a quote shows now: moving with the clock while a session runs, else the
@@ -310,6 +317,7 @@ class SimulatedExchange:
             null_every=self.config.null_every,
             trade=self.last_trade(symbol),
             calendar=self.calendar,
+            withdrawn=self.withdrawn(symbol),
         )
         closes = payload["chart"]["result"][0]["indicators"]["quote"][0]["close"]  # type: ignore[index]
         bars = sum(1 for close in closes if close is not None)
@@ -405,7 +413,13 @@ class SimulatedExchange:
         if not symbol or is_unknown(symbol):
             return _json({"results": [], "status": "OK", "request_id": "sim"})
         return _json(
-            polygon.dividends_payload(symbol, since, today=self.today(), calendar=self.calendar)
+            polygon.dividends_payload(
+                symbol,
+                since,
+                today=self.today(),
+                calendar=self.calendar,
+                withdrawn=self.withdrawn(symbol),
+            )
         )
 
     async def polygon_splits(self, request: web.Request, fault: Fault | None) -> web.Response:
@@ -436,7 +450,12 @@ class SimulatedExchange:
         start = _iso(request.query.get("startDate")) or today - timedelta(days=31)
         end = min(_iso(request.query.get("endDate")) or today, today)
         rows = tiingo.prices_payload(
-            symbol, max(start, EPOCH), end, today=today, calendar=self.calendar
+            symbol,
+            max(start, EPOCH),
+            end,
+            today=today,
+            calendar=self.calendar,
+            withdrawn=self.withdrawn(symbol),
         )
         self.bars_served[symbol] += len(rows)
         return _json(rows)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from collections.abc import Collection
+from datetime import date, datetime, time, timedelta
 
 from service.core.trading_calendar import EXCHANGE_TZ, NYSE, TradingCalendar
 from workers.market_data.simulated_exchange.series import (
@@ -93,21 +94,41 @@ def grouped_payload(
     return body
 
 
+PAY_AFTER_WEEKDAYS = 5
+
+
+def pay_date_for(ex_date: date) -> date:
+    """The simulated pay date: `PAY_AFTER_WEEKDAYS` weekdays after the ex-date."""
+    day, left = ex_date, PAY_AFTER_WEEKDAYS
+    while left:
+        day += timedelta(days=1)
+        if day.weekday() < 5:
+            left -= 1
+    return day
+
+
 def dividends_payload(
-    symbol: str, since: date | None, *, today: date, calendar: TradingCalendar = NYSE
+    symbol: str,
+    since: date | None,
+    *,
+    today: date,
+    calendar: TradingCalendar = NYSE,
+    withdrawn: Collection[date] = (),
 ) -> dict[str, object]:
-    """Dividends as Polygon reports them: the cash amount actually paid (not split-adjusted)."""
+    """Dividends as Polygon reports them: the cash amount actually paid (not split-adjusted)
+    and a pay date; ex-dates in `withdrawn` are left out."""
     series = build_series(symbol, today, calendar)
     rows = [
         {
             "ticker": symbol,
             "ex_dividend_date": day.isoformat(),
+            "pay_date": pay_date_for(day).isoformat(),
             "cash_amount": round(amount * factor_after(series, day), 6),
             "dividend_type": "CD",
             "frequency": 4,
         }
         for day, amount in sorted(series.dividends.items(), reverse=True)
-        if since is None or day >= since
+        if (since is None or day >= since) and day not in withdrawn
     ]
     return {"results": rows, "status": "OK", "request_id": "sim"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, date, datetime, time
 
 from service.core.trading_calendar import NYSE, TradingCalendar
@@ -16,10 +17,17 @@ from workers.market_data.simulated_exchange.series import (
 
 
 def prices_payload(
-    symbol: str, start: date, end: date, *, today: date, calendar: TradingCalendar = NYSE
+    symbol: str,
+    start: date,
+    end: date,
+    *,
+    today: date,
+    calendar: TradingCalendar = NYSE,
+    withdrawn: Collection[date] = (),
 ) -> list[dict[str, object]]:
     """Daily rows: raw `close` etc., split- and dividend-adjusted `adjClose`, `divCash` as
-    paid and `splitFactor` on the split date, as Tiingo serves them."""
+    paid (0 on a `withdrawn` ex-date) and `splitFactor` on the split date, as Tiingo serves
+    them."""
     series = build_series(symbol, today, calendar)
     factors = split_factors(series)
     lo, hi = window_slice(series, start, end)
@@ -44,7 +52,9 @@ def prices_payload(
                 "adjLow": round(float(series.low[i]) * adj_scale, 4),
                 "adjClose": round(float(series.adjclose[i]), 4),
                 "adjVolume": int(series.volume[i]),
-                "divCash": round(series.dividends.get(day, 0.0) * scale, 6),
+                "divCash": 0.0
+                if day in withdrawn
+                else round(series.dividends.get(day, 0.0) * scale, 6),
                 "splitFactor": (split[0] / split[1]) if split else 1.0,
             }
         )

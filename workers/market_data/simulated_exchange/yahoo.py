@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -57,11 +58,18 @@ def chart_window(query: dict[str, str], today: date) -> tuple[date, date]:
 
 
 def _events(
-    symbol: str, start: date, end: date, *, calendar: TradingCalendar = NYSE
+    symbol: str,
+    start: date,
+    end: date,
+    *,
+    calendar: TradingCalendar = NYSE,
+    withdrawn: Collection[date] = (),
 ) -> dict[str, dict[str, dict[str, object]]]:
     series = build_series(symbol, end, calendar)
     events: dict[str, dict[str, dict[str, object]]] = {}
-    dividends = {d: a for d, a in series.dividends.items() if start <= d <= end}
+    dividends = {
+        d: a for d, a in series.dividends.items() if start <= d <= end and d not in withdrawn
+    }
     splits = {d: r for d, r in series.splits.items() if start <= d <= end}
     if dividends:
         events["dividends"] = {
@@ -96,6 +104,7 @@ def chart_payload(
     null_every: int = 0,
     trade: LastTrade | None = None,
     calendar: TradingCalendar = NYSE,
+    withdrawn: Collection[date] = (),
 ) -> dict[str, object]:
     """The Yahoo v8 chart body for `symbol` over [start, end] (a pure function of its inputs).
 
@@ -152,7 +161,7 @@ def chart_payload(
         "timestamp": stamps,
         "indicators": {"quote": [quote], "adjclose": [{"adjclose": adjclose}]},
     }
-    events = _events(symbol, start, end, calendar=calendar)
+    events = _events(symbol, start, end, calendar=calendar, withdrawn=withdrawn)
     if events:
         result["events"] = events
     return {"chart": {"result": [result], "error": None}}
