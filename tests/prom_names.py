@@ -41,6 +41,31 @@ _KEYWORDS = frozenset(
 )
 
 
+# The metric contract of issue 12, as exposed (histograms by their bucket series).
+CONTRACT = frozenset(
+    {
+        "findash_http_requests_total",
+        "findash_http_request_duration_seconds_bucket",
+        "findash_task_submits_total",
+        "findash_queue_depth",
+        "findash_workers_alive",
+        "findash_stale_held_symbols",
+        "findash_tasks_total",
+        "findash_task_duration_seconds_bucket",
+        "findash_provider_requests_total",
+        "findash_rate_limiter_wait_seconds_bucket",
+        "findash_circuit_breaker_open",
+        "findash_bars_written_total",
+        "findash_rows_written_total",
+        "findash_symbol_fetch_failures_total",
+        "findash_scheduler_leader",
+        "findash_scheduler_fires_total",
+        "findash_scheduler_catchup_lag_seconds",
+        "findash_scheduler_fire_lag_seconds_bucket",
+    }
+)
+
+
 def promql_metric_names(expr: str) -> set[str]:
     """The metric names one PromQL expression selects (functions, labels, keywords removed)."""
     text = _STRING.sub('""', expr)

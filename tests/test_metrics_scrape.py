@@ -18,31 +18,10 @@ import pytest
 from service.core.metrics_exposition import OTHER, TASK_NAMES
 from tests.metrics_scrape import MetricsScrape, scrape, scraped_names
 from tests.processes import serve_api
-from tests.prom_names import metric_names_used
+from tests.prom_names import CONTRACT, metric_names_used
 
 # The first test pays for the session: Postgres, Redis, the exchange and the metrics stack.
 pytestmark = pytest.mark.timeout(360)
-
-SPEC_NAMES = {
-    "findash_http_requests_total",
-    "findash_http_request_duration_seconds_bucket",
-    "findash_task_submits_total",
-    "findash_queue_depth",
-    "findash_workers_alive",
-    "findash_stale_held_symbols",
-    "findash_tasks_total",
-    "findash_task_duration_seconds_bucket",
-    "findash_provider_requests_total",
-    "findash_rate_limiter_wait_seconds_bucket",
-    "findash_circuit_breaker_open",
-    "findash_bars_written_total",
-    "findash_rows_written_total",
-    "findash_symbol_fetch_failures_total",
-    "findash_scheduler_leader",
-    "findash_scheduler_fires_total",
-    "findash_scheduler_catchup_lag_seconds",
-    "findash_scheduler_fire_lag_seconds_bucket",
-}
 
 
 class TestApiEndpoint:
@@ -161,7 +140,7 @@ class TestLabels:
     def test_every_contract_name_was_scraped(self, metrics_scrape: MetricsScrape) -> None:
         """Every metric name of the contract shared with the alerts and the dashboard
         appeared in a scrape."""
-        assert scraped_names(metrics_scrape) >= SPEC_NAMES
+        assert scraped_names(metrics_scrape) >= CONTRACT
 
 
 async def test_metrics_answer_while_redis_is_down(

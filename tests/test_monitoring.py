@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests.prom_names import dashboard_expressions, metric_names_used, promql_metric_names
+from tests.prom_names import (
+    CONTRACT,
+    dashboard_expressions,
+    metric_names_used,
+    promql_metric_names,
+)
 from tests.test_compose import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,29 +35,6 @@ needs_promtool = pytest.mark.skipif(
     reason="promtool not on PATH (Debian: apt-get install prometheus; .ci/run unpacks it)",
 )
 
-# The metric contract of issue 12, as exposed (histograms by their bucket series).
-CONTRACT = frozenset(
-    {
-        "findash_http_requests_total",
-        "findash_http_request_duration_seconds_bucket",
-        "findash_task_submits_total",
-        "findash_queue_depth",
-        "findash_workers_alive",
-        "findash_stale_held_symbols",
-        "findash_tasks_total",
-        "findash_task_duration_seconds_bucket",
-        "findash_provider_requests_total",
-        "findash_rate_limiter_wait_seconds_bucket",
-        "findash_circuit_breaker_open",
-        "findash_bars_written_total",
-        "findash_rows_written_total",
-        "findash_symbol_fetch_failures_total",
-        "findash_scheduler_leader",
-        "findash_scheduler_fires_total",
-        "findash_scheduler_catchup_lag_seconds",
-        "findash_scheduler_fire_lag_seconds_bucket",
-    }
-)
 # Issue 12 item 3, one alert each.
 REQUIRED_ALERTS = {
     "no scheduler leader for 1 minute": "FindashNoSchedulerLeader",
