@@ -63,7 +63,7 @@ class ApiKeyAuthenticationMiddleware:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException(detail="missing bearer API key", headers=BEARER_CHALLENGE)
-        keys: ApiKeyCache = scope["app"].state.api_keys
+        keys: ApiKeyCache = scope["litestar_app"].state.api_keys
         user = await keys.authenticate(token.strip())
         if user is None:
             raise NotAuthorizedException(
