@@ -13,6 +13,10 @@ default the commit before this work), exported with `git archive` into a tempora
 and served by a second API process on the same database; `BENCH_READS_BASELINE=none`
 skips it. The two API processes are loaded one at a time, alternating per endpoint, by
 this process (the client), so neither steals the other's event loop.
+
+`BENCH_READS_ONLY` (comma-separated words, e.g. `floor,task`) keeps only the reads whose
+label contains one of them; `BENCH_READS_SECONDS` (default 4) sets the time per cell, so a
+profiler can be attached to the API process (its pid is printed at start).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from tests.processes import ManagedProcess, wait_until_http_ok
 from workers.demo_seed import seed_demo_portfolios
 
 CONCURRENCY = 32
-SECONDS = 4.0
+SECONDS = float(os.environ.get("BENCH_READS_SECONDS", "4"))
 WARMUP_REQUESTS = 64
 TASKS = 60
 DEFAULT_BASELINE = "cc931f9"
@@ -267,6 +271,7 @@ def run() -> dict[str, Any]:
         base_url, base_pid = (
             _start_api(stack, tree=tree, name="baseline") if tree is not None else (None, 0)
         )
+        print(f"API pids: this checkout {ours_pid}, baseline {base_pid or 'none'}")  # noqa: T201
         reads = _reads(seed)
         snapshots_path = reads[4].path
         etag = asyncio.run(_etag(ours_url, key, snapshots_path))
@@ -286,7 +291,10 @@ def run() -> dict[str, Any]:
             ),
             "columns": f"baseline ({ref}) | this checkout",
         }
+        only = [word for word in os.environ.get("BENCH_READS_ONLY", "").split(",") if word]
         for read in reads:
+            if only and not any(word in read.label for word in only):
+                continue
             base = None
             # holdings=false and If-None-Match are new: the baseline would answer otherwise.
             if base_url is not None and "holdings=false" not in read.path and not read.headers:

@@ -31,6 +31,16 @@ class TestHealth:
         async with http.get(f"{api_url}/health") as response:
             assert len(response.headers["X-Request-ID"]) == 32
 
+    async def test_refused_and_unrouted_requests_carry_the_request_id(
+        self, api_url: str, http: aiohttp.ClientSession
+    ) -> None:
+        """A 401 from the key check and a 404 with no route echo X-Request-ID too."""
+        for path, status in (("/api/v1/tasks", 401), ("/nope", 404)):
+            headers = {"X-Request-ID": f"edge-{status}", "Authorization": "Bearer fdk_wrong"}
+            async with http.get(f"{api_url}{path}", headers=headers) as response:
+                assert response.status == status
+                assert response.headers["X-Request-ID"] == f"edge-{status}"
+
     async def test_unknown_route_is_a_problem(
         self, api_url: str, http: aiohttp.ClientSession
     ) -> None:

@@ -18,7 +18,7 @@ from service.api.assets import AssetController
 from service.api.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQUIREMENT
 from service.api.health import HealthController
 from service.api.key_cache import ApiKeyCache
-from service.api.metrics import ScrapeReads, http_metrics_middleware, metrics_endpoint
+from service.api.metrics import RequestMetrics, ScrapeReads, metrics_endpoint
 from service.api.openapi_responses import DocumentedResponses, state_msgspec_schemas
 from service.api.polled_reads import MAX_CACHED_BODY_BYTES, VersionedCache
 from service.api.portfolios import (
@@ -29,7 +29,7 @@ from service.api.portfolios import (
 )
 from service.api.problems import EXCEPTION_HANDLERS
 from service.api.rate_limit import RateLimiter, StreamSlots
-from service.api.request_context import request_context_middleware
+from service.api.request_context import request_edge_middleware
 from service.api.submit_routes import submit_routes
 from service.api.tasks import TaskController
 from service.core import idempotency, redis_clients, task_registry
@@ -169,7 +169,6 @@ def create_app(
     app = Litestar(
         route_handlers=[HealthController, metrics_endpoint, api_v1_router(contracts)],
         lifespan=[lifespan],
-        middleware=[request_context_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[DocumentedResponses()],
         cors_config=cors,
@@ -188,14 +187,16 @@ def create_app(
         debug=False,
     )
     state_msgspec_schemas(app)
-    # Outside the router, so 404s are counted too (as route "unmatched").
-    app.asgi_handler = http_metrics_middleware(
+    # Outside the router, so 404s and 401s are counted, logged and carry the request id.
+    app.asgi_handler = request_edge_middleware(
         app.asgi_handler,
-        submit_routes={
-            f"/api/v1/tasks/{contract.submit_path}": contract.name
-            for contract in contracts
-            if contract.submit_path is not None
-        },
+        metrics=RequestMetrics(
+            submit_routes={
+                f"/api/v1/tasks/{contract.submit_path}": contract.name
+                for contract in contracts
+                if contract.submit_path is not None
+            }
+        ),
     )
     return app
 

@@ -18,8 +18,6 @@ import asyncpg
 import redis.asyncio as aioredis
 from litestar import Request, Response, get
 from litestar.datastructures import State
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -61,40 +59,40 @@ def count_submit(task: str, outcome: str) -> None:
     TASK_SUBMITS.labels(task=task_label(task), outcome=outcome).inc()
 
 
-def http_metrics_middleware(app: ASGIApp, *, submit_routes: dict[str, str]) -> ASGIApp:
-    """Wrap the whole app (404s included): count and time every HTTP request.
+class RequestMetrics:
+    """Counts and times HTTP requests (one counter increment and one histogram observation
+    each), keyed by the route *template* Litestar matched ("unmatched" for a 404).
 
     `submit_routes` maps a submit route's template to its task: a 4xx there is a rejected
     submit (the body failed validation, the limit was hit, or the key was refused).
     """
 
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
+    def __init__(self, *, submit_routes: dict[str, str]) -> None:
+        self._submit_routes = submit_routes
+        # `.labels()` takes a lock and builds a key per call; the children it returns never
+        # change, so each (route, method, status) looks them up once. Bounded: routes are
+        # templates, methods a fixed set, statuses the ones the API sends.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram, str | None]] = {}
 
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+    def observe(self, *, route: str | None, method: str, status: int, seconds: float) -> None:
+        """One request to `route` (None: no route matched) answered `status`."""
+        key = (route or UNMATCHED, method if method in _METHODS else "other", status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = self._bind(*key)
+        count, duration, rejected_task = children
+        count.inc()
+        duration.observe(seconds)
+        if rejected_task is not None:
+            count_submit(rejected_task, "rejected")
 
-        try:
-            await app(scope, receive, send_status)
-        finally:
-            route = scope.get("path_template") or UNMATCHED
-            method: str = scope.get("method", "")
-            if method not in _METHODS:
-                method = "other"
-            HTTP_REQUESTS.labels(route=route, method=method, status=str(status)).inc()
-            HTTP_DURATION.labels(route=route, method=method).observe(time.perf_counter() - started)
-            task = submit_routes.get(route)
-            if task is not None and 400 <= status < 500:
-                count_submit(task, "rejected")
-
-    return middleware
+    def _bind(self, route: str, method: str, status: int) -> tuple[Counter, Histogram, str | None]:
+        task = self._submit_routes.get(route)
+        return (
+            HTTP_REQUESTS.labels(route=route, method=method, status=str(status)),
+            HTTP_DURATION.labels(route=route, method=method),
+            task if task is not None and 400 <= status < 500 else None,
+        )
 
 
 STALE_HELD_SYMBOLS_SQL = """
