@@ -459,6 +459,18 @@ async def _holding_slot(
         await asyncio.shield(slots.release(key, slot))
 
 
+class KeepAlive(ServerSentEventMessage):
+    """An SSE comment line alone. Litestar adds an empty `data:` line to a comment, which an
+    EventSource delivers as an empty message; a keep-alive must deliver nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(comment="keep-alive")
+
+    def encode(self) -> bytes:
+        """`: keep-alive` and the blank line that ends an event."""
+        return b": keep-alive\r\n\r\n"
+
+
 async def _status_stream(
     pool: asyncpg.Pool, first: TaskStatus, *, owner_id: int | None
 ) -> AsyncIterator[ServerSentEventMessage]:
@@ -476,7 +488,7 @@ async def _status_stream(
                 return
         elif time.monotonic() - last_sent > EVENTS_KEEPALIVE_SECONDS:
             last_sent = time.monotonic()
-            yield ServerSentEventMessage(comment="keep-alive")
+            yield KeepAlive()
         await asyncio.sleep(EVENTS_POLL_SECONDS)
         async with pool.acquire() as connection:
             current = await task_registry.get_status(
