@@ -120,6 +120,20 @@ ROUTES: list[tuple[str, str, str, Any, str]] = [
         "404",
     ),
     (
+        "PATCH",
+        "/api/v1/portfolios/{portfolio_id}",
+        "/api/v1/portfolios/{portfolio_id}",
+        {"auto_dividends": True},
+        "404",
+    ),
+    (
+        "POST",
+        "/api/v1/portfolios/{portfolio_id}/transactions/import",
+        "/api/v1/portfolios/{portfolio_id}/transactions/import",
+        {"activities": [{"type": "FEE", "date": "2026-11-02", "fee": 1}]},
+        "404",
+    ),
+    (
         "DELETE",
         "/api/v1/portfolios/{portfolio_id}/transactions/{transaction_id}",
         "/api/v1/portfolios/{portfolio_id}/transactions/{transaction_id}",
