@@ -295,3 +295,26 @@ class TestEuroAssetInUsdPortfolio:
             *gap,
         )
         assert {row["date"]: row["close"] for row in restored} == deleted
+
+
+class TestFetchReportsPairsApart:
+    async def test_pairs_come_along_but_requested_counts_the_callers_symbols(
+        self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser
+    ) -> None:
+        """A fetch of one EUR-quoted symbol also fetches EURUSD=X (a USD portfolio exists)
+        and reports it under `fx_pairs`; `requested` stays the one symbol asked for."""
+        api = Api(http, api_url, (await new_user()).api_key)
+        status, _, _ = await api.request(
+            "POST", "/api/v1/portfolios", body={"name": "usd", "base_currency": "USD"}
+        )
+        assert status == 201
+        symbol = f"FP{uuid.uuid4().hex[:4].upper()}.DE"
+        finished = await _run(
+            api,
+            "market-data",
+            {"symbols": [symbol], "start": START.isoformat(), "end": END.isoformat()},
+        )
+        result = finished["result"]
+        assert (result["requested"], result["fetched"], result["failed"]) == (1, 1, [])
+        assert "EURUSD=X" in result["fx_pairs"]["requested"]
+        assert result["fx_pairs"]["failed"] == []

@@ -164,13 +164,17 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
     wanted = requested_window(period=task.period, start=task.start, end=task.end, today=ctx.today())
     started = time.monotonic()
     result, chunks = await _run(ctx, symbols, _history_spec(wanted), "fetching")
+    # The pairs converting these symbols into the portfolios' base currencies come along;
+    # they are reported apart, so `requested` stays what the caller asked for.
     pairs = await _pairs_for(ctx, symbols)
+    both = FetchResult()
+    both.merge(result)
+    fx_result = FetchResult()
     if pairs:
         fx_result, _ = await _run(ctx, pairs, _history_spec(wanted), "fetching FX rates")
-        result.merge(fx_result)
-        symbols = [*symbols, *pairs]
-    rewrites = await _rewrite_stale_snapshots(ctx, symbols, result)
-    dividend_portfolios = await _follow_dividends(ctx, symbols, result)
+        both.merge(fx_result)
+    rewrites = await _rewrite_stale_snapshots(ctx, [*symbols, *pairs], both)
+    dividend_portfolios = await _follow_dividends(ctx, [*symbols, *pairs], both)
     log.info(
         "market data fetched",
         snapshot_rewrites=len(rewrites),
@@ -187,6 +191,12 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
         "fetched": result.fetched,
         "rows_written": result.rows_written,
         "failed": [{"symbol": f.symbol, "reason": f.reason} for f in result.failed],
+        "fx_pairs": {
+            "requested": pairs,
+            "fetched": fx_result.fetched,
+            "rows_written": fx_result.rows_written,
+            "failed": [{"symbol": f.symbol, "reason": f.reason} for f in fx_result.failed],
+        },
     }
 
 
