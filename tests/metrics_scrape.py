@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -159,7 +159,7 @@ async def metrics_scrape(
     redis_server: EmbeddedRedis,
     pool: asyncpg.Pool,
     scratch_dir: Path,
-) -> AsyncIterator[MetricsScrape]:
+) -> MetricsScrape:
     """Real work through a private API, worker and scheduler, then a scrape of each."""
     log_dir = scratch_dir / "metrics"
     log_dir.mkdir(exist_ok=True)
@@ -200,9 +200,11 @@ async def metrics_scrape(
                     scheduler=scheduler,
                     metrics_dir=log_dir / "prom" / f"worker-{worker_port}",
                 )
-            yield result
     finally:
         worker.stop()
+    # Everything is stopped before the other tests run: this scheduler would otherwise keep
+    # leading and writing fires in the shared database for the rest of the session.
+    return result
 
 
 async def _work(
