@@ -133,7 +133,7 @@ class TestPriceJobs:
                 [held_a, held_b, held_c, sold],
             )
         }
-        assert set(quotes) == {held_a, held_b, held_c}
+        assert set(quotes) == {held_a, held_b, held_c}, outcome["result"]
         assert all(updated > before for updated in quotes.values())
         failed = {f["symbol"] for f in outcome["result"]["failed"]}
         assert failed.isdisjoint(quotes)

@@ -173,6 +173,8 @@ async def fetch_market_data(ctx: TaskContext, task: FetchMarketData) -> dict[str
     if pairs:
         fx_result, _ = await _run(ctx, pairs, _history_spec(wanted), "fetching FX rates")
         both.merge(fx_result)
+        # The task ends showing the caller's symbols done, not the pairs' count.
+        await ctx.report_progress(current=len(symbols), total=len(symbols), message="done")
     rewrites = await _rewrite_stale_snapshots(ctx, [*symbols, *pairs], both)
     dividend_portfolios = await _follow_dividends(ctx, [*symbols, *pairs], both)
     log.info(
