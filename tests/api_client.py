@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -69,3 +70,14 @@ class Api:
                 if line.startswith("data:"):
                     last = json.loads(line[5:])
         return last
+
+
+async def ready_and_runs_a_task(api: Api, *, worker_log: Callable[[], str]) -> None:
+    """Assert the API is ready with nothing down and a submitted performance run ends
+    SUCCESS on the worker (whose `worker_log` tail explains a failure)."""
+    status, readiness, _ = await api.request("GET", "/ready")
+    assert (status, readiness["down"]) == (200, []), readiness
+    status, answer = await api.submit("portfolio-performance", {"days": 30})
+    assert status == 202, answer
+    final = await api.wait_finished(answer["task_id"], within=60)
+    assert final["state"] == "SUCCESS", (final, worker_log())

@@ -19,7 +19,7 @@ from service.core.redis_connection import RedisEndpoint
 from service.core.settings import Settings
 from service.core.users import IssuedKey
 from service.dev.embedded import EmbeddedRedis
-from tests.api_client import Api
+from tests.api_client import Api, ready_and_runs_a_task
 from tests.conftest import REDIS_ACL_PASSWORD, REDIS_PASSWORD, start_worker
 from tests.processes import ManagedProcess, serve_api
 
@@ -83,12 +83,7 @@ class TestPasswordProtectedRedis:
         is ready, a submitted task runs on the worker to SUCCESS, and neither process's log
         holds either password."""
         api = Api(http, guarded.api_url, (await new_user()).api_key)
-        status, readiness, _ = await api.request("GET", "/ready")
-        assert (status, readiness["down"]) == (200, []), readiness
-        status, answer = await api.submit("portfolio-performance", {"days": 30})
-        assert status == 202, answer
-        final = await api.wait_finished(answer["task_id"], within=60)
-        assert final["state"] == "SUCCESS", (final, guarded.worker.log_tail())
+        await ready_and_runs_a_task(api, worker_log=guarded.worker.log_tail)
         logs = guarded.api.log_lines() + guarded.worker.log_lines()
         assert any("redis://:***@" in line for line in logs), "no log line shows the masked URL"
         assert not [line for line in logs if REDIS_PASSWORD in line or REDIS_ACL_PASSWORD in line]

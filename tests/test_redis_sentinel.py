@@ -16,7 +16,7 @@ from service.core.redis_connection import redis_endpoint
 from service.core.settings import Settings
 from service.core.users import IssuedKey
 from service.dev.embedded import EmbeddedRedis, EmbeddedSentinel, EmbeddedServiceError
-from tests.api_client import Api
+from tests.api_client import Api, ready_and_runs_a_task
 from tests.conftest import REDIS_PASSWORD, start_worker
 from tests.processes import serve_api
 
@@ -96,12 +96,7 @@ class TestSentinel:
         try:
             with serve_api(env, log_path=scratch_dir / "sentinel-api.log") as (url, _):
                 api = Api(http, url, (await new_user()).api_key)
-                status, readiness, _ = await api.request("GET", "/ready")
-                assert (status, readiness["down"]) == (200, []), readiness
-                status, answer = await api.submit("portfolio-performance", {"days": 30})
-                assert status == 202, answer
-                final = await api.wait_finished(answer["task_id"], within=60)
-                assert final["state"] == "SUCCESS", (final, worker.log_tail())
+                await ready_and_runs_a_task(api, worker_log=worker.log_tail)
         finally:
             worker.stop()
         direct = redis.Redis.from_url(monitored.master.url)

@@ -30,7 +30,7 @@ from service.dev.embedded import (
     free_port,
     redis_server_binary,
 )
-from tests.api_client import Api
+from tests.api_client import Api, ready_and_runs_a_task
 from tests.conftest import REDIS_PASSWORD, start_worker
 from tests.processes import ManagedProcess, serve_api
 
@@ -224,11 +224,6 @@ class TestVerifiedTls:
         try:
             with serve_api(env, log_path=scratch_dir / "redis-tls-api.log") as (url, _):
                 api = Api(http, url, (await new_user()).api_key)
-                status, readiness, _ = await api.request("GET", "/ready")
-                assert (status, readiness["down"]) == (200, []), readiness
-                status, answer = await api.submit("portfolio-performance", {"days": 30})
-                assert status == 202, answer
-                final = await api.wait_finished(answer["task_id"], within=60)
-                assert final["state"] == "SUCCESS", (final, worker.log_tail())
+                await ready_and_runs_a_task(api, worker_log=worker.log_tail)
         finally:
             worker.stop()
