@@ -122,7 +122,7 @@ class TestCli:
         env = {**cli_env, "FINDASH_API_KEY": user["api_key"]}
         tag = uuid.uuid4().hex[:4].upper()
         symbols = [arg for i in range(100) for arg in ("-s", f"X{tag}{i}")]
-        set_latency(exchange, 500)
+        set_latency(exchange, 3000)  # the cancel finds it still running
         try:
             submitted = findash("--json", "fetch-market-data", *symbols, env=env)
             task_id = json.loads(submitted.stdout)["task_id"]

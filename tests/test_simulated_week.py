@@ -105,12 +105,16 @@ class QuoteLog:
     observations: list[tuple[datetime, dict[str, tuple[datetime, Decimal]]]] = field(
         default_factory=list
     )
+    polled_at: datetime | None = None  # the latest poll, changed or not
 
     def first_after(self, instant: datetime) -> dict[str, tuple[datetime, Decimal]]:
-        """The quotes as observed first at or after `instant` (database time)."""
+        """The quotes as the first poll at or after `instant` (database time) saw them."""
         for observed_at, quotes in self.observations:
             if observed_at >= instant:
                 return quotes
+        # Unchanged since the last change: a later poll still saw the last observation.
+        if self.observations and self.polled_at is not None and self.polled_at >= instant:
+            return self.observations[-1][1]
         raise AssertionError(f"no quotes observed after {instant}")
 
 
@@ -265,6 +269,8 @@ async def _watch_quotes(pool: asyncpg.Pool, symbols: list[str], log: QuoteLog) -
         if rows and quotes != last:
             log.observations.append((rows[0]["at"], quotes))
             last = quotes
+        if rows:
+            log.polled_at = rows[0]["at"]
         await asyncio.sleep(0.03)
 
 
@@ -310,6 +316,13 @@ async def outcome(week: Week) -> AsyncIterator[Outcome]:
                 "SELECT id, name, state, result, error, finished_at FROM tasks"
             )
         }
+        # The tests read the quotes as they stood when each task finished: wait for a poll
+        # after the last finish (a quote written just before it may be the last change).
+        last_finish = max(t["finished_at"] for t in tasks.values() if t["finished_at"])
+        for _ in range(100):
+            if quotes.polled_at is not None and quotes.polled_at >= last_finish:
+                break
+            await asyncio.sleep(0.05)
         yield Outcome(fires=fires, tasks=tasks, quotes=quotes)
     finally:
         watcher.cancel()
