@@ -20,8 +20,9 @@ from typing import Annotated, Any, Literal
 import asyncpg
 import msgspec
 import structlog
-from litestar import Controller, Request, Response, delete, get
+from litestar import Controller, MediaType, Request, Response, delete, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
@@ -61,10 +62,11 @@ CURSOR_PATTERN = r"^[0-9]{1,16}-([0-9a-f]{2}){1,200}$"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def encode_cursor(status: TaskStatus) -> str:
-    """A keyset cursor pointing after `status`."""
-    micros = (status.submitted_at - _EPOCH) // timedelta(microseconds=1)
-    return f"{micros}-{status.task_id.encode().hex()}"
+def encode_cursor(after: tuple[datetime, str]) -> str:
+    """A keyset cursor pointing after the task submitted at `after[0]` with id `after[1]`."""
+    submitted_at, task_id = after
+    micros = (submitted_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}-{task_id.encode().hex()}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
@@ -152,11 +154,15 @@ class TaskController(Controller):
             )
         return CancelAccepted(task_id=task_id, state=current.state if current else found.state)
 
-    @get("/active", summary="The caller's unfinished tasks")
-    async def active(self, request: Request[User, int, State]) -> list[TaskStatus]:
+    @get(
+        "/active",
+        summary="The caller's unfinished tasks",
+        responses={200: ResponseSpec(list[TaskStatus], description="Newest first.")},
+    )
+    async def active(self, request: Request[User, int, State]) -> Response[bytes]:
         """PENDING, STARTED, PROGRESS and RETRY tasks, newest first."""
         async with request.app.state.pool.acquire() as connection:
-            return await task_registry.list_statuses(
+            page = await task_registry.list_statuses(
                 connection,
                 owner_id=request.user.id,
                 states=list(ACTIVE_STATES),
@@ -164,8 +170,14 @@ class TaskController(Controller):
                 limit=500,
                 before=None,
             )
+        return Response(content=page.tasks_json.encode(), media_type=MediaType.JSON)
 
-    @get("/", summary="The caller's task history, newest first", opt=raises(403, 422))
+    @get(
+        "/",
+        summary="The caller's task history, newest first",
+        responses={200: ResponseSpec(TaskPage, description="One page, newest first.")},
+        opt=raises(403, 422),
+    )
     async def history(
         self,
         request: Request[User, int, State],
@@ -204,7 +216,7 @@ class TaskController(Controller):
                 " fanned out by another task (admin only; excludes `user_id`)",
             ),
         ] = None,
-    ) -> TaskPage:
+    ) -> Response[bytes]:
         """One page of tasks; `next_cursor` is null on the last page."""
         owner_id: int | None = request.user.id
         if owner == SYSTEM_OWNER:
@@ -227,12 +239,21 @@ class TaskController(Controller):
                 ownerless=owner == SYSTEM_OWNER,
                 states=states,
                 name=name,
-                limit=limit + 1,
+                limit=limit,
                 before=before,
             )
-        more = len(page) > limit
-        page = page[:limit]
-        return TaskPage(tasks=page, next_cursor=encode_cursor(page[-1]) if more else None)
+        next_cursor = encode_cursor(page.next_after) if page.next_after else None
+        # The page as msgspec would encode TaskPage, around the tasks Postgres wrote.
+        body = b"".join(
+            (
+                b'{"tasks":',
+                page.tasks_json.encode(),
+                b',"next_cursor":',
+                msgspec.json.encode(next_cursor),
+                b"}",
+            )
+        )
+        return Response(content=body, media_type=MediaType.JSON)
 
     @get(
         "/{task_id:str}/events",
