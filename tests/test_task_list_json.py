@@ -35,9 +35,9 @@ ROWS: list[dict[str, Any]] = [
 async def _insert(connection: asyncpg.Connection, owner_id: int) -> None:
     for i, row in enumerate(ROWS):
         submitted = SUBMITTED.replace(second=i, microsecond=(i * 7919) % 1_000_000 if i else 0)
-        started = None
-        if "started_us" in row or row.get("done"):
-            started = submitted.replace(microsecond=row.get("started_us", 0))
+        began = submitted.replace(microsecond=row.get("started_us", 0))
+        started = began if "started_us" in row or row.get("done") else None
+        finished = began.replace(minute=5) if row.get("done") else None
         await connection.execute(
             "INSERT INTO tasks (id, owner_id, name, params_hash, state, progress, result, error,"
             " submitted_at, started_at, finished_at) VALUES ($1, $2, 'demo_fetch', $1, $3, $4,"
@@ -50,7 +50,7 @@ async def _insert(connection: asyncpg.Connection, owner_id: int) -> None:
             row.get("error"),
             submitted,
             started,
-            started.replace(minute=5) if row.get("done") else None,
+            finished,
         )
 
 

@@ -17,16 +17,12 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from service.api.assets import AssetController
 from service.api.auth import AUTH_MIDDLEWARE, SECURITY_COMPONENTS, SECURITY_REQUIREMENT
 from service.api.health import HealthController
+from service.api.holdings_reads import MAX_KEPT_HOLDINGS_BYTES, KeptHoldings
 from service.api.key_cache import ApiKeyCache
 from service.api.metrics import RequestMetrics, ScrapeReads, metrics_endpoint
 from service.api.openapi_responses import DocumentedResponses, state_msgspec_schemas
 from service.api.polled_reads import MAX_CACHED_BODY_BYTES, VersionedCache
-from service.api.portfolios import (
-    MAX_CACHED_HOLDINGS_BYTES,
-    HoldingsInputs,
-    PortfolioController,
-    ReportController,
-)
+from service.api.portfolios import PortfolioController, ReportController
 from service.api.problems import EXCEPTION_HANDLERS
 from service.api.rate_limit import RateLimiter, StreamSlots
 from service.api.request_context import request_edge_middleware
@@ -115,9 +111,7 @@ def create_app(
         )
         app.state.api_keys = ApiKeyCache(app.state.pool)
         app.state.bodies = VersionedCache[bytes](max_bytes=MAX_CACHED_BODY_BYTES)
-        app.state.holdings_inputs = VersionedCache[HoldingsInputs](
-            max_bytes=MAX_CACHED_HOLDINGS_BYTES
-        )
+        app.state.kept_holdings = VersionedCache[KeptHoldings](max_bytes=MAX_KEPT_HOLDINGS_BYTES)
         app.state.redis = redis_clients.async_client(
             redis_endpoint(settings),
             budget_seconds=redis_clients.API_RETRY_SECONDS,

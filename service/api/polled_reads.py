@@ -79,6 +79,14 @@ class VersionedCache(Generic[V]):
         self._entries.move_to_end(key)
         return entry[1]
 
+    def peek(self, key: Hashable) -> tuple[Hashable, V] | None:
+        """The version and value kept for `key`, whatever the version."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0], entry[1]
+
     def knows(self, key: Hashable) -> bool:
         """Whether a value (of any version) is kept for `key`."""
         return key in self._entries
@@ -150,6 +158,7 @@ def json_response(body: bytes, *, etag: str) -> Response[bytes]:
     """A 200 with a JSON body Postgres built, and its validators."""
     return Response(
         content=body,
+        status_code=200,
         media_type=MediaType.JSON,
         headers={"ETag": etag, "Cache-Control": CACHE_CONTROL},
     )

@@ -8,7 +8,6 @@ snapshots, performance and reports are computed by the analytics tasks.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -18,8 +17,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromQuery, JSONBody, Parameter, PathParameter
 
+from service.api.holdings_reads import holdings_response
 from service.api.openapi_responses import raises, with_alternative_content
-from service.api.polled_reads import PolledQuery, VersionedCache, polled_response
+from service.api.polled_reads import PolledQuery, polled_response
 from service.api.problems import ProblemException, decode_strictly
 from service.api.transaction_files import (
     CSV_MEDIA_TYPE,
@@ -32,16 +32,9 @@ from service.core.clock import exchange_today
 from service.core.users import User
 from service.portfolio import store
 from service.portfolio.dividend_sync import sync_dividends
-from service.portfolio.fx import NO_RATES
-from service.portfolio.holdings import PriceInputs, current_holdings
 from service.portfolio.import_format import ImportRow, new_rows, to_csv
 from service.portfolio.positions import (
-    DayState,
-    LedgerError,
-    Split,
     Transaction,
-    replay,
-    state_on,
 )
 from service.portfolio.recording import (
     TransactionRejected,
@@ -60,7 +53,6 @@ from service.portfolio.schemas import (
     TransactionOut,
     number,
 )
-from service.portfolio.valuation import Currencies
 
 MAX_SNAPSHOT_ROWS = 20_000
 _SNAPSHOT_VALUES = store.SNAPSHOT_VALUE_COLUMNS
@@ -115,18 +107,19 @@ SNAPSHOT_RESPONSES = {
         description="`If-None-Match` named the current ETag: no snapshot in the range changed.",
     ),
 }
-# Holdings replay the whole ledger; each API process keeps the replayed state by the exact
-# text of everything it was computed from (`store.holdings_reads_text`), so an unchanged
-# portfolio is valued again at "now" without the replay.
-MAX_CACHED_HOLDINGS_BYTES = 16 * 2**20
-
-
-@dataclass(frozen=True, slots=True)
-class HoldingsInputs:
-    """A portfolio's decoded reads and its replayed state on one day."""
-
-    reads: store.HoldingsReads
-    state: DayState | None
+HOLDINGS_RESPONSES = {
+    200: ResponseSpec(
+        HoldingsOut,
+        description="The positions, cash and totals. Carries `ETag` and "
+        "`Cache-Control: private, no-cache`.",
+        generate_examples=False,
+    ),
+    304: ResponseSpec(
+        None,
+        description="`If-None-Match` named the current ETag: nothing the holdings are "
+        "computed from changed, and no price became stale.",
+    ),
+}
 
 
 # Ids are bigint, bounded at 2**53 - 1: every id below it is exact as a JSON (double) number,
@@ -200,21 +193,6 @@ async def _follow_dividends(
 def rejected(exc: TransactionRejected) -> ProblemException:
     """The problem a refused transaction answers with (the field is named in the detail)."""
     return ProblemException(status=exc.status, detail=exc.detail)
-
-
-def _replay_stored(
-    transactions: list[Transaction], splits: list[Split], *, base: str
-) -> list[DayState]:
-    """Replay accepted transactions; a split stored since they were accepted can make them
-    impossible (a reverse split shrinking a position a later sell relies on): 409, not 500."""
-    try:
-        return replay(transactions, splits, base=base)
-    except LedgerError as exc:
-        raise ProblemException(
-            status=409,
-            detail=f"the recorded transactions no longer apply with the stored splits: {exc}; "
-            "correct or delete the transaction",
-        ) from None
 
 
 class PortfolioController(Controller):
@@ -442,60 +420,38 @@ class PortfolioController(Controller):
                 raise rejected(exc) from None
             await store.invalidate_snapshots(connection, portfolio_id=portfolio_id, since=day)
 
-    @get("/{portfolio_id:int}/holdings", summary="Current positions and cash", opt=raises(409))
+    @get(
+        "/{portfolio_id:int}/holdings",
+        summary="Current positions and cash",
+        responses=HOLDINGS_RESPONSES,
+        opt=raises(409),
+    )
     async def holdings(
         self,
         request: Request[User, int, State],
         portfolio_id: PathId,
         as_of: FromQuery[dt.date | None] = None,
-    ) -> HoldingsOut:
+    ) -> Response[bytes]:
         """Positions at `as_of` (default today) valued at the newest price: the latest quote
         when it traded after the last close, else the last close; each price says where it
-        came from and whether it is stale. 409 if a split stored since makes the recorded
-        transactions impossible."""
-        now = request.app.state.clock()
+        came from and whether it is stale. Send the `ETag` back as `If-None-Match` to get 304
+        while nothing it was computed from changed. 409 if a split stored since makes the
+        recorded transactions impossible."""
         today = exchange_today(request.app.state.clock)
-        day = as_of or today
         async with request.app.state.pool.acquire() as connection:
-            text = await store.holdings_reads_text(
+            response = await holdings_response(
                 connection,
+                cache=request.app.state.kept_holdings,
                 portfolio_id=portfolio_id,
                 owner_id=request.user.id,
-                on_or_before=day,
-                with_quotes=day >= today,
+                day=as_of or today,
+                today=today,
+                now=request.app.state.clock(),
+                if_none_match=request.headers.get("if-none-match"),
             )
-        if text is None:
+        if response is None:
             raise _not_found(portfolio_id)
-        kept: VersionedCache[HoldingsInputs] = request.app.state.holdings_inputs
-        found = kept.get((portfolio_id, day), version=text)
-        if found is None:
-            decoded = store.decode_holdings_reads(text)
-            splits = [s for items in decoded.splits.values() for s in items]
-            state = state_on(_replay_stored(decoded.transactions, splits, base=decoded.base), day)
-            found = HoldingsInputs(reads=decoded, state=state)
-            kept.put((portfolio_id, day), version=text, value=found, size=2 * len(text))
-        reads = found.reads
-        foreign = {tx.currency for tx in reads.transactions if tx.currency} | set(
-            reads.currencies.values()
-        )
-        rates = NO_RATES
-        if foreign - {reads.base}:
-            async with request.app.state.pool.acquire() as connection:
-                rates = await store.load_rates(
-                    connection,
-                    store.candidate_pairs(foreign, [reads.base]),
-                    start=day,
-                    end=day,
-                )
-        inputs = PriceInputs(
-            now=now,
-            calendar=reads.calendar,
-            closes=reads.closes,
-            quotes=reads.quotes,
-            splits=reads.splits,
-            currencies=Currencies(base=reads.base, of_symbol=reads.currencies, rates=rates),
-        )
-        return current_holdings(portfolio_id, found.state, as_of=day, today=today, inputs=inputs)
+        return response
 
     @get(
         "/{portfolio_id:int}/snapshots",

@@ -319,42 +319,109 @@ class HoldingsReads:
     calendar: TradingCalendar
 
 
-# Numbers travel as text, so they decode into Decimal exactly.
-_HOLDINGS_READS = """
-WITH owned AS (SELECT id, base_currency FROM portfolios WHERE id = $1 AND owner_id = $2),
+# What a holdings valuation reads, shared by the reads and their version. The calendar's
+# overrides are read whole; the rest through the portfolio's held symbols.
+_HOLDINGS_INPUTS = """
+WITH owned AS (
+    SELECT id, base_currency, xmin AS v FROM portfolios WHERE id = $1 AND owner_id = $2
+),
 tx AS (
     SELECT t.id, t.type, t.date, t.symbol, t.quantity, t.price, t.amount, t.fee, t.currency,
-           t.fx_rate
+           t.fx_rate, t.xmin AS v
     FROM transactions t JOIN owned ON owned.id = t.portfolio_id
 ),
-held AS (SELECT DISTINCT symbol FROM tx WHERE symbol IS NOT NULL)
-SELECT (SELECT count(*) FROM owned) AS owned, json_build_object(
+held AS (SELECT DISTINCT symbol FROM tx WHERE symbol IS NOT NULL),
+closes AS (
+    SELECT p.* FROM held CROSS JOIN LATERAL (
+        SELECT d.symbol, d.date, d.close, d.xmin AS v FROM daily_prices d
+        WHERE d.symbol = held.symbol AND d.date <= $3 ORDER BY d.date DESC LIMIT 1
+    ) AS p
+),
+quotes AS (
+    SELECT q.symbol, q.price, q.market_time, q.xmin AS v
+    FROM latest_quotes q JOIN held USING (symbol) WHERE $4
+),
+currencies AS (
+    SELECT a.symbol, a.currency, a.xmin AS v FROM assets a JOIN held USING (symbol)
+),
+splits AS (
+    SELECT s.symbol, s.date, s.numerator, s.denominator, s.xmin AS v
+    FROM splits s JOIN held USING (symbol)
+)
+"""
+# Every row version (`xmin`, new on each insert and update) the reads above see, each
+# input in its own slot and a fixed order, so equal versions mean equal reads.
+_VERSIONED_INPUTS = (
+    "SELECT v::text FROM owned",
+    "SELECT string_agg(id::text || ':' || v::text, ',' ORDER BY id) FROM tx",
+    "SELECT string_agg(symbol || ':' || v::text, ',' ORDER BY symbol) FROM currencies",
+    "SELECT string_agg(symbol || date::text || ':' || v::text, ',' ORDER BY symbol, date) "
+    "FROM splits",
+    "SELECT string_agg(symbol || date::text || ':' || v::text, ',' ORDER BY symbol) FROM closes",
+    "SELECT string_agg(symbol || ':' || v::text, ',' ORDER BY symbol) FROM quotes",
+    "SELECT string_agg(day::text || ':' || xmin::text, ',' ORDER BY day) FROM market_closures",
+)
+_HOLDINGS_VERSION = "md5(concat_ws('|', {}))".format(
+    ", ".join(f"coalesce(({part}), '')" for part in _VERSIONED_INPUTS)
+)
+# Numbers travel as text, so they decode into Decimal exactly.
+_HOLDINGS_READS = f"""{_HOLDINGS_INPUTS}
+SELECT (SELECT count(*) FROM owned) AS owned, {_HOLDINGS_VERSION} AS version,
+json_build_object(
     'base', (SELECT base_currency FROM owned),
     'currencies', (SELECT coalesce(json_agg(json_build_object(
-        'symbol', a.symbol, 'currency', a.currency)), '[]')
-        FROM assets a JOIN held USING (symbol) WHERE a.currency IS NOT NULL),
+        'symbol', symbol, 'currency', currency)), '[]')
+        FROM currencies WHERE currency IS NOT NULL),
     'transactions', (SELECT coalesce(json_agg(json_build_object(
         'id', id, 'type', type, 'date', date, 'symbol', symbol, 'quantity', quantity::text,
         'price', price::text, 'amount', amount::text, 'fee', fee::text,
         'currency', currency, 'fx_rate', fx_rate::text) ORDER BY date, id), '[]')
         FROM tx),
     'splits', (SELECT coalesce(json_agg(json_build_object(
-        'symbol', s.symbol, 'date', s.date, 'numerator', s.numerator::text,
-        'denominator', s.denominator::text) ORDER BY s.symbol, s.date), '[]')
-        FROM splits s JOIN held USING (symbol)),
+        'symbol', symbol, 'date', date, 'numerator', numerator::text,
+        'denominator', denominator::text) ORDER BY symbol, date), '[]')
+        FROM splits),
     'closes', (SELECT coalesce(json_agg(json_build_object(
-        'symbol', p.symbol, 'date', p.date, 'close', p.close::text)), '[]')
-        FROM held CROSS JOIN LATERAL (
-            SELECT d.symbol, d.date, d.close FROM daily_prices d
-            WHERE d.symbol = held.symbol AND d.date <= $3 ORDER BY d.date DESC LIMIT 1
-        ) AS p),
+        'symbol', symbol, 'date', date, 'close', close::text)), '[]') FROM closes),
     'quotes', (SELECT coalesce(json_agg(json_build_object(
-        'symbol', q.symbol, 'price', q.price::text, 'market_time', q.market_time)), '[]')
-        FROM latest_quotes q JOIN held USING (symbol) WHERE $4),
+        'symbol', symbol, 'price', price::text, 'market_time', market_time)), '[]')
+        FROM quotes),
     'closures', (SELECT coalesce(json_agg(json_build_object(
         'day', day, 'closes_at', closes_at)), '[]') FROM market_closures)
 )::text AS reads
-"""
+"""  # noqa: S608 - constant text
+
+
+def _rates_version(pairs: str, start: str, end: str) -> str:
+    """SQL: the version of the stored closes of `pairs` in [`start`, `end`] (parameter
+    references); null without pairs."""
+    return f"""CASE WHEN cardinality({pairs}::text[]) > 0 THEN (
+        SELECT md5(coalesce(string_agg(symbol || date::text || ':' || xmin::text, ','
+                                       ORDER BY symbol, date), ''))
+        FROM daily_prices WHERE symbol = ANY({pairs}::text[]) AND date BETWEEN {start} AND {end}
+    ) END"""  # noqa: S608 - parameter references
+
+
+_HOLDINGS_VERSIONS = f"""{_HOLDINGS_INPUTS}
+SELECT (SELECT count(*) FROM owned) AS owned, {_HOLDINGS_VERSION} AS version,
+       {_rates_version("$5", "$6", "$3")} AS rates_version
+"""  # noqa: S608 - constant text
+_RATES_WITH_VERSION = f"""
+SELECT v.rates_version, r.symbol, r.date, r.close
+FROM (SELECT {_rates_version("$1", "$2", "$3")} AS rates_version) AS v
+LEFT JOIN (
+    SELECT symbol, date, close FROM daily_prices
+    WHERE symbol = ANY($1::text[]) AND date BETWEEN $2 AND $3
+) AS r ON true
+"""  # noqa: S608 - constant text
+
+
+@dataclass(frozen=True, slots=True)
+class HoldingsReadsText:
+    """`holdings_reads_text`'s answer: the reads as JSON text, and their version."""
+
+    text: str
+    version: str
 
 
 async def holdings_reads_text(
@@ -364,18 +431,69 @@ async def holdings_reads_text(
     owner_id: int,
     on_or_before: date,
     with_quotes: bool,
-) -> str | None:
+) -> HoldingsReadsText | None:
     """The owner's portfolio's transactions, its symbols' splits, last closes on or before a
     date and (`with_quotes`) latest quotes, and the calendar overrides, in one round trip, as
-    JSON text for `decode_holdings_reads` (equal texts, equal inputs); None when the portfolio
-    is not the owner's."""
+    JSON text for `decode_holdings_reads` (equal texts, equal inputs) with the version
+    `holdings_versions` answers for them; None when the portfolio is not the owner's."""
     row = await connection.fetchrow(
         _HOLDINGS_READS, portfolio_id, owner_id, on_or_before, with_quotes
     )
     if row is None or not row["owned"]:
         return None
-    text: str = row["reads"]
-    return text
+    return HoldingsReadsText(text=row["reads"], version=row["version"])
+
+
+@dataclass(frozen=True, slots=True)
+class HoldingsVersions:
+    """The versions of a holdings valuation's reads and of the FX rates it read."""
+
+    reads: str
+    rates: str | None
+
+
+async def holdings_versions(
+    connection: asyncpg.Connection,
+    *,
+    portfolio_id: int,
+    owner_id: int,
+    on_or_before: date,
+    with_quotes: bool,
+    pairs: Sequence[str],
+) -> HoldingsVersions | None:
+    """The current versions of what `holdings_reads_text` and `load_versioned_rates` (of
+    `pairs`) read, from one statement, without the reads; None when the portfolio is not
+    the owner's."""
+    row = await connection.fetchrow(
+        _HOLDINGS_VERSIONS,
+        portfolio_id,
+        owner_id,
+        on_or_before,
+        with_quotes,
+        list(pairs),
+        on_or_before - timedelta(days=MAX_RATE_AGE_DAYS),
+    )
+    if row is None or not row["owned"]:
+        return None
+    return HoldingsVersions(reads=row["version"], rates=row["rates_version"])
+
+
+async def load_versioned_rates(
+    connection: asyncpg.Connection, pairs: Sequence[str], *, on_or_before: date
+) -> tuple[FxRates, str | None]:
+    """`load_rates` for the one day `on_or_before`, with the version `holdings_versions`
+    answers for them, from one statement."""
+    rows = await connection.fetch(
+        _RATES_WITH_VERSION,
+        list(pairs),
+        on_or_before - timedelta(days=MAX_RATE_AGE_DAYS),
+        on_or_before,
+    )
+    closes: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
+    for row in rows:
+        if row["symbol"] is not None:
+            closes[row["symbol"]].append((row["date"], row["close"]))
+    return FxRates.from_closes(closes), rows[0]["rates_version"]
 
 
 def decode_holdings_reads(text: str) -> HoldingsReads:
