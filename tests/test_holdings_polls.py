@@ -130,6 +130,18 @@ async def _edited_transaction(c: Case) -> None:
     )
 
 
+async def _bought_another_symbol(c: Case) -> None:
+    other = f"{c.stock}B"
+    await put_closes(c.pool, other, {TUESDAY: 7.0})
+    await c.pool.execute(
+        "INSERT INTO transactions (portfolio_id, type, date, symbol, quantity, price) "
+        "VALUES ($1, 'BUY', $2, $3, 3, 7)",
+        c.portfolio_id,
+        TUESDAY,
+        other,
+    )
+
+
 async def _deleted_transaction(c: Case) -> None:
     await c.pool.execute(
         "DELETE FROM transactions WHERE portfolio_id = $1 AND symbol = $2",
@@ -177,6 +189,7 @@ async def _closure(c: Case) -> None:
         _new_close,
         _fresher_quote,
         _edited_transaction,
+        _bought_another_symbol,
         _deleted_transaction,
         _split,
         _rate_corrected,

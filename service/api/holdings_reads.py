@@ -8,7 +8,9 @@ before which prices count as stale (`pricing.stale_before`), which moves once a 
 
 So each API process keeps, per portfolio and day, the reads, the replayed ledger and the
 encoded answer. A poll reads the version of the reads fresh: every row version (`xmin`)
-they would see, from one statement that builds no JSON (`store.holdings_versions`). While
+they would see, from one statement that builds no JSON (`store.holdings_versions`). The
+portfolio's row stands for its transactions (a trigger updates it with each write to
+them, migrations/0012), so the check reads a few rows per held symbol, not the ledger. While
 it is the kept one, and the stale-before instant has not moved, the kept bytes are the
 answer. The ETag is that version with the stale-before instant, so a matching
 `If-None-Match` answers 304.
@@ -52,6 +54,7 @@ class ValuationInputs:
     text: str
     reads: store.HoldingsReads
     state: DayState | None
+    held: tuple[str, ...]
     pairs: tuple[str, ...]
     rates: FxRates
 
@@ -106,6 +109,7 @@ async def holdings_response(
             owner_id=owner_id,
             on_or_before=day,
             with_quotes=with_quotes,
+            held=kept_holdings.inputs.held,
             pairs=kept_holdings.inputs.pairs,
         )
         if versions is None:
@@ -143,7 +147,10 @@ async def holdings_response(
     if pairs:
         rates, rates_version = await store.load_versioned_rates(connection, pairs, on_or_before=day)
     versions = store.HoldingsVersions(reads=reads.version, rates=rates_version)
-    inputs = ValuationInputs(text=reads.text, reads=decoded, state=state, pairs=pairs, rates=rates)
+    held = tuple(sorted({tx.symbol for tx in decoded.transactions if tx.symbol is not None}))
+    inputs = ValuationInputs(
+        text=reads.text, reads=decoded, state=state, held=held, pairs=pairs, rates=rates
+    )
     fresh = _valued(inputs, portfolio_id, versions, day=day, today=today, now=now)
     cache.put(key, version=versions, value=fresh, size=_size(fresh))
     return _answer(fresh, if_none_match)

@@ -319,18 +319,21 @@ class HoldingsReads:
     calendar: TradingCalendar
 
 
-# What a holdings valuation reads, shared by the reads and their version. The calendar's
-# overrides are read whole; the rest through the portfolio's held symbols.
-_HOLDINGS_INPUTS = """
+def _holdings_inputs(held: str) -> str:
+    """SQL: the CTEs of what a holdings valuation reads, the held symbols being `held` (a
+    query). Shared by the reads (`held` from the transactions) and their version (`held`
+    the symbols the kept reads found): the calendar's overrides whole, the rest through
+    the held symbols."""
+    return f"""
 WITH owned AS (
     SELECT id, base_currency, xmin AS v FROM portfolios WHERE id = $1 AND owner_id = $2
 ),
 tx AS (
     SELECT t.id, t.type, t.date, t.symbol, t.quantity, t.price, t.amount, t.fee, t.currency,
-           t.fx_rate, t.xmin AS v
+           t.fx_rate
     FROM transactions t JOIN owned ON owned.id = t.portfolio_id
 ),
-held AS (SELECT DISTINCT symbol FROM tx WHERE symbol IS NOT NULL),
+held AS ({held}),
 closes AS (
     SELECT p.* FROM held CROSS JOIN LATERAL (
         SELECT d.symbol, d.date, d.close, d.xmin AS v FROM daily_prices d
@@ -348,12 +351,17 @@ splits AS (
     SELECT s.symbol, s.date, s.numerator, s.denominator, s.xmin AS v
     FROM splits s JOIN held USING (symbol)
 )
-"""
-# Every row version (`xmin`, new on each insert and update) the reads above see, each
-# input in its own slot and a fixed order, so equal versions mean equal reads.
+"""  # noqa: S608 - constant text
+
+
+_HELD_IN_LEDGER = "SELECT DISTINCT symbol FROM tx WHERE symbol IS NOT NULL"
+_HELD_AS_KEPT = "SELECT unnest($5::text[]) AS symbol"
+# Every row version (`xmin`, new on each insert and update) the reads see, each input in
+# its own slot and a fixed order, so equal versions mean equal reads. The portfolio's row
+# stands for its transactions: every write to them updates it (migrations/0012), and so
+# for the held symbols too.
 _VERSIONED_INPUTS = (
     "SELECT v::text FROM owned",
-    "SELECT string_agg(id::text || ':' || v::text, ',' ORDER BY id) FROM tx",
     "SELECT string_agg(symbol || ':' || v::text, ',' ORDER BY symbol) FROM currencies",
     "SELECT string_agg(symbol || date::text || ':' || v::text, ',' ORDER BY symbol, date) "
     "FROM splits",
@@ -365,7 +373,7 @@ _HOLDINGS_VERSION = "md5(concat_ws('|', {}))".format(
     ", ".join(f"coalesce(({part}), '')" for part in _VERSIONED_INPUTS)
 )
 # Numbers travel as text, so they decode into Decimal exactly.
-_HOLDINGS_READS = f"""{_HOLDINGS_INPUTS}
+_HOLDINGS_READS = f"""{_holdings_inputs(_HELD_IN_LEDGER)}
 SELECT (SELECT count(*) FROM owned) AS owned, {_HOLDINGS_VERSION} AS version,
 json_build_object(
     'base', (SELECT base_currency FROM owned),
@@ -402,9 +410,9 @@ def _rates_version(pairs: str, start: str, end: str) -> str:
     ) END"""  # noqa: S608 - parameter references
 
 
-_HOLDINGS_VERSIONS = f"""{_HOLDINGS_INPUTS}
+_HOLDINGS_VERSIONS = f"""{_holdings_inputs(_HELD_AS_KEPT)}
 SELECT (SELECT count(*) FROM owned) AS owned, {_HOLDINGS_VERSION} AS version,
-       {_rates_version("$5", "$6", "$3")} AS rates_version
+       {_rates_version("$6", "$7", "$3")} AS rates_version
 """  # noqa: S608 - constant text
 _RATES_WITH_VERSION = f"""
 SELECT v.rates_version, r.symbol, r.date, r.close
@@ -459,17 +467,19 @@ async def holdings_versions(
     owner_id: int,
     on_or_before: date,
     with_quotes: bool,
+    held: Sequence[str],
     pairs: Sequence[str],
 ) -> HoldingsVersions | None:
     """The current versions of what `holdings_reads_text` and `load_versioned_rates` (of
-    `pairs`) read, from one statement, without the reads; None when the portfolio is not
-    the owner's."""
+    `pairs`) read, from one statement, without the reads, given the symbols those reads
+    found `held`; None when the portfolio is not the owner's."""
     row = await connection.fetchrow(
         _HOLDINGS_VERSIONS,
         portfolio_id,
         owner_id,
         on_or_before,
         with_quotes,
+        list(held),
         list(pairs),
         on_or_before - timedelta(days=MAX_RATE_AGE_DAYS),
     )
