@@ -29,6 +29,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from service.api.auth import admin_only
 from service.api.metrics import count_submit
 from service.api.openapi_responses import raises
+from service.api.polled_reads import PolledQuery, polled_response
 from service.api.problems import ProblemException
 from service.api.rate_limit import RateLimiter, StreamSlots
 from service.api.submit_cost import symbols_requested
@@ -56,15 +57,34 @@ class TaskPage(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
+# The list as a dashboard polls it (polled_reads.py): Postgres writes the page, each API
+# process keeps it with its version, and `If-None-Match` gets 304 while no task on it changed.
+TASK_PAGE = PolledQuery(
+    kind="tasks",
+    version_sql=task_registry.TASK_PAGE_VERSION,
+    body_sql=task_registry.TASK_PAGE_BODY,
+    exists="listed",
+)
+TASK_PAGE_RESPONSES = {
+    200: ResponseSpec(
+        TaskPage,
+        description="One page, newest first. Carries `ETag` and "
+        "`Cache-Control: private, no-cache`.",
+    ),
+    304: ResponseSpec(
+        None, description="`If-None-Match` named the current ETag: no task on the page changed."
+    ),
+}
+
 # A cursor is the last task's submit instant (microseconds since the epoch) and its id in
 # hex-encoded UTF-8: any string the pattern admits decodes, so the schema states the rule.
 CURSOR_PATTERN = r"^[0-9]{1,16}-([0-9a-f]{2}){1,200}$"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def encode_cursor(after: tuple[datetime, str]) -> str:
-    """A keyset cursor pointing after the task submitted at `after[0]` with id `after[1]`."""
-    submitted_at, task_id = after
+def encode_cursor(*, submitted_at: datetime, task_id: str) -> str:
+    """A keyset cursor pointing after the task submitted at `submitted_at` with `task_id`
+    (as `task_registry.TASK_PAGE_BODY` writes it)."""
     micros = (submitted_at - _EPOCH) // timedelta(microseconds=1)
     return f"{micros}-{task_id.encode().hex()}"
 
@@ -162,20 +182,15 @@ class TaskController(Controller):
     async def active(self, request: Request[User, int, State]) -> Response[bytes]:
         """PENDING, STARTED, PROGRESS and RETRY tasks, newest first."""
         async with request.app.state.pool.acquire() as connection:
-            page = await task_registry.list_statuses(
-                connection,
-                owner_id=request.user.id,
-                states=list(ACTIVE_STATES),
-                name=None,
-                limit=500,
-                before=None,
+            tasks = await task_registry.active_statuses(
+                connection, owner_id=request.user.id, limit=500
             )
-        return Response(content=page.tasks_json.encode(), media_type=MediaType.JSON)
+        return Response(content=tasks.encode(), media_type=MediaType.JSON)
 
     @get(
         "/",
         summary="The caller's task history, newest first",
-        responses={200: ResponseSpec(TaskPage, description="One page, newest first.")},
+        responses=TASK_PAGE_RESPONSES,
         opt=raises(403, 422),
     )
     async def history(
@@ -231,29 +246,23 @@ class TaskController(Controller):
                 raise _admin_field("user_id")
             owner_id = user_id
         states = state_filter.split(",") if state_filter else None
-        before = decode_cursor(cursor) if cursor else None
         async with request.app.state.pool.acquire() as connection:
-            page = await task_registry.list_statuses(
+            response = await polled_response(
                 connection,
-                owner_id=owner_id,
-                ownerless=owner == SYSTEM_OWNER,
-                states=states,
-                name=name,
-                limit=limit,
-                before=before,
+                query=TASK_PAGE,
+                args=task_registry.list_args(
+                    owner_id=owner_id,
+                    ownerless=owner == SYSTEM_OWNER,
+                    states=states,
+                    name=name,
+                    limit=limit,
+                    before=decode_cursor(cursor) if cursor else None,
+                ),
+                if_none_match=request.headers.get("if-none-match"),
+                cache=request.app.state.bodies,
             )
-        next_cursor = encode_cursor(page.next_after) if page.next_after else None
-        # The page as msgspec would encode TaskPage, around the tasks Postgres wrote.
-        body = b"".join(
-            (
-                b'{"tasks":',
-                page.tasks_json.encode(),
-                b',"next_cursor":',
-                msgspec.json.encode(next_cursor),
-                b"}",
-            )
-        )
-        return Response(content=body, media_type=MediaType.JSON)
+        assert response is not None  # a list always exists
+        return response
 
     @get(
         "/{task_id:str}/events",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -174,9 +173,13 @@ _STATUS_JSON = f"""json_build_object(
     'finished_at', {_rfc3339("finished_at")}
 )"""
 
-_LIST_STATUSES = f"""
-WITH page AS (
-    SELECT id, name, state, progress, result, error, submitted_at, started_at, finished_at
+
+def _listed(limit: str) -> str:
+    """SQL: the tasks a list shows, newest first, at most `limit` (an expression) of them;
+    the parameters are those of `list_args`."""
+    return f"""
+    SELECT id, name, state, progress, result, error, submitted_at, started_at, finished_at,
+           xmin AS v
     FROM tasks
     WHERE ($1::bigint IS NULL OR owner_id = $1)
       AND (NOT $7::boolean OR owner_id IS NULL)
@@ -184,31 +187,42 @@ WITH page AS (
       AND ($3::text IS NULL OR name = $3)
       AND ($4::timestamptz IS NULL OR (submitted_at, id) < ($4, $5))
     ORDER BY submitted_at DESC, id DESC
-    LIMIT $6::int + 1
-),
-shown AS (SELECT * FROM page ORDER BY submitted_at DESC, id DESC LIMIT $6::int)
-SELECT (SELECT coalesce(json_agg({_STATUS_JSON} ORDER BY submitted_at DESC, id DESC), '[]')
-        FROM shown)::text AS tasks,
-       (SELECT count(*) FROM page) > $6::int AS more,
-       last.submitted_at, last.id
-FROM (SELECT) AS one
-LEFT JOIN LATERAL (
-    SELECT submitted_at, id FROM shown ORDER BY submitted_at, id LIMIT 1
-) AS last ON true
+    LIMIT {limit}
+    """  # noqa: S608 - constant text
+
+
+# A page is the first `limit` tasks; one more is read to know whether another page follows.
+# Its version hashes the id and row version (`xmin`, new on every write) of each task read,
+# so it moves when any of them changes, a task joins the page or one leaves it.
+TASK_PAGE_VERSION = f"""
+SELECT true AS listed,
+       (SELECT md5(coalesce(string_agg(id || ':' || v::text, ','
+                                       ORDER BY submitted_at DESC, id DESC), ''))
+        FROM ({_listed("$6::int + 1")}) AS page) AS version
+"""  # noqa: S608 - constant text
+# `TaskPage` as msgspec encodes it; the cursor as `encode_cursor` writes it (the submit
+# instant in microseconds since the epoch, then the id's UTF-8 in hex).
+TASK_PAGE_BODY = f"""
+WITH page AS ({_listed("$6::int + 1")}),
+shown AS (SELECT * FROM page ORDER BY submitted_at DESC, id DESC LIMIT $6::int),
+last AS (SELECT submitted_at, id FROM shown ORDER BY submitted_at, id LIMIT 1)
+SELECT json_build_object(
+    'tasks', (SELECT coalesce(json_agg({_STATUS_JSON} ORDER BY submitted_at DESC, id DESC),
+                              '[]') FROM shown),
+    'next_cursor', CASE WHEN (SELECT count(*) FROM page) > $6::int THEN (
+        SELECT (extract(epoch FROM submitted_at) * 1000000)::bigint::text || '-'
+               || encode(convert_to(id, 'UTF8'), 'hex')
+        FROM last
+    ) END
+)::text
+"""  # noqa: S608 - constant text
+_ACTIVE = f"""
+SELECT coalesce(json_agg({_STATUS_JSON} ORDER BY submitted_at DESC, id DESC), '[]')::text
+FROM ({_listed("$6::int")}) AS listed
 """  # noqa: S608 - constant text
 
 
-@dataclass(frozen=True, slots=True)
-class StatusPage:
-    """A page of tasks as the JSON array of their `TaskStatus`, and where the next page
-    starts (the last task's submit instant and id), None on the last page."""
-
-    tasks_json: str
-    next_after: tuple[datetime, str] | None
-
-
-async def list_statuses(
-    connection: asyncpg.Connection,
+def list_args(
     *,
     owner_id: int | None,
     states: list[str] | None,
@@ -216,28 +230,32 @@ async def list_statuses(
     limit: int,
     before: tuple[datetime, str] | None,
     ownerless: bool = False,
-) -> StatusPage:
-    """A page of tasks, newest first, after the keyset cursor `before`: `owner_id`'s, or
-    with `ownerless` only the tasks no user owns (sent by the scheduler or fanned out by
-    another task). Postgres writes the JSON: decoding each task's result into Python
-    objects and encoding it again cost more than the rest of the request."""
+) -> tuple[object, ...]:
+    """The parameters of `TASK_PAGE_VERSION` and `TASK_PAGE_BODY`: the tasks of `owner_id`,
+    or with `ownerless` only the tasks no user owns (sent by the scheduler or fanned out by
+    another task), newest first after the keyset cursor `before`, `limit` of them."""
     if ownerless and owner_id is not None:
         raise ValueError("ownerless lists the tasks of no owner; owner_id must be None")
-    row = await connection.fetchrow(
-        _LIST_STATUSES,
+    return (
         owner_id,
-        states,
+        tuple(states) if states is not None else None,  # hashable: a kept page's key
         name,
         before[0] if before else None,
         before[1] if before else None,
         limit,
         ownerless,
     )
-    more = row["more"]
-    return StatusPage(
-        tasks_json=row["tasks"],
-        next_after=(row["submitted_at"], row["id"]) if more else None,
+
+
+async def active_statuses(connection: asyncpg.Connection, *, owner_id: int, limit: int) -> str:
+    """The owner's unfinished tasks, newest first, as the JSON array of their `TaskStatus`.
+    Postgres writes the JSON: decoding each task's result into Python objects and encoding
+    it again cost more than the rest of the request."""
+    args = list_args(
+        owner_id=owner_id, states=list(ACTIVE_STATES), name=None, limit=limit, before=None
     )
+    text: str = await connection.fetchval(_ACTIVE, *args)
+    return text
 
 
 async def mark_revoked_if_pending(connection: asyncpg.Connection, *, task_id: str) -> bool:
