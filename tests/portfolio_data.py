@@ -64,11 +64,14 @@ async def put_closes(
     asset_type: str = "Equity",
     sector: str = "Technology",
 ) -> None:
-    """Upsert an asset and its closes (replacing any stored for those dates)."""
+    """Upsert an asset (left as it is when unchanged) and its closes (replacing any stored
+    for those dates)."""
     await pool.execute(
         "INSERT INTO assets (symbol, currency, asset_type, sector) VALUES ($1, $2, $3, $4) "
         "ON CONFLICT (symbol) DO UPDATE SET currency = excluded.currency, "
-        "asset_type = excluded.asset_type, sector = excluded.sector",
+        "asset_type = excluded.asset_type, sector = excluded.sector "
+        "WHERE (assets.currency, assets.asset_type, assets.sector) "
+        "IS DISTINCT FROM (excluded.currency, excluded.asset_type, excluded.sector)",
         symbol,
         currency,
         asset_type,

@@ -139,7 +139,8 @@ class TestPricesApi:
         self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser, pool: asyncpg.Pool
     ) -> None:
         """Polls without `If-None-Match` get the bars as stored now: after a bar is rewritten
-        the next poll shows it, though the API kept the earlier body."""
+        the next poll shows it, though the API kept the earlier body; so does a change of the
+        asset's currency, with `If-None-Match` too."""
         symbol = "POLLPX2"
         first = date(2024, 5, 1)
         await put_closes(pool, symbol, {first + timedelta(days=i): 50 + i for i in range(5)})
@@ -160,6 +161,11 @@ class TestPricesApi:
             assert body["prices"][2]["close"] == close
             assert changed["ETag"] != headers["ETag"]
             headers = changed
+        await pool.execute("UPDATE assets SET currency = 'EUR' WHERE symbol = $1", symbol)
+        status, body, changed = await api.request(
+            "GET", path, headers={"If-None-Match": headers["ETag"]}
+        )
+        assert (status, body["currency"]) == (200, "EUR")
 
     async def test_unknown_symbol_is_404_even_with_an_etag(
         self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser

@@ -29,10 +29,12 @@ _PRICE_RANGE = """
     WHERE symbol = $1 AND ($2::date IS NULL OR date >= $2) AND ($3::date IS NULL OR date <= $3)
     ORDER BY date LIMIT $4
 """
-# Whether findash knows the symbol, and the range's version (polled_reads.py).
+# Whether findash knows the symbol, and the version (polled_reads.py) of the range and of
+# the asset's row, which holds the body's currency.
 PRICES_VERSION = f"""
     SELECT EXISTS (SELECT 1 FROM assets WHERE symbol = $1) AS known,
-           (SELECT md5(coalesce(string_agg(date::text || ':' || xmin::text, ',' ORDER BY date),
+           (SELECT md5((SELECT xmin::text FROM assets WHERE symbol = $1) || '|' ||
+                       coalesce(string_agg(date::text || ':' || xmin::text, ',' ORDER BY date),
                                 ''))
             FROM (SELECT date, xmin {_PRICE_RANGE}) p) AS version
 """  # noqa: S608 - constant text
