@@ -95,8 +95,8 @@ class TestPricesApi:
         self, api_url: str, http: aiohttp.ClientSession, new_user: NewUser, pool: asyncpg.Pool
     ) -> None:
         """Prices carry the stored values (nulls included) in date order with the asset's
-        currency, and a poll with the ETag gets an empty 304 until a bar in its range is
-        rewritten or added."""
+        currency, and a poll with the ETag gets an empty 304 until a bar of the symbol is
+        written (another symbol's leave it), then the bars as stored."""
         symbol = "POLLPX1"
         first = date(2024, 3, 1)
         await put_closes(
@@ -122,11 +122,17 @@ class TestPricesApi:
         ranged = f"{path}?start={first}&end={first + timedelta(days=9)}"
         _, part, ranged_headers = await api.request("GET", ranged)
         assert len(part["prices"]) == 10
-        await put_closes(pool, symbol, {first + timedelta(days=29): 1.5})
+        assert ranged_headers["ETag"] != etag
+        await put_closes(pool, "POLLPXOTHER", {first: 3.0})  # another symbol: tags stay
         status, _, _ = await api.request(
             "GET", ranged, headers={"If-None-Match": ranged_headers["ETag"]}
         )
         assert status == 304
+        await put_closes(pool, symbol, {first + timedelta(days=29): 1.5})
+        status, again, _ = await api.request(
+            "GET", ranged, headers={"If-None-Match": ranged_headers["ETag"]}
+        )
+        assert (status, again) == (200, part)  # a write outside the range: same bars
         status, body, headers = await api.request("GET", path, headers={"If-None-Match": etag})
         assert status == 200
         assert body["prices"][-1]["close"] == 1.5

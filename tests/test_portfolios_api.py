@@ -520,9 +520,10 @@ class TestSnapshotsApi:
         bob: Api,
         pool: asyncpg.Pool,
     ) -> None:
-        """A poll sending the ETag back gets an empty 304 until a row of its range is
-        rewritten or deleted; the tag differs with `holdings`, and it opens nothing to
-        another user."""
+        """A poll sending the ETag back gets an empty 304 while no snapshot of the portfolio
+        is written (another portfolio's writes leave it), and the next answer after a row of
+        its range is rewritten or deleted shows it; the tag differs with `holdings`, and it
+        opens nothing to another user."""
         owner = await new_user()
         api = Api(http, api_url, owner.api_key)
         portfolio_id = await _demo_portfolio(pool, owner)
@@ -539,11 +540,12 @@ class TestSnapshotsApi:
         assert with_holdings["ETag"] != etag
         status, _, _ = await bob.request("GET", path, headers={"If-None-Match": etag})
         assert status == 404
-        # Outside the range: the tag stays.
+        # Another portfolio's snapshots: the tag stays.
         await pool.execute(
             "UPDATE portfolio_snapshots SET total_value = total_value + 1 "
-            "WHERE portfolio_id = $1 AND date = '2026-07-01'",
-            portfolio_id,
+            "WHERE portfolio_id = (SELECT max(id) FROM portfolios WHERE owner_id = $1) "
+            "AND date = '2026-06-15'",
+            owner.user_id,
         )
         status, _, _ = await api.request("GET", path, headers={"If-None-Match": etag})
         assert status == 304

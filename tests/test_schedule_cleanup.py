@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 from celery import Celery
 
+from service.api.assets import MAX_PRICE_ROWS, PRICES_VERSION
 from service.core.celery_config import create_celery_app
 from service.core.settings import Settings
 from service.scheduler import ledger
@@ -19,6 +20,7 @@ from service.scheduler.jobs import jobs_for
 from service.scheduler.leader import open_lock_connection, try_acquire
 from service.scheduler.plan import Fire
 from tests.conftest import PINNED_CLOCK
+from tests.portfolio_data import put_closes
 from tests.processes import ManagedProcess
 
 JOB = next(job for job in jobs_for("market") if job.id == "daily-snapshot")
@@ -85,6 +87,27 @@ class TestCleanupTask:
         )
         assert {row["id"] for row in kept} == {recent_task, unfinished_task}
         assert counts["tasks"] >= 1
+
+    async def test_write_logs_fold_to_one_row_and_the_version_moves(
+        self, worker: ManagedProcess, publisher: Celery, pool: asyncpg.Pool
+    ) -> None:
+        """Three writes of a symbol's prices log three rows; cleanup leaves one, and the
+        prices' version (so their ETag) moves; a deleted asset's log goes."""
+        symbol, gone = f"FOLD{uuid.uuid4().hex[:6].upper()}", f"GONE{uuid.uuid4().hex[:6].upper()}"
+        for close in (1.0, 2.0, 3.0):
+            await put_closes(pool, symbol, {date(2024, 1, 2): close})
+        await put_closes(pool, gone, {date(2024, 1, 2): 1.0})
+        await pool.execute("DELETE FROM assets WHERE symbol = $1", gone)
+        logged = "SELECT count(*) FROM price_writes WHERE symbol = $1"
+        assert await pool.fetchval(logged, symbol) == 3
+        assert await pool.fetchval(logged, gone) >= 1
+        version = f"SELECT version FROM ({PRICES_VERSION}) v"  # noqa: S608 - constant text
+        before = await pool.fetchval(version, symbol, None, None, MAX_PRICE_ROWS)
+        counts = publisher.send_task("cleanup").get(timeout=30)
+        assert counts["write_log_rows"] >= 3
+        assert await pool.fetchval(logged, symbol) == 1
+        assert await pool.fetchval(logged, gone) == 0
+        assert await pool.fetchval(version, symbol, None, None, MAX_PRICE_ROWS) != before
 
     def test_unknown_kwarg_fails_the_task(self, worker: ManagedProcess, publisher: Celery) -> None:
         """An unknown parameter is refused rather than silently ignored."""

@@ -29,15 +29,17 @@ _PRICE_RANGE = """
     WHERE symbol = $1 AND ($2::date IS NULL OR date >= $2) AND ($3::date IS NULL OR date <= $3)
     ORDER BY date LIMIT $4
 """
-# Whether findash knows the symbol, and the version (polled_reads.py) of the range and of
-# the asset's row, which holds the body's currency.
-PRICES_VERSION = f"""
+# Whether findash knows the symbol, and the version (polled_reads.py) of the range: the
+# transactions that wrote the symbol's prices (migrations/0013), the asset's row (which holds
+# the body's currency) and the range's bounds.
+PRICES_VERSION = """
     SELECT EXISTS (SELECT 1 FROM assets WHERE symbol = $1) AS known,
-           (SELECT md5((SELECT xmin::text FROM assets WHERE symbol = $1) || '|' ||
-                       coalesce(string_agg(date::text || ':' || xmin::text, ',' ORDER BY date),
-                                ''))
-            FROM (SELECT date, xmin {_PRICE_RANGE}) p) AS version
-"""  # noqa: S608 - constant text
+           (SELECT md5(concat_ws('|', (SELECT xmin::text FROM assets WHERE symbol = $1),
+                                 coalesce($2::date::text, ''), coalesce($3::date::text, ''),
+                                 $4::int::text,
+                                 coalesce(string_agg(xid::text, ',' ORDER BY xid), '')))
+            FROM price_writes WHERE symbol = $1) AS version
+"""
 PRICES_BODY = f"""
     SELECT json_build_object('symbol', $1::text,
         'currency', (SELECT currency FROM assets WHERE symbol = $1::text),

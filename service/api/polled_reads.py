@@ -6,10 +6,13 @@ request. Postgres builds the body with `json_agg` instead and the handler passes
 through. Numbers are the stored `numeric` values (`123.450000`): the same values as before,
 always with a decimal point, exact.
 
-The ETag is an MD5 of each selected row's date and row version (`xmin`, new on every
-insert or update), so it changes with any write to the range, deletions included, and is
-computed without reading the rows' JSON. A matching `If-None-Match` answers 304 with no
-body.
+The ETag is an MD5 of a version that moves with every committed write to what the body is
+built from, deletions included, computed without reading the rows' JSON: for snapshots and
+prices, the set of transactions that wrote the portfolio's snapshots or the symbol's prices
+(`snapshot_writes`, `price_writes`, appended by triggers, migrations/0013) with the range's
+bounds, a few index entries however long the range; for the task list, each listed task's
+id and row version (`xmin`, new on every insert or update). A matching `If-None-Match`
+answers 304 with no body.
 
 Building the JSON costs Postgres far more than the version (a year of snapshots with
 holdings: about 6 ms of its CPU against 0.5 ms), so each API process keeps the bodies it

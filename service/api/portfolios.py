@@ -62,13 +62,15 @@ _SNAPSHOT_RANGE = """
       AND ($3::date IS NULL OR date <= $3)
     ORDER BY date LIMIT $4
 """
-# Whether the caller owns the portfolio, and the range's version (polled_reads.py).
-SNAPSHOTS_VERSION = f"""
+# Whether the caller owns the portfolio, and the version (polled_reads.py) of the range: the
+# transactions that wrote the portfolio's snapshots (migrations/0013) with the range's bounds.
+SNAPSHOTS_VERSION = """
     SELECT EXISTS (SELECT 1 FROM portfolios WHERE id = $1 AND owner_id = $5) AS owned,
-           (SELECT md5(coalesce(string_agg(date::text || ':' || xmin::text, ',' ORDER BY date),
-                                ''))
-            FROM (SELECT date, xmin {_SNAPSHOT_RANGE}) s) AS version
-"""  # noqa: S608 - constant text
+           (SELECT md5(concat_ws('|', $1::text, coalesce($2::date::text, ''),
+                                 coalesce($3::date::text, ''), $4::int::text,
+                                 coalesce(string_agg(xid::text, ',' ORDER BY xid), '')))
+            FROM snapshot_writes WHERE portfolio_id = $1) AS version
+"""
 
 
 def _snapshots_body(*, holdings: bool) -> str:

@@ -1,5 +1,5 @@
 """The `cleanup` task (weekly): prune old task-registry rows, expired idempotency keys,
-scheduler ledger rows and probe runs.
+scheduler ledger rows and probe runs, and fold the write logs of polled reads.
 
 Celery results in Redis expire by themselves (`CELERY_RESULT_EXPIRES`); this
 prunes what lives in Postgres. Every delete is by age, so running twice is harmless.
@@ -27,12 +27,49 @@ async def prune_fires(connection: asyncpg.Connection, *, before: datetime) -> in
     return int(status.rsplit(" ", 1)[-1])
 
 
+# Each write log (migrations/0013) keeps a row per key and writing transaction. Folding
+# replaces a key's rows by one row of this transaction, a new version (kept bodies are rebuilt
+# once), and drops the keys of deleted portfolios and assets.
+_FOLDS = {
+    "snapshot_writes": ("portfolio_id", "SELECT id FROM portfolios"),
+    "price_writes": ("symbol", "SELECT symbol FROM assets"),
+}
+
+
+async def fold_write_logs(connection: asyncpg.Connection) -> int:
+    """Fold the polled reads' write logs; the number of rows removed."""
+    removed = 0
+    for table, (key, existing) in _FOLDS.items():
+        async with connection.transaction():
+            folded: int = await connection.fetchval(
+                f"""
+                WITH crowded AS (
+                    SELECT {key} FROM {table} GROUP BY {key}
+                    HAVING count(*) > 1 OR {key} NOT IN ({existing})
+                ),
+                dropped AS (
+                    DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM crowded)
+                    RETURNING {key}
+                ),
+                kept AS (
+                    INSERT INTO {table} ({key})
+                    SELECT DISTINCT {key} FROM dropped WHERE {key} IN ({existing})
+                    ON CONFLICT DO NOTHING RETURNING 1
+                )
+                SELECT (SELECT count(*) FROM dropped) - (SELECT count(*) FROM kept)
+                """  # noqa: S608 - constant identifiers
+            )
+        removed += folded
+    return removed
+
+
 def _deleted(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
 async def cleanup(ctx: TaskContext, params: Cleanup) -> dict[str, int]:
-    """Delete finished registry rows, settled ledger fires and probe runs past their retention."""
+    """Delete finished registry rows, settled ledger fires and probe runs past their retention;
+    fold the write logs."""
     settings = ctx.settings
     now = ctx.clock()
     task_cutoff = now - timedelta(
@@ -55,6 +92,13 @@ async def cleanup(ctx: TaskContext, params: Cleanup) -> dict[str, int]:
                 "DELETE FROM scheduler_probe_runs WHERE last_run_at < $1", ledger_cutoff
             )
         )
-    counts = {"tasks": tasks, "idempotency_keys": keys, "fires": fires, "probe_runs": probes}
+        write_log_rows = await fold_write_logs(connection)
+    counts = {
+        "tasks": tasks,
+        "idempotency_keys": keys,
+        "fires": fires,
+        "probe_runs": probes,
+        "write_log_rows": write_log_rows,
+    }
     log.info("cleanup done", **counts)
     return counts
