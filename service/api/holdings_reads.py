@@ -8,7 +8,8 @@ before which prices count as stale (`pricing.stale_before`), which moves once a 
 
 So each API process keeps, per portfolio and day, the reads, the replayed ledger and the
 encoded answer. A poll reads the version of the reads fresh: every row version (`xmin`)
-they would see, from one statement that builds no JSON (`store.holdings_versions`). The
+they would see, or for closes and FX rates the transactions that wrote the symbols' bars
+(`price_writes`), from one statement that builds no JSON (`store.holdings_versions`). The
 portfolio's row stands for its transactions (a trigger updates it with each write to
 them, migrations/0012), so the check reads a few rows per held symbol, not the ledger. While
 it is the kept one, and the stale-before instant has not moved, the kept bytes are the

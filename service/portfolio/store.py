@@ -356,16 +356,19 @@ splits AS (
 
 _HELD_IN_LEDGER = "SELECT DISTINCT symbol FROM tx WHERE symbol IS NOT NULL"
 _HELD_AS_KEPT = "SELECT unnest($5::text[]) AS symbol"
-# Every row version (`xmin`, new on each insert and update) the reads see, each input in
-# its own slot and a fixed order, so equal versions mean equal reads. The portfolio's row
-# stands for its transactions: every write to them updates it (migrations/0012), and so
-# for the held symbols too.
+# Every row version (`xmin`, new on each insert and update) the reads see, or the writing
+# transactions logged for them, each input in its own slot and a fixed order, so equal
+# versions mean equal reads. The portfolio's row stands for its transactions: every write
+# to them updates it (migrations/0012), and so for the held symbols too.
 _VERSIONED_INPUTS = (
     "SELECT v::text FROM owned",
     "SELECT string_agg(symbol || ':' || v::text, ',' ORDER BY symbol) FROM currencies",
     "SELECT string_agg(symbol || date::text || ':' || v::text, ',' ORDER BY symbol, date) "
     "FROM splits",
-    "SELECT string_agg(symbol || date::text || ':' || v::text, ',' ORDER BY symbol) FROM closes",
+    # Closes: the transactions that wrote the held symbols' bars (price_writes, migrations/
+    # 0013), a few index entries, where the closes themselves take a probe per symbol.
+    "SELECT string_agg(w.symbol || ':' || w.xid::text, ',' ORDER BY w.symbol, w.xid) "
+    "FROM price_writes w JOIN held USING (symbol)",
     "SELECT string_agg(symbol || ':' || v::text, ',' ORDER BY symbol) FROM quotes",
     "SELECT string_agg(day::text || ':' || xmin::text, ',' ORDER BY day) FROM market_closures",
 )
@@ -400,23 +403,22 @@ json_build_object(
 """  # noqa: S608 - constant text
 
 
-def _rates_version(pairs: str, start: str, end: str) -> str:
-    """SQL: the version of the stored closes of `pairs` in [`start`, `end`] (parameter
-    references); null without pairs."""
+def _rates_version(pairs: str) -> str:
+    """SQL: the version of the stored closes of `pairs` (a parameter reference): the
+    transactions that wrote them (price_writes, migrations/0013); null without pairs."""
     return f"""CASE WHEN cardinality({pairs}::text[]) > 0 THEN (
-        SELECT md5(coalesce(string_agg(symbol || date::text || ':' || xmin::text, ','
-                                       ORDER BY symbol, date), ''))
-        FROM daily_prices WHERE symbol = ANY({pairs}::text[]) AND date BETWEEN {start} AND {end}
-    ) END"""  # noqa: S608 - parameter references
+        SELECT md5(coalesce(string_agg(symbol || ':' || xid::text, ',' ORDER BY symbol, xid), ''))
+        FROM price_writes WHERE symbol = ANY({pairs}::text[])
+    ) END"""  # noqa: S608 - a parameter reference
 
 
 _HOLDINGS_VERSIONS = f"""{_holdings_inputs(_HELD_AS_KEPT)}
 SELECT (SELECT count(*) FROM owned) AS owned, {_HOLDINGS_VERSION} AS version,
-       {_rates_version("$6", "$7", "$3")} AS rates_version
+       {_rates_version("$6")} AS rates_version
 """  # noqa: S608 - constant text
 _RATES_WITH_VERSION = f"""
 SELECT v.rates_version, r.symbol, r.date, r.close
-FROM (SELECT {_rates_version("$1", "$2", "$3")} AS rates_version) AS v
+FROM (SELECT {_rates_version("$1")} AS rates_version) AS v
 LEFT JOIN (
     SELECT symbol, date, close FROM daily_prices
     WHERE symbol = ANY($1::text[]) AND date BETWEEN $2 AND $3
@@ -481,7 +483,6 @@ async def holdings_versions(
         with_quotes,
         list(held),
         list(pairs),
-        on_or_before - timedelta(days=MAX_RATE_AGE_DAYS),
     )
     if row is None or not row["owned"]:
         return None
