@@ -336,7 +336,7 @@ tx AS (
 held AS ({held}),
 closes AS (
     SELECT p.* FROM held CROSS JOIN LATERAL (
-        SELECT d.symbol, d.date, d.close, d.xmin AS v FROM daily_prices d
+        SELECT d.symbol, d.date, d.close FROM daily_prices d
         WHERE d.symbol = held.symbol AND d.date <= $3 ORDER BY d.date DESC LIMIT 1
     ) AS p
 ),
