@@ -20,6 +20,7 @@ from litestar import Response
 
 from service.api.holdings_reads import MAX_KEPT_HOLDINGS_BYTES, KeptHoldings, holdings_response
 from service.api.polled_reads import VersionedCache
+from service.portfolio import store
 from tests.conftest import PINNED_START, PINNED_TODAY
 from tests.portfolio_data import create_portfolio, new_owner_id, put_closes
 
@@ -254,3 +255,32 @@ async def test_another_owner_gets_nothing_from_a_kept_answer(
             if_none_match=None,
         )
     assert found is None
+
+
+@pytest.mark.parametrize("with_quotes", [True, False])
+async def test_the_version_check_agrees_with_the_reads(case: Case, with_quotes: bool) -> None:
+    """The version a poll checks equals the one read with the inputs (reads and FX rates),
+    so an unchanged portfolio is answered from what was kept, not read again."""
+    await _split(case)
+    await _fresher_quote(case)
+    async with case.pool.acquire() as connection:
+        reads = await store.holdings_reads_text(
+            connection,
+            portfolio_id=case.portfolio_id,
+            owner_id=case.owner_id,
+            on_or_before=PINNED_TODAY,
+            with_quotes=with_quotes,
+        )
+        assert reads is not None
+        _, rates_version = await store.load_versioned_rates(
+            connection, [PAIR], on_or_before=PINNED_TODAY
+        )
+        checked = await store.holdings_versions(
+            connection,
+            portfolio_id=case.portfolio_id,
+            owner_id=case.owner_id,
+            with_quotes=with_quotes,
+            held=sorted([case.stock, case.foreign]),
+            pairs=[PAIR],
+        )
+    assert checked == store.HoldingsVersions(reads=reads.version, rates=rates_version)

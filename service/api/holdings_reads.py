@@ -108,7 +108,6 @@ async def holdings_response(
             connection,
             portfolio_id=portfolio_id,
             owner_id=owner_id,
-            on_or_before=day,
             with_quotes=with_quotes,
             held=kept_holdings.inputs.held,
             pairs=kept_holdings.inputs.pairs,

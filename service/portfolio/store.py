@@ -319,21 +319,18 @@ class HoldingsReads:
     calendar: TradingCalendar
 
 
-def _holdings_inputs(held: str) -> str:
-    """SQL: the CTEs of what a holdings valuation reads, the held symbols being `held` (a
-    query). Shared by the reads (`held` from the transactions) and their version (`held`
-    the symbols the kept reads found): the calendar's overrides whole, the rest through
-    the held symbols."""
-    return f"""
+# What a holdings valuation reads: the calendar's overrides whole, the rest through the
+# portfolio's transactions and the symbols they hold.
+_HOLDINGS_INPUTS = """
 WITH owned AS (
-    SELECT id, base_currency, xmin AS v FROM portfolios WHERE id = $1 AND owner_id = $2
+    SELECT id, base_currency FROM portfolios WHERE id = $1 AND owner_id = $2
 ),
 tx AS (
     SELECT t.id, t.type, t.date, t.symbol, t.quantity, t.price, t.amount, t.fee, t.currency,
            t.fx_rate
     FROM transactions t JOIN owned ON owned.id = t.portfolio_id
 ),
-held AS ({held}),
+held AS (SELECT DISTINCT symbol FROM tx WHERE symbol IS NOT NULL),
 closes AS (
     SELECT p.* FROM held CROSS JOIN LATERAL (
         SELECT d.symbol, d.date, d.close FROM daily_prices d
@@ -341,43 +338,49 @@ closes AS (
     ) AS p
 ),
 quotes AS (
-    SELECT q.symbol, q.price, q.market_time, q.xmin AS v
+    SELECT q.symbol, q.price, q.market_time
     FROM latest_quotes q JOIN held USING (symbol) WHERE $4
 ),
-currencies AS (
-    SELECT a.symbol, a.currency, a.xmin AS v FROM assets a JOIN held USING (symbol)
-),
-splits AS (
-    SELECT s.symbol, s.date, s.numerator, s.denominator, s.xmin AS v
-    FROM splits s JOIN held USING (symbol)
+currencies AS (SELECT a.symbol, a.currency FROM assets a JOIN held USING (symbol)),
+held_splits AS (
+    SELECT s.symbol, s.date, s.numerator, s.denominator FROM splits s JOIN held USING (symbol)
 )
-"""  # noqa: S608 - constant text
+"""
 
 
-_HELD_IN_LEDGER = "SELECT DISTINCT symbol FROM tx WHERE symbol IS NOT NULL"
-_HELD_AS_KEPT = "SELECT unnest($5::text[]) AS symbol"
-# Every row version (`xmin`, new on each insert and update) the reads see, or the writing
-# transactions logged for them, each input in its own slot and a fixed order, so equal
-# versions mean equal reads. The portfolio's row stands for its transactions: every write
-# to them updates it (migrations/0012), and so for the held symbols too.
-_VERSIONED_INPUTS = (
-    "SELECT v::text FROM owned",
-    "SELECT string_agg(symbol || ':' || v::text, ',' ORDER BY symbol) FROM currencies",
-    "SELECT string_agg(symbol || date::text || ':' || v::text, ',' ORDER BY symbol, date) "
-    "FROM splits",
-    # Closes: the transactions that wrote the held symbols' bars (price_writes, migrations/
-    # 0013), a few index entries, where the closes themselves take a probe per symbol.
-    "SELECT string_agg(w.symbol || ':' || w.xid::text, ',' ORDER BY w.symbol, w.xid) "
-    "FROM price_writes w JOIN held USING (symbol)",
-    "SELECT string_agg(symbol || ':' || v::text, ',' ORDER BY symbol) FROM quotes",
-    "SELECT string_agg(day::text || ':' || xmin::text, ',' ORDER BY day) FROM market_closures",
-)
-_HOLDINGS_VERSION = "md5(concat_ws('|', {}))".format(
-    ", ".join(f"coalesce(({part}), '')" for part in _VERSIONED_INPUTS)
-)
+def _holdings_version(*, held: str, with_quotes: str) -> str:
+    """SQL: the version of what a valuation of the symbols `held` (a text[] expression),
+    with their quotes if `with_quotes` (a boolean expression), reads: every row version
+    (`xmin`, new on each insert and update) it sees, or the writing transactions logged for
+    them, each input in its own slot and a fixed order, so equal versions mean equal reads.
+    The portfolio's row stands for its transactions: every write to them updates it
+    (migrations/0012), and so for the held symbols too. Closes are versioned by the
+    transactions that wrote the symbols' bars (price_writes, migrations/0013): a few index
+    entries, where the closes take a probe per symbol.
+
+    Each input is looked up by the symbols directly (`= ANY`), a few index probes; joined
+    through CTEs, as the reads are, the same version cost Postgres about twice the CPU,
+    and a dashboard polls it."""
+    return f"""md5(concat_ws('|',
+    coalesce((SELECT xmin::text FROM portfolios WHERE id = $1 AND owner_id = $2), ''),
+    coalesce((SELECT string_agg(symbol || ':' || xmin::text, ',' ORDER BY symbol)
+              FROM assets WHERE symbol = ANY({held})), ''),
+    coalesce((SELECT string_agg(symbol || date::text || ':' || xmin::text, ','
+                                ORDER BY symbol, date)
+              FROM splits WHERE symbol = ANY({held})), ''),
+    coalesce((SELECT string_agg(symbol || ':' || xid::text, ',' ORDER BY symbol, xid)
+              FROM price_writes WHERE symbol = ANY({held})), ''),
+    coalesce((SELECT string_agg(symbol || ':' || xmin::text, ',' ORDER BY symbol)
+              FROM latest_quotes WHERE symbol = ANY({held}) AND {with_quotes}), ''),
+    coalesce((SELECT string_agg(day::text || ':' || xmin::text, ',' ORDER BY day)
+              FROM market_closures), '')
+))"""  # noqa: S608 - expressions of this module, not input
+
+
 # Numbers travel as text, so they decode into Decimal exactly.
-_HOLDINGS_READS = f"""{_holdings_inputs(_HELD_IN_LEDGER)}
-SELECT (SELECT count(*) FROM owned) AS owned, {_HOLDINGS_VERSION} AS version,
+_HOLDINGS_READS = f"""{_HOLDINGS_INPUTS}
+SELECT (SELECT count(*) FROM owned) AS owned,
+       {_holdings_version(held="ARRAY(SELECT symbol FROM held)", with_quotes="$4")} AS version,
 json_build_object(
     'base', (SELECT base_currency FROM owned),
     'currencies', (SELECT coalesce(json_agg(json_build_object(
@@ -391,7 +394,7 @@ json_build_object(
     'splits', (SELECT coalesce(json_agg(json_build_object(
         'symbol', symbol, 'date', date, 'numerator', numerator::text,
         'denominator', denominator::text) ORDER BY symbol, date), '[]')
-        FROM splits),
+        FROM held_splits),
     'closes', (SELECT coalesce(json_agg(json_build_object(
         'symbol', symbol, 'date', date, 'close', close::text)), '[]') FROM closes),
     'quotes', (SELECT coalesce(json_agg(json_build_object(
@@ -412,9 +415,10 @@ def _rates_version(pairs: str) -> str:
     ) END"""  # noqa: S608 - a parameter reference
 
 
-_HOLDINGS_VERSIONS = f"""{_holdings_inputs(_HELD_AS_KEPT)}
-SELECT (SELECT count(*) FROM owned) AS owned, {_HOLDINGS_VERSION} AS version,
-       {_rates_version("$6")} AS rates_version
+_HOLDINGS_VERSIONS = f"""
+SELECT EXISTS (SELECT FROM portfolios WHERE id = $1 AND owner_id = $2) AS owned,
+       {_holdings_version(held="$4::text[]", with_quotes="$3")} AS version,
+       {_rates_version("$5")} AS rates_version
 """  # noqa: S608 - constant text
 _RATES_WITH_VERSION = f"""
 SELECT v.rates_version, r.symbol, r.date, r.close
@@ -467,7 +471,6 @@ async def holdings_versions(
     *,
     portfolio_id: int,
     owner_id: int,
-    on_or_before: date,
     with_quotes: bool,
     held: Sequence[str],
     pairs: Sequence[str],
@@ -479,7 +482,6 @@ async def holdings_versions(
         _HOLDINGS_VERSIONS,
         portfolio_id,
         owner_id,
-        on_or_before,
         with_quotes,
         list(held),
         list(pairs),
