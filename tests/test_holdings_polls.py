@@ -115,10 +115,14 @@ async def _new_close(c: Case) -> None:
 
 
 async def _fresher_quote(c: Case) -> None:
-    await c.pool.execute(
+    await _put_fresher_quote(c.pool, c.stock)
+
+
+async def _put_fresher_quote(db: asyncpg.Pool | asyncpg.Connection, symbol: str) -> None:
+    await db.execute(
         "INSERT INTO latest_quotes (symbol, price, market_time, source) "
         "VALUES ($1, 22.75, $2, 'test')",
-        c.stock,
+        symbol,
         PINNED_START - timedelta(minutes=20),
     )
 
@@ -283,4 +287,51 @@ async def test_the_version_check_agrees_with_the_reads(case: Case, with_quotes: 
             held=sorted([case.stock, case.foreign]),
             pairs=[PAIR],
         )
-    assert checked == store.HoldingsVersions(reads=reads.version, rates=rates_version)
+    assert checked is not None
+    assert checked[0] == store.HoldingsVersions(reads=reads.version, rates=rates_version)
+
+
+async def test_a_write_in_flight_when_kept_shows_once_committed(
+    case: Case, pool: asyncpg.Pool
+) -> None:
+    """A quote written by a transaction that began before a kept answer was computed, and
+    committed after a later writer, shows on the next poll (the check starts from the
+    oldest transaction running when the inputs were read, not the newest)."""
+    cache = _cache()
+    async with pool.acquire() as slow:
+        transaction = slow.transaction()
+        await transaction.start()
+        try:
+            await _put_fresher_quote(slow, case.stock)
+            await put_closes(pool, f"{case.stock}U", {TUESDAY: 3.0})
+            before = await case.poll(cache)
+            assert body(before) == await case.cold()
+        except BaseException:
+            await transaction.rollback()
+            raise
+        await transaction.commit()
+    after = await case.poll(cache, if_none_match=before.headers["ETag"])
+    assert body(after) == await case.cold()
+    assert body(after) != body(before)
+
+
+async def test_a_write_to_other_inputs_keeps_the_etag(case: Case, pool: asyncpg.Pool) -> None:
+    """A close stored for a symbol the portfolio does not hold changes nothing it shows: the
+    next poll still answers 304, and the poll after it is checked from the new write on."""
+    cache = _cache()
+    first = await case.poll(cache)
+    kept = cache.peek((case.portfolio_id, PINNED_TODAY))
+    assert kept is not None
+    await put_closes(pool, f"{case.stock}X", {TUESDAY: 9.0})
+    assert (await case.poll(cache, if_none_match=first.headers["ETag"])).status_code == 304
+    rechecked = cache.peek((case.portfolio_id, PINNED_TODAY))
+    assert rechecked is not None
+    assert rechecked[1].mark != kept[1].mark
+    assert rechecked[1].body == kept[1].body
+    async with pool.acquire() as connection:
+        assert await store.inputs_unchanged(
+            connection,
+            portfolio_id=case.portfolio_id,
+            owner_id=case.owner_id,
+            mark=rechecked[1].mark,
+        )

@@ -92,7 +92,8 @@ class TestCleanupTask:
         self, worker: ManagedProcess, publisher: Celery, pool: asyncpg.Pool
     ) -> None:
         """Three writes of a symbol's prices log three rows; cleanup leaves one, and the
-        prices' version (so their ETag) moves; a deleted asset's log goes."""
+        prices' version (so their ETag) moves; a deleted asset's log goes. The valuation
+        inputs' log keeps no transaction older than the cleanup, which adds its own."""
         symbol, gone = f"FOLD{uuid.uuid4().hex[:6].upper()}", f"GONE{uuid.uuid4().hex[:6].upper()}"
         for close in (1.0, 2.0, 3.0):
             await put_closes(pool, symbol, {date(2024, 1, 2): close})
@@ -103,11 +104,18 @@ class TestCleanupTask:
         assert await pool.fetchval(logged, gone) >= 1
         version = f"SELECT version FROM ({PRICES_VERSION}) v"  # noqa: S608 - constant text
         before = await pool.fetchval(version, symbol, None, None, MAX_PRICE_ROWS)
+        last_input_write = await pool.fetchval("SELECT max(xid)::text FROM valuation_input_writes")
         counts = publisher.send_task("cleanup").get(timeout=30)
         assert counts["write_log_rows"] >= 3
         assert await pool.fetchval(logged, symbol) == 1
         assert await pool.fetchval(logged, gone) == 0
         assert await pool.fetchval(version, symbol, None, None, MAX_PRICE_ROWS) != before
+        logged_inputs = (
+            "SELECT count(*) FILTER (WHERE xid <= $1::text::xid8) AS older,"
+            " count(*) FILTER (WHERE xid > $1::text::xid8) AS newer FROM valuation_input_writes"
+        )
+        folded = await pool.fetchrow(logged_inputs, last_input_write)
+        assert (folded["older"], folded["newer"] >= 1) == (0, True)
 
     def test_unknown_kwarg_fails_the_task(self, worker: ManagedProcess, publisher: Celery) -> None:
         """An unknown parameter is refused rather than silently ignored."""

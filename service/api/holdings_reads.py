@@ -23,7 +23,7 @@ rates and theirs), so a kept answer is never labelled newer than what it was com
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 import asyncpg
@@ -62,9 +62,12 @@ class ValuationInputs:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeptHoldings:
-    """A valuation's inputs and its answer as sent, valued for `today` and `stale_from`."""
+    """A valuation's inputs and its answer as sent, valued for `today` and `stale_from`,
+    last found current at `mark`."""
 
     inputs: ValuationInputs
+    versions: store.HoldingsVersions
+    mark: store.InputsMark
     stale_from: datetime
     today: date
     etag: str
@@ -98,30 +101,50 @@ async def holdings_response(
     if_none_match: str | None,
 ) -> Response[bytes] | None:
     """The 200 or 304 answer for the owner's portfolio's holdings on `day`; None when the
-    portfolio is not the owner's. One round trip when nothing it reads has changed."""
+    portfolio is not the owner's. One small round trip while nothing was written to what
+    valuations read; one more after a write elsewhere."""
     key = (portfolio_id, day)
     with_quotes = day >= today
     kept = cache.peek(key)
     if kept is not None:
-        kept_versions, kept_holdings = kept
-        versions = await store.holdings_versions(
-            connection,
-            portfolio_id=portfolio_id,
-            owner_id=owner_id,
-            with_quotes=with_quotes,
-            held=kept_holdings.inputs.held,
-            pairs=kept_holdings.inputs.pairs,
+        kept_holdings = kept[1]
+        unchanged = await store.inputs_unchanged(
+            connection, portfolio_id=portfolio_id, owner_id=owner_id, mark=kept_holdings.mark
         )
-        if versions is None:
+        if unchanged is None:
             return None
-        if versions == kept_versions:
+        mark = kept_holdings.mark
+        if not unchanged:
+            checked = await store.holdings_versions(
+                connection,
+                portfolio_id=portfolio_id,
+                owner_id=owner_id,
+                with_quotes=with_quotes,
+                held=kept_holdings.inputs.held,
+                pairs=kept_holdings.inputs.pairs,
+            )
+            if checked is None:
+                return None
+            versions, mark = checked
+            unchanged = versions == kept_holdings.versions
+        if unchanged:
             stale_from = _stale_from(kept_holdings.inputs, day=day, now=now)
-            if (kept_holdings.stale_from, kept_holdings.today) != (stale_from, today):
-                kept_holdings = _valued(
-                    kept_holdings.inputs, portfolio_id, versions, day=day, today=today, now=now
+            current = kept_holdings
+            if (current.stale_from, current.today) != (stale_from, today):
+                current = _valued(
+                    current.inputs,
+                    portfolio_id,
+                    current.versions,
+                    mark,
+                    day=day,
+                    today=today,
+                    now=now,
                 )
-                cache.put(key, version=versions, value=kept_holdings, size=_size(kept_holdings))
-            return _answer(kept_holdings, if_none_match)
+            elif current.mark != mark:
+                current = replace(current, mark=mark)
+            if current is not kept_holdings:
+                cache.put(key, version=current.versions, value=current, size=_size(current))
+            return _answer(current, if_none_match)
     reads = await store.holdings_reads_text(
         connection,
         portfolio_id=portfolio_id,
@@ -151,7 +174,7 @@ async def holdings_response(
     inputs = ValuationInputs(
         text=reads.text, reads=decoded, state=state, held=held, pairs=pairs, rates=rates
     )
-    fresh = _valued(inputs, portfolio_id, versions, day=day, today=today, now=now)
+    fresh = _valued(inputs, portfolio_id, versions, reads.mark, day=day, today=today, now=now)
     cache.put(key, version=versions, value=fresh, size=_size(fresh))
     return _answer(fresh, if_none_match)
 
@@ -164,13 +187,14 @@ def _valued(
     inputs: ValuationInputs,
     portfolio_id: int,
     versions: store.HoldingsVersions,
+    mark: store.InputsMark,
     *,
     day: date,
     today: date,
     now: datetime,
 ) -> KeptHoldings:
     """`inputs` valued on `day` at `now`, encoded, with the ETag of the versions and the
-    instant before which prices are stale."""
+    instant before which prices are stale, checked at `mark`."""
     reads = inputs.reads
     prices = PriceInputs(
         now=now,
@@ -187,6 +211,8 @@ def _valued(
     ).hexdigest()
     return KeptHoldings(
         inputs=inputs,
+        versions=versions,
+        mark=mark,
         stale_from=stale_from,
         today=today,
         etag=make_etag("holdings", tag),

@@ -377,10 +377,26 @@ def _holdings_version(*, held: str, with_quotes: str) -> str:
 ))"""  # noqa: S608 - expressions of this module, not input
 
 
+# The statement's mark (InputsMark): the portfolio's row version, the oldest transaction
+# still running when its snapshot was taken, and the input writes logged from there on
+# that it sees (migrations/0014).
+_INPUTS_MARK = """
+       (SELECT xmin::text FROM portfolios WHERE id = $1 AND owner_id = $2) AS portfolio_version,
+       pg_snapshot_xmin(pg_current_snapshot())::text AS writes_since,
+       (SELECT coalesce(string_agg(xid::text, ',' ORDER BY xid), '')
+        FROM valuation_input_writes
+        WHERE xid >= pg_snapshot_xmin(pg_current_snapshot())) AS writes"""
+_INPUTS_UNCHANGED = """
+SELECT xmin::text AS portfolio_version,
+       (SELECT coalesce(string_agg(xid::text, ',' ORDER BY xid), '')
+        FROM valuation_input_writes WHERE xid >= $3::text::xid8) AS writes
+FROM portfolios WHERE id = $1 AND owner_id = $2
+"""
 # Numbers travel as text, so they decode into Decimal exactly.
 _HOLDINGS_READS = f"""{_HOLDINGS_INPUTS}
 SELECT (SELECT count(*) FROM owned) AS owned,
        {_holdings_version(held="ARRAY(SELECT symbol FROM held)", with_quotes="$4")} AS version,
+       {_INPUTS_MARK},
 json_build_object(
     'base', (SELECT base_currency FROM owned),
     'currencies', (SELECT coalesce(json_agg(json_build_object(
@@ -418,7 +434,7 @@ def _rates_version(pairs: str) -> str:
 _HOLDINGS_VERSIONS = f"""
 SELECT EXISTS (SELECT FROM portfolios WHERE id = $1 AND owner_id = $2) AS owned,
        {_holdings_version(held="$4::text[]", with_quotes="$3")} AS version,
-       {_rates_version("$5")} AS rates_version
+       {_rates_version("$5")} AS rates_version, {_INPUTS_MARK}
 """  # noqa: S608 - constant text
 _RATES_WITH_VERSION = f"""
 SELECT v.rates_version, r.symbol, r.date, r.close
@@ -431,11 +447,44 @@ LEFT JOIN (
 
 
 @dataclass(frozen=True, slots=True)
+class InputsMark:
+    """Where a statement that read holdings' inputs stood: the portfolio's row version, the
+    oldest transaction running at its snapshot (`since`), and the input writes from there
+    on that it saw. A transaction committing after it has an id at least `since`, so while
+    `inputs_unchanged` finds the same, none of the inputs changed."""
+
+    portfolio_version: str
+    since: str
+    writes: str
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> InputsMark:
+        return cls(
+            portfolio_version=row["portfolio_version"],
+            since=row["writes_since"],
+            writes=row["writes"],
+        )
+
+
+async def inputs_unchanged(
+    connection: asyncpg.Connection, *, portfolio_id: int, owner_id: int, mark: InputsMark
+) -> bool | None:
+    """Whether nothing a holdings valuation of the owner's portfolio reads was written since
+    `mark` (a write elsewhere counts too: the check is one row and one index's top, not
+    every input); None when the portfolio is not the owner's."""
+    row = await connection.fetchrow(_INPUTS_UNCHANGED, portfolio_id, owner_id, mark.since)
+    if row is None:
+        return None
+    return (row["portfolio_version"], row["writes"]) == (mark.portfolio_version, mark.writes)
+
+
+@dataclass(frozen=True, slots=True)
 class HoldingsReadsText:
-    """`holdings_reads_text`'s answer: the reads as JSON text, and their version."""
+    """`holdings_reads_text`'s answer: the reads as JSON text, their version and mark."""
 
     text: str
     version: str
+    mark: InputsMark
 
 
 async def holdings_reads_text(
@@ -455,7 +504,7 @@ async def holdings_reads_text(
     )
     if row is None or not row["owned"]:
         return None
-    return HoldingsReadsText(text=row["reads"], version=row["version"])
+    return HoldingsReadsText(text=row["reads"], version=row["version"], mark=InputsMark.of(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,10 +523,10 @@ async def holdings_versions(
     with_quotes: bool,
     held: Sequence[str],
     pairs: Sequence[str],
-) -> HoldingsVersions | None:
+) -> tuple[HoldingsVersions, InputsMark] | None:
     """The current versions of what `holdings_reads_text` and `load_versioned_rates` (of
-    `pairs`) read, from one statement, without the reads, given the symbols those reads
-    found `held`; None when the portfolio is not the owner's."""
+    `pairs`) read, and the mark, from one statement, without the reads, given the symbols
+    those reads found `held`; None when the portfolio is not the owner's."""
     row = await connection.fetchrow(
         _HOLDINGS_VERSIONS,
         portfolio_id,
@@ -488,7 +537,8 @@ async def holdings_versions(
     )
     if row is None or not row["owned"]:
         return None
-    return HoldingsVersions(reads=row["version"], rates=row["rates_version"])
+    versions = HoldingsVersions(reads=row["version"], rates=row["rates_version"])
+    return versions, InputsMark.of(row)
 
 
 async def load_versioned_rates(

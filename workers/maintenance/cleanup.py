@@ -36,6 +36,21 @@ _FOLDS = {
 }
 
 
+# The valuation inputs' log (migrations/0014) is read from the oldest transaction running
+# when a kept answer's inputs were read: rows older than every running transaction are only
+# history. They go, and this transaction's row moves every kept answer's check once.
+_FOLD_VALUATION_INPUT_WRITES = """
+WITH dropped AS (
+    DELETE FROM valuation_input_writes WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+    RETURNING 1
+),
+marked AS (
+    INSERT INTO valuation_input_writes DEFAULT VALUES ON CONFLICT DO NOTHING RETURNING 1
+)
+SELECT (SELECT count(*) FROM dropped) - (SELECT count(*) FROM marked)
+"""
+
+
 async def fold_write_logs(connection: asyncpg.Connection) -> int:
     """Fold the polled reads' write logs; the number of rows removed."""
     removed = 0
@@ -60,7 +75,9 @@ async def fold_write_logs(connection: asyncpg.Connection) -> int:
                 """  # noqa: S608 - constant identifiers
             )
         removed += folded
-    return removed
+    async with connection.transaction():
+        folded = await connection.fetchval(_FOLD_VALUATION_INPUT_WRITES)
+    return removed + folded
 
 
 def _deleted(status: str) -> int:
