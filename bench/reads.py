@@ -3,9 +3,11 @@ process, next to the same reads on the code before this work and next to two flo
 
 - floors: `GET /health` (no auth, no database) and `GET /api/v1/portfolios/{id}` (the
   API-key lookup plus one indexed row: the least any authenticated read costs);
-- holdings of a demo portfolio; a year of its snapshots, with and without their per-day
-  holdings, and again with `If-None-Match` (a poll that finds nothing new); a year of
-  AAPL's prices; the caller's task list (60 tasks, the default page of 50).
+- holdings of a demo portfolio, alone and while another symbol's quote is written 10 times
+  a second (each write makes the next poll check every input); a year of its snapshots,
+  with and without their per-day holdings, and again with `If-None-Match` (a poll that finds
+  nothing new); a year of AAPL's prices; the caller's task list (60 tasks, the default page
+  of 50).
 
 The data is `just dev`'s demo seed (two portfolios, a year of transactions, prices and
 snapshots). The baseline ("naive") is the code at `BENCH_READS_BASELINE` (a git ref,
@@ -22,6 +24,7 @@ profiler can be attached to the API process (its pid is printed at start).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -70,6 +73,10 @@ class Read:
     path: str
     headers: tuple[tuple[str, str], ...] = ()
     expect: int = 200
+    # Quotes of a symbol nothing holds, written this many times a second during the load,
+    # as a busy system's workers would: each write moves what every kept answer is checked
+    # against.
+    writes_per_second: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -199,10 +206,19 @@ async def _load(url: str, key: str, read: Read, *, api_pid: int, stack: Stack) -
             while time.perf_counter() < deadline:
                 latencies.append(await one())
 
+        writer = (
+            asyncio.create_task(_write_quotes(stack, per_second=read.writes_per_second))
+            if read.writes_per_second
+            else None
+        )
         started, cpu = time.perf_counter(), process_cpu_seconds(api_pid)
         postgres_cpu, client_cpu = _postgres_cpu_seconds(stack), time.process_time()
         await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
         elapsed = time.perf_counter() - started
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
         cpu = process_cpu_seconds(api_pid) - cpu
         client_cpu = time.process_time() - client_cpu
         postgres_cpu = _postgres_cpu_seconds(stack) - postgres_cpu
@@ -214,6 +230,24 @@ async def _load(url: str, key: str, read: Read, *, api_pid: int, stack: Stack) -
         postgres_cpu=postgres_cpu / len(latencies),
         client_cpu=client_cpu / len(latencies),
     )
+
+
+async def _write_quotes(stack: Stack, *, per_second: float) -> None:
+    """Write a quote of an unheld symbol `per_second` times a second until cancelled."""
+    connection = await asyncpg.connect(stack.postgres.url)
+    try:
+        await connection.execute(
+            "INSERT INTO assets (symbol) VALUES ('BENCHW') ON CONFLICT (symbol) DO NOTHING"
+        )
+        while True:
+            await connection.execute(
+                "INSERT INTO latest_quotes (symbol, price, market_time, source) "
+                "VALUES ('BENCHW', random() * 100, now(), 'bench') ON CONFLICT (symbol) "
+                "DO UPDATE SET price = excluded.price, market_time = excluded.market_time"
+            )
+            await asyncio.sleep(1 / per_second)
+    finally:
+        await connection.close()
 
 
 async def _etag(url: str, key: str, path: str) -> str | None:
@@ -232,6 +266,11 @@ def _reads(seed: dict[str, Any]) -> list[Read]:
         Read("floor: GET /health (no auth, no database)", "/health"),
         Read("floor: GET one portfolio (auth + one row)", portfolio),
         Read("holdings", f"{portfolio}/holdings"),
+        Read(
+            "holdings, with another symbol's quote written 10 times a second",
+            f"{portfolio}/holdings",
+            writes_per_second=10,
+        ),
         Read("a year of snapshots with holdings", f"{portfolio}/snapshots?{year}&holdings=true"),
         Read(
             "a year of snapshots, holdings=false",
@@ -273,7 +312,7 @@ def run() -> dict[str, Any]:
         )
         print(f"API pids: this checkout {ours_pid}, baseline {base_pid or 'none'}")  # noqa: T201
         reads = _reads(seed)
-        snapshots_path = reads[4].path
+        snapshots_path = next(read.path for read in reads if "holdings=false" in read.path)
         etag = asyncio.run(_etag(ours_url, key, snapshots_path))
         if etag is not None:
             reads.append(
