@@ -7,17 +7,24 @@ overrides and the FX rates it used), on the day it is valued for, and on the ins
 before which prices count as stale (`pricing.stale_before`), which moves once a session.
 
 So each API process keeps, per portfolio and day, the reads, the replayed ledger and the
-encoded answer. A poll reads the version of the reads fresh: every row version (`xmin`)
-they would see, or for closes and FX rates the transactions that wrote the symbols' bars
-(`price_writes`), from one statement that builds no JSON (`store.holdings_versions`). The
-portfolio's row stands for its transactions (a trigger updates it with each write to
-them, migrations/0012), so the check reads a few rows per held symbol, not the ledger. While
-it is the kept one, and the stale-before instant has not moved, the kept bytes are the
-answer. The ETag is that version with the stale-before instant, so a matching
-`If-None-Match` answers 304.
+encoded answer, checked in two steps:
+- The exact version (`store.holdings_versions`, one statement that builds no JSON): every
+  row version (`xmin`) the reads would see, or for closes and FX rates the transactions that
+  wrote the symbols' bars (`price_writes`). The portfolio's row stands for its transactions
+  (a trigger updates it with each write to them, migrations/0012). The ETag is this version
+  with the stale-before instant, so a matching `If-None-Match` answers 304.
+- Before it, the mark (`store.InputsMark`): the portfolio row's version and the writes to
+  any symbol's inputs logged since the oldest transaction running when the kept answer was
+  last found current (migrations/0014). A transaction committing later has an id at least
+  that old, so while `store.inputs_unchanged` finds the same, nothing the answer read
+  changed: one row and the top of one index. After a write anywhere, the next poll pays the
+  exact check, and moves the mark on if the write was not to this portfolio's inputs.
+While the answer is current and the stale-before instant has not moved, the kept bytes are
+the answer.
 
-Each version is read in the statement that read its data (reads and their version; FX
-rates and theirs), so a kept answer is never labelled newer than what it was computed from.
+Each version and mark is read in the statement that read its data (reads, their version and
+mark; FX rates and theirs), so a kept answer is never labelled newer than what it was
+computed from; the mark, read before the rates, can only be older than they are.
 """
 
 from __future__ import annotations
