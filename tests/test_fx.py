@@ -56,6 +56,38 @@ async def _import(api: Api, portfolio_id: int, text: str) -> dict[str, Any]:
     return result
 
 
+EURUSD_GAP = (date(2026, 11, 9), END)
+
+
+async def _delete_eurusd_gap(pool: asyncpg.Pool) -> dict[date, Decimal]:
+    """Delete the stored EURUSD closes of EURUSD_GAP (7 sessions); the closes deleted."""
+    deleted = {
+        row["date"]: row["close"]
+        for row in await pool.fetch(
+            "DELETE FROM daily_prices WHERE symbol = 'EURUSD=X' AND date BETWEEN $1 AND $2 "
+            "RETURNING date, close",
+            *EURUSD_GAP,
+        )
+    }
+    assert len(deleted) == 7
+    return deleted
+
+
+async def _fetched_again(
+    pool: asyncpg.Pool, celery_client: Celery, task_id: str, deleted: dict[date, Decimal]
+) -> None:
+    """The fetch `task_id` succeeds and stores the `deleted` closes again."""
+    fetch = AsyncResult(task_id, app=celery_client)
+    fetched = await asyncio.to_thread(fetch.get, timeout=120)
+    assert fetch.state == "SUCCESS"
+    assert fetched["failed"] == []
+    restored = await pool.fetch(
+        "SELECT date, close FROM daily_prices WHERE symbol = 'EURUSD=X' AND date BETWEEN $1 AND $2",
+        *EURUSD_GAP,
+    )
+    assert {row["date"]: row["close"] for row in restored} == deleted
+
+
 @pytest.fixture(scope="module")
 def celery_client(settings: Settings) -> Iterator[Celery]:
     """A publishing-only Celery app, as the API uses, to follow a worker-published task."""
@@ -265,16 +297,7 @@ class TestEuroAssetInUsdPortfolio:
         """A performance run meeting deleted EURUSD closes lists them in `missing_fx` and
         publishes a fetch of EURUSD=X that succeeds and stores them again."""
         api, portfolio_id, _ = eur_holding
-        gap = (date(2026, 11, 9), END)
-        deleted = {
-            row["date"]: row["close"]
-            for row in await pool.fetch(
-                "DELETE FROM daily_prices WHERE symbol = 'EURUSD=X' AND date BETWEEN $1 AND $2 "
-                "RETURNING date, close",
-                *gap,
-            )
-        }
-        assert len(deleted) == 7
+        deleted = await _delete_eurusd_gap(pool)
         finished = await _run(
             api,
             "portfolio-performance",
@@ -285,16 +308,27 @@ class TestEuroAssetInUsdPortfolio:
         assert result["missing_fx"] == [f"EURUSD 2026-11-{day}" for day in (11, 12, 13, 16, 17)]
         (performance,) = result["results"]
         assert performance["unavailable"]["twr"].startswith("missing_fx: ['EURUSD 2026-11-11'")
-        fetch = AsyncResult(result["fx_fetch_task_id"], app=celery_client)
-        fetched = await asyncio.to_thread(fetch.get, timeout=120)
-        assert fetch.state == "SUCCESS"
-        assert fetched["failed"] == []
-        restored = await pool.fetch(
-            "SELECT date, close FROM daily_prices WHERE symbol = 'EURUSD=X' "
-            "AND date BETWEEN $1 AND $2",
-            *gap,
+        await _fetched_again(pool, celery_client, result["fx_fetch_task_id"], deleted)
+
+    async def test_a_report_lists_and_fetches_the_rates_it_lacks(
+        self, eur_holding: tuple[Api, int, str], pool: asyncpg.Pool, celery_client: Celery
+    ) -> None:
+        """A report meeting deleted EURUSD closes names them in its result and its body, and
+        publishes a fetch of EURUSD=X that stores them again."""
+        api, portfolio_id, _ = eur_holding
+        deleted = await _delete_eurusd_gap(pool)
+        finished = await _run(
+            api, "portfolio-report", {"portfolio_id": portfolio_id, "days": 30, "format": "json"}
         )
-        assert {row["date"]: row["close"] for row in restored} == deleted
+        result = finished["result"]
+        # The report runs to today (the 18th), which the last rate before the gap misses too.
+        missing = [f"EURUSD 2026-11-{day}" for day in (11, 12, 13, 16, 17, 18)]
+        assert result["missing_fx"] == missing
+        status, report, _ = await api.request("GET", f"/api/v1/reports/{result['report_id']}")
+        assert status == 200, report
+        assert report["missing_fx"] == result["missing_fx"]
+        assert report["performance"]["unavailable"]["twr"].startswith("missing_fx: ")
+        await _fetched_again(pool, celery_client, result["fx_fetch_task_id"], deleted)
 
 
 class TestFetchReportsPairsApart:

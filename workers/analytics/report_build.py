@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -101,8 +101,10 @@ def build_report(
     assets: Mapping[str, AssetInfo],
     benchmark_dates: Sequence[date],
     benchmark_closes: Sequence[float],
+    missing_fx: Collection[str] = (),
 ) -> dict[str, Any]:
-    """The whole JSON report."""
+    """The whole JSON report; `missing_fx` names the rates (`EURUSD 2025-03-07`) whose
+    absence left metrics unavailable."""
     cash = float(latest["cash"]) if latest else 0.0
     holdings = holdings_with_weights(latest["holdings"] if latest else [], cash=cash, assets=assets)
     return {
@@ -113,6 +115,7 @@ def build_report(
         "total_value": float(latest["total_value"]) if latest else None,
         "cash": cash,
         "performance": dict(performance),
+        "missing_fx": sorted(missing_fx),
         "holdings": holdings,
         "allocation": {
             "asset_type": allocation(holdings, cash=cash, key="asset_type"),

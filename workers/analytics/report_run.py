@@ -59,7 +59,8 @@ async def generate_report(
     report_format: str,
     task_id: str,
 ) -> dict[str, Any]:
-    """Build the report, store it under `task_id` (a redelivery overwrites), return its id."""
+    """Build the report, store it under `task_id` (a redelivery overwrites), return its id
+    and the FX rates it lacked (`missing_fx`)."""
     run = await calculate_performance(
         pool,
         [portfolio],
@@ -94,6 +95,7 @@ async def generate_report(
         assets=assets,
         benchmark_dates=bench_dates,
         benchmark_closes=bench_closes,
+        missing_fx=run.missing_fx,
     )
     async with pool.acquire() as connection:
         report_id: int = await connection.fetchval(
@@ -118,4 +120,5 @@ async def generate_report(
         "format": report_format,
         "start": performance["start"],
         "end": end.isoformat(),
+        "missing_fx": sorted(run.missing_fx),
     }

@@ -145,7 +145,8 @@ async def calculate_portfolio_performance(
 async def generate_portfolio_report(
     ctx: TaskContext, params: GeneratePortfolioReport
 ) -> dict[str, Any]:
-    """Build a JSON or HTML report for one portfolio and store it; returns the report id."""
+    """Build a JSON or HTML report for one portfolio and store it; returns the report id,
+    and lists and fetches the rates it lacked, as a performance run does."""
     base, end = params.window(today=ctx.today())
     async with ctx.pool.acquire() as connection:
         portfolios = await select_portfolios(
@@ -153,7 +154,7 @@ async def generate_portfolio_report(
         )
     if not portfolios:
         raise PortfolioNotFound(f"portfolio {params.portfolio_id} not found")
-    return await generate_report(
+    report = await generate_report(
         ctx.pool,
         ctx.settings,
         portfolios[0],
@@ -162,3 +163,5 @@ async def generate_portfolio_report(
         report_format=params.format,
         task_id=ctx.task_id,
     )
+    fx_fetch = await fetch_missing_rates(ctx.publisher, set(report["missing_fx"]))
+    return {**report, "fx_fetch_task_id": fx_fetch}
