@@ -378,17 +378,18 @@ def _holdings_version(*, held: str, with_quotes: str) -> str:
 
 
 # The statement's mark (InputsMark): the portfolio's row version, the oldest transaction
-# still running when its snapshot was taken, and the input writes logged from there on
-# that it sees (migrations/0014).
+# still running when its snapshot was taken, and a digest of the input writes logged from
+# there on that it sees (migrations/0014): as many as a long-open writer lets pile up, kept
+# per answer at a fixed size.
 _INPUTS_MARK = """
        (SELECT xmin::text FROM portfolios WHERE id = $1 AND owner_id = $2) AS portfolio_version,
        pg_snapshot_xmin(pg_current_snapshot())::text AS writes_since,
-       (SELECT coalesce(string_agg(xid::text, ',' ORDER BY xid), '')
+       (SELECT md5(coalesce(string_agg(xid::text, ',' ORDER BY xid), ''))
         FROM valuation_input_writes
         WHERE xid >= pg_snapshot_xmin(pg_current_snapshot())) AS writes"""
 _INPUTS_UNCHANGED = """
 SELECT xmin::text AS portfolio_version,
-       (SELECT coalesce(string_agg(xid::text, ',' ORDER BY xid), '')
+       (SELECT md5(coalesce(string_agg(xid::text, ',' ORDER BY xid), ''))
         FROM valuation_input_writes WHERE xid >= $3::text::xid8) AS writes
 FROM portfolios WHERE id = $1 AND owner_id = $2
 """
@@ -449,9 +450,9 @@ LEFT JOIN (
 @dataclass(frozen=True, slots=True)
 class InputsMark:
     """Where a statement that read holdings' inputs stood: the portfolio's row version, the
-    oldest transaction running at its snapshot (`since`), and the input writes from there
-    on that it saw. A transaction committing after it has an id at least `since`, so while
-    `inputs_unchanged` finds the same, none of the inputs changed."""
+    oldest transaction running at its snapshot (`since`), and a digest of the input writes
+    from there on that it saw. A transaction committing after it has an id at least
+    `since`, so while `inputs_unchanged` finds the same, none of the inputs changed."""
 
     portfolio_version: str
     since: str
