@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -379,3 +380,38 @@ class TestQuotesAndInfo:
         assert row["name"] == "Infoco Holdings Inc."
         assert row["info_source"] == "yahoo"
         assert row["sector"] == info.sector
+
+
+class TestFxPairPrecision:
+    async def test_a_small_rate_keeps_its_digits_and_prices_keep_six_places(
+        self,
+        msettings: Settings,
+        pool: asyncpg.Pool,
+        http: aiohttp.ClientSession,
+        redis_client: aioredis.Redis,
+        sim: Sim,
+    ) -> None:
+        """JPYUSD=X (about 0.0075) is stored as served, to ten places, not rounded to six (4
+        significant digits); an equity's prices stay at six places; a second fetch of the
+        same bars changes nothing."""
+        pair, stock = "JPYUSD=X", f"FXP{uuid.uuid4().hex[:4].upper()}"
+        await pool.execute("DELETE FROM daily_prices WHERE symbol = $1", pair)
+        today = exchange_today(PINNED_CLOCK)
+        wanted = Window(today - timedelta(days=30), today)
+        fetcher = _fetcher(msettings, pool=pool, http=http, redis=redis_client)
+        first = await fetcher.run([pair, stock], wanted)
+        assert first.rows_written > 0
+        served = sim.exchange.ledger
+        stored = {
+            row["date"].isoformat(): row["close"]
+            for row in await pool.fetch(
+                "SELECT date, close FROM daily_prices WHERE symbol = $1", pair
+            )
+        }
+        assert stored == {day: Decimal(repr(close)) for day, close in served[pair].items()}
+        assert all(close.as_tuple().exponent == -10 for close in stored.values())
+        assert any(len(close.normalize().as_tuple().digits) > 4 for close in stored.values())
+        equity = await pool.fetch("SELECT close::text FROM daily_prices WHERE symbol = $1", stock)
+        assert equity
+        assert all(len(row["close"].split(".")[1]) == 6 for row in equity)
+        assert (await fetcher.run([pair, stock], wanted)).rows_written == 0

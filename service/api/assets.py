@@ -1,7 +1,7 @@
 """Read endpoints for market data: an asset's info, latest quote and freshness; its prices.
 
-Prices are JSON numbers (stored as numeric(20, 6)); `close` is split-adjusted
-and not dividend-adjusted, `adj_close` is both (docs/MARKET_DATA.md).
+Prices are JSON numbers (stored to six decimal places, an FX pair's to ten); `close` is
+split-adjusted and not dividend-adjusted, `adj_close` is both (docs/MARKET_DATA.md).
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ BarRow = tuple[
 ]
 BAR_COLUMNS = ("symbol", "date", "open", "high", "low", "close", "adj_close", "volume", "source")
 _PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
+# An FX pair's rate (`EURUSD=X`: service/portfolio/fx.py) keeps ten decimal places, a price six.
+_STAGED_PRICE = (
+    "CASE WHEN symbol ~ '^[A-Za-z]{{6}}=X$' THEN {c}::numeric(24, 10) ELSE {c}::numeric(20, 6) END"
+)
 
 
 def bar_rows(symbol: str, bars: Iterable[Bar], *, source: str) -> list[BarRow]:
@@ -104,14 +108,15 @@ async def copy_upsert(
 async def upsert_bars(connection: asyncpg.Connection, rows: Sequence[BarRow]) -> int:
     """Merge `rows` into daily_prices in one transaction; return how many rows changed.
 
-    Prices are COPYed as float8 and cast to the columns' numeric(20, 6) in the merge:
-    Postgres turns a float8 into numeric through its 15 significant digits, so 123.4567
-    is stored as 123.456700, and binary float8 is far cheaper to send than Decimals.
+    Prices are COPYed as float8 and rounded in the merge, to six decimal places, or ten for
+    an FX pair (`JPYUSD=X` is about 0.0067; migrations/0015): Postgres turns a float8 into
+    numeric through its 15 significant digits, so 123.4567 is stored as 123.456700, and
+    binary float8 is far cheaper to send than Decimals.
     """
     if not rows:
         return 0
     columns = ", ".join(BAR_COLUMNS)
-    staged = ", ".join(f"{c}::numeric(20, 6)" if c in _PRICE_COLUMNS else c for c in BAR_COLUMNS)
+    staged = ", ".join(_STAGED_PRICE.format(c=c) if c in _PRICE_COLUMNS else c for c in BAR_COLUMNS)
     values = [c for c in BAR_COLUMNS if c not in ("symbol", "date")]
     current = ", ".join(f"t.{c}" for c in values)
     proposed = ", ".join(f"excluded.{c}" for c in values)

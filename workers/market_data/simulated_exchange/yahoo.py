@@ -117,8 +117,11 @@ def chart_payload(
     days = series.days[lo:]
     stamps = [epoch_seconds(day) for day in days]
 
+    # A pair's small rate (JPYUSD=X is about 0.0075) keeps its digits, as Yahoo's floats do.
+    places = 10 if is_fx_pair(symbol) else 4
+
     def col(values: np.ndarray) -> list[float]:
-        rounded: list[float] = np.round(values[lo:], 4).tolist()
+        rounded: list[float] = np.round(values[lo:], places).tolist()
         return rounded
 
     quote: dict[str, list[Any]] = {
