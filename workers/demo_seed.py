@@ -32,7 +32,7 @@ from service.portfolio.import_format import CSV_COLUMNS, parse_csv
 from service.portfolio.recording import record_transactions
 from workers.analytics import select_portfolios, snapshot_portfolios
 from workers.market_data import Bar, bar_rows, upsert_bars
-from workers.market_data.simulated_exchange import build_series, currency_of
+from workers.market_data.simulated_exchange import build_series, currency_of, price_places
 
 log = get_logger(__name__)
 BENCHMARK = "SPY"
@@ -175,14 +175,15 @@ async def _store_prices(pool: asyncpg.Pool, days: list[date]) -> dict[str, dict[
         for symbol, (asset_type, sector) in ASSETS.items():
             series = build_series(symbol, days[-1])
             first = series.days.index(days[0])
+            places = price_places(symbol)
             bars = [
                 Bar(
                     date=series.days[i],
-                    open=round(float(series.open[i]), 4),
-                    high=round(float(series.high[i]), 4),
-                    low=round(float(series.low[i]), 4),
-                    close=round(float(series.close[i]), 4),
-                    adj_close=round(float(series.adjclose[i]), 4),
+                    open=round(float(series.open[i]), places),
+                    high=round(float(series.high[i]), places),
+                    low=round(float(series.low[i]), places),
+                    close=round(float(series.close[i]), places),
+                    adj_close=round(float(series.adjclose[i]), places),
                     volume=int(series.volume[i]),
                 )
                 for i in range(first, len(series.days))

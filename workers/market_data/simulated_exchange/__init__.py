@@ -9,6 +9,7 @@ from workers.market_data.simulated_exchange.series import (
     Series,
     build_series,
     currency_of,
+    price_places,
     symbol_seed,
 )
 from workers.market_data.simulated_exchange.yahoo import chart_payload
@@ -21,5 +22,6 @@ __all__ = [
     "build_series",
     "chart_payload",
     "currency_of",
+    "price_places",
     "symbol_seed",
 ]

@@ -12,6 +12,7 @@ from workers.market_data.simulated_exchange.series import (
     currency_of,
     factor_after,
     is_unknown,
+    price_places,
     split_factors,
     window_slice,
 )
@@ -35,17 +36,18 @@ def aggs_rows(
     series = build_series(symbol, today, calendar)
     lo, hi = window_slice(series, start, end)
     factors = split_factors(series) if not adjusted else None
+    places = price_places(symbol)
     rows: list[dict[str, object]] = []
     for i in range(lo, hi):
         scale = float(factors[i]) if factors is not None else 1.0
         rows.append(
             {
-                "o": round(float(series.open[i]) * scale, 4),
-                "h": round(float(series.high[i]) * scale, 4),
-                "l": round(float(series.low[i]) * scale, 4),
-                "c": round(float(series.close[i]) * scale, 4),
+                "o": round(float(series.open[i]) * scale, places),
+                "h": round(float(series.high[i]) * scale, places),
+                "l": round(float(series.low[i]) * scale, places),
+                "c": round(float(series.close[i]) * scale, places),
                 "v": float(int(series.volume[i]) / scale),
-                "vw": round(float(series.close[i]) * scale, 4),
+                "vw": round(float(series.close[i]) * scale, places),
                 "t": _millis(series.days[i]),
                 "n": 1000,
             }

@@ -40,6 +40,12 @@ def is_fx_pair(symbol: str) -> bool:
     return len(symbol) == 8 and symbol.upper().endswith("=X") and symbol[:6].isalpha()
 
 
+def price_places(symbol: str) -> int:
+    """Decimal places a provider serves `symbol`'s bars with: an FX pair's small rate
+    (JPYUSD=X is about 0.0075) keeps its digits, as real providers' floats do."""
+    return 10 if is_fx_pair(symbol) else 4
+
+
 def currency_of(symbol: str) -> str:
     """The currency `symbol` is quoted in (case matters: GBp is pence)."""
     upper = symbol.upper()

@@ -11,6 +11,7 @@ from workers.market_data.simulated_exchange.series import (
     LastTrade,
     build_series,
     company_name,
+    price_places,
     split_factors,
     window_slice,
 )
@@ -31,6 +32,7 @@ def prices_payload(
     series = build_series(symbol, today, calendar)
     factors = split_factors(series)
     lo, hi = window_slice(series, start, end)
+    places = price_places(symbol)
     rows: list[dict[str, object]] = []
     for i in range(lo, hi):
         day = series.days[i]
@@ -42,15 +44,15 @@ def prices_payload(
                 "date": datetime.combine(day, time(), tzinfo=UTC).strftime(
                     "%Y-%m-%dT%H:%M:%S.000Z"
                 ),
-                "open": round(float(series.open[i]) * scale, 4),
-                "high": round(float(series.high[i]) * scale, 4),
-                "low": round(float(series.low[i]) * scale, 4),
-                "close": round(float(series.close[i]) * scale, 4),
+                "open": round(float(series.open[i]) * scale, places),
+                "high": round(float(series.high[i]) * scale, places),
+                "low": round(float(series.low[i]) * scale, places),
+                "close": round(float(series.close[i]) * scale, places),
                 "volume": round(int(series.volume[i]) / scale),
-                "adjOpen": round(float(series.open[i]) * adj_scale, 4),
-                "adjHigh": round(float(series.high[i]) * adj_scale, 4),
-                "adjLow": round(float(series.low[i]) * adj_scale, 4),
-                "adjClose": round(float(series.adjclose[i]), 4),
+                "adjOpen": round(float(series.open[i]) * adj_scale, places),
+                "adjHigh": round(float(series.high[i]) * adj_scale, places),
+                "adjLow": round(float(series.low[i]) * adj_scale, places),
+                "adjClose": round(float(series.adjclose[i]), places),
                 "adjVolume": int(series.volume[i]),
                 "divCash": 0.0
                 if day in withdrawn
@@ -73,10 +75,10 @@ def fx_prices_payload(
                 "%Y-%m-%dT%H:%M:%S.000Z"
             ),
             "ticker": symbol[:6].lower(),
-            "open": round(float(series.open[i]), 6),
-            "high": round(float(series.high[i]), 6),
-            "low": round(float(series.low[i]), 6),
-            "close": round(float(series.close[i]), 6),
+            "open": round(float(series.open[i]), price_places(symbol)),
+            "high": round(float(series.high[i]), price_places(symbol)),
+            "low": round(float(series.low[i]), price_places(symbol)),
+            "close": round(float(series.close[i]), price_places(symbol)),
         }
         for i in range(lo, hi)
     ]

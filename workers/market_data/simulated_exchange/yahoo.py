@@ -17,6 +17,7 @@ from workers.market_data.simulated_exchange.series import (
     currency_of,
     epoch_seconds,
     is_fx_pair,
+    price_places,
     sector_of,
     session_start,
     window_slice,
@@ -117,8 +118,7 @@ def chart_payload(
     days = series.days[lo:]
     stamps = [epoch_seconds(day) for day in days]
 
-    # A pair's small rate (JPYUSD=X is about 0.0075) keeps its digits, as Yahoo's floats do.
-    places = 10 if is_fx_pair(symbol) else 4
+    places = price_places(symbol)
 
     def col(values: np.ndarray) -> list[float]:
         rounded: list[float] = np.round(values[lo:], places).tolist()
