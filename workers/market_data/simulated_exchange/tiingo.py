@@ -69,16 +69,17 @@ def fx_prices_payload(
     """Daily FX rows as Tiingo's FX endpoint serves them (`resampleFreq=1day`): no volume."""
     series = build_series(symbol, today, calendar)
     lo, hi = window_slice(series, start, end)
+    places = price_places(symbol)
     return [
         {
             "date": datetime.combine(series.days[i], time(), tzinfo=UTC).strftime(
                 "%Y-%m-%dT%H:%M:%S.000Z"
             ),
             "ticker": symbol[:6].lower(),
-            "open": round(float(series.open[i]), price_places(symbol)),
-            "high": round(float(series.high[i]), price_places(symbol)),
-            "low": round(float(series.low[i]), price_places(symbol)),
-            "close": round(float(series.close[i]), price_places(symbol)),
+            "open": round(float(series.open[i]), places),
+            "high": round(float(series.high[i]), places),
+            "low": round(float(series.low[i]), places),
+            "close": round(float(series.close[i]), places),
         }
         for i in range(lo, hi)
     ]
