@@ -381,18 +381,21 @@ def _holdings_version(*, held: str, with_quotes: str) -> str:
 # still running when its snapshot was taken, and a digest of the input writes logged from
 # there on that it sees (migrations/0014): as many as a long-open writer lets pile up, kept
 # per answer at a fixed size.
-_INPUTS_MARK = """
+def _writes_since(since: str) -> str:
+    """SQL: the digest of the valuation input writes logged from transaction `since` (an
+    xid8 expression) on; one definition, so a mark and its check digest alike."""
+    return f"""(SELECT md5(coalesce(string_agg(xid::text, ',' ORDER BY xid), ''))
+        FROM valuation_input_writes WHERE xid >= {since})"""  # noqa: S608 - an expression
+
+
+_INPUTS_MARK = f"""
        (SELECT xmin::text FROM portfolios WHERE id = $1 AND owner_id = $2) AS portfolio_version,
        pg_snapshot_xmin(pg_current_snapshot())::text AS writes_since,
-       (SELECT md5(coalesce(string_agg(xid::text, ',' ORDER BY xid), ''))
-        FROM valuation_input_writes
-        WHERE xid >= pg_snapshot_xmin(pg_current_snapshot())) AS writes"""
-_INPUTS_UNCHANGED = """
-SELECT xmin::text AS portfolio_version,
-       (SELECT md5(coalesce(string_agg(xid::text, ',' ORDER BY xid), ''))
-        FROM valuation_input_writes WHERE xid >= $3::text::xid8) AS writes
+       {_writes_since("pg_snapshot_xmin(pg_current_snapshot())")} AS writes"""  # noqa: S608 - constant text
+_INPUTS_UNCHANGED = f"""
+SELECT xmin::text AS portfolio_version, {_writes_since("$3::text::xid8")} AS writes
 FROM portfolios WHERE id = $1 AND owner_id = $2
-"""
+"""  # noqa: S608 - constant text
 # Numbers travel as text, so they decode into Decimal exactly.
 _HOLDINGS_READS = f"""{_HOLDINGS_INPUTS}
 SELECT (SELECT count(*) FROM owned) AS owned,
